@@ -1,0 +1,9 @@
+"""kubeflow-eks: validate the stack's config, build the stack, export its outputs."""
+
+import pulumi
+
+from components.config import load_stack_config
+from components.program import build_stack
+
+for name, value in build_stack(load_stack_config()).items():
+    pulumi.export(name, value)

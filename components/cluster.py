@@ -1,0 +1,145 @@
+"""The EKS control plane (pulumi-eks), the node IAM role and a Kubernetes provider for it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_eks as eks
+import pulumi_kubernetes as k8s
+
+NODE_POLICIES = (
+    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+    "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
+    # Nodes pull from ECR with their role: fnjob images and custom notebook images.
+    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+    "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+)
+CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+
+
+@dataclass(frozen=True)
+class EksClusterArgs:
+    cluster_name: str
+    kubernetes_version: str
+    vpc_id: pulumi.Input[str]
+    private_subnet_ids: pulumi.Input[Sequence[str]]
+    public_subnet_ids: pulumi.Input[Sequence[str]]
+    public_access: bool
+    public_access_cidrs: Sequence[str]
+    control_plane_logs: Sequence[str] = ()
+    secrets_encryption: bool = True
+    admin_role_arns: Sequence[str] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class EksCluster(pulumi.ComponentResource):
+    """An EKS cluster with access entries, IRSA's OIDC provider and the core add-ons."""
+
+    cluster_name: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]
+    oidc_provider_arn: pulumi.Output[str]
+    oidc_provider_url: pulumi.Output[str]
+    node_role_arn: pulumi.Output[str]
+    provider: k8s.Provider
+
+    def __init__(self, name: str, args: EksClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("kubeflow-eks:cluster:EksCluster", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        encryption_key_arn: pulumi.Output[str] | None = None
+        if args.secrets_encryption:
+            key = aws.kms.Key(
+                f"{name}-secrets",
+                description=f"Envelope encryption of Kubernetes secrets in {args.cluster_name}",
+                enable_key_rotation=True,
+                deletion_window_in_days=30,
+                tags=dict(args.tags),
+                opts=child,
+            )
+            encryption_key_arn = key.arn
+
+        node_role = aws.iam.Role(
+            f"{name}-node",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "ec2.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
+            description=f"Worker nodes of {args.cluster_name}",
+            tags=dict(args.tags),
+            opts=child,
+        )
+        for policy_arn in NODE_POLICIES:
+            aws.iam.RolePolicyAttachment(
+                f"{name}-node-{policy_arn.rsplit('/', 1)[-1]}",
+                role=node_role.name,
+                policy_arn=policy_arn,
+                opts=child,
+            )
+
+        access_entries = {
+            f"admin-{index}": eks.AccessEntryArgs(
+                principal_arn=arn,
+                access_policies={
+                    "cluster-admin": eks.AccessPolicyAssociationArgs(
+                        policy_arn=CLUSTER_ADMIN_POLICY,
+                        access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                    )
+                },
+            )
+            for index, arn in enumerate(args.admin_role_arns)
+        }
+        cluster = eks.Cluster(
+            f"{name}-eks",
+            name=args.cluster_name,
+            version=args.kubernetes_version,
+            vpc_id=args.vpc_id,
+            private_subnet_ids=args.private_subnet_ids,
+            public_subnet_ids=args.public_subnet_ids,
+            node_associate_public_ip_address=False,
+            endpoint_private_access=True,
+            endpoint_public_access=args.public_access,
+            public_access_cidrs=list(args.public_access_cidrs) if args.public_access else None,
+            authentication_mode=eks.AuthenticationMode.API,
+            access_entries=access_entries or None,
+            create_oidc_provider=True,
+            skip_default_node_group=True,
+            enabled_cluster_log_types=list(args.control_plane_logs) or None,
+            encryption_config_key_arn=encryption_key_arn,
+            coredns_addon_options=eks.CoreDnsAddonOptionsArgs(enabled=True),
+            kube_proxy_addon_options=eks.KubeProxyAddonOptionsArgs(enabled=True),
+            vpc_cni_options=eks.VpcCniOptionsArgs(enable_network_policy=True),
+            tags=dict(args.tags),
+            opts=child,
+        )
+
+        self.cluster_name = pulumi.Output.from_input(args.cluster_name)
+        self.kubeconfig = pulumi.Output.secret(cluster.kubeconfig_json)
+        self.oidc_provider_arn = cluster.oidc_provider_arn
+        self.oidc_provider_url = cluster.oidc_provider_url
+        self.node_role_arn = node_role.arn
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=self.kubeconfig,
+            delete_unreachable=False,
+            opts=child,
+        )
+        self.register_outputs(
+            {
+                "cluster_name": self.cluster_name,
+                "kubeconfig": self.kubeconfig,
+                "oidc_provider_arn": self.oidc_provider_arn,
+                "oidc_provider_url": self.oidc_provider_url,
+            }
+        )

@@ -1,0 +1,81 @@
+"""IAM roles for Kubernetes service accounts (IRSA), trusted by exactly one service account."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+
+def irsa_trust_policy(
+    oidc_provider_arn: str, oidc_provider_url: str, namespace: str, service_account: str
+) -> str:
+    """A trust policy letting only ``namespace/service_account`` assume the role."""
+    issuer = oidc_provider_url.removeprefix("https://")
+    statement = {
+        "Effect": "Allow",
+        "Principal": {"Federated": oidc_provider_arn},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {
+            "StringEquals": {
+                f"{issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}",
+                f"{issuer}:aud": "sts.amazonaws.com",
+            }
+        },
+    }
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class IrsaRoleArgs:
+    oidc_provider_arn: pulumi.Input[str]
+    oidc_provider_url: pulumi.Input[str]
+    namespace: str
+    service_account: str
+    managed_policy_arns: Sequence[str] = ()
+    inline_policy: pulumi.Input[str] | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.namespace or not self.service_account:
+            raise ValueError("IrsaRoleArgs needs a namespace and a service_account")
+
+
+class IrsaRole(pulumi.ComponentResource):
+    """An IAM role assumable through the cluster's OIDC provider by one service account."""
+
+    arn: pulumi.Output[str]
+    name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: IrsaRoleArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("kubeflow-eks:irsa:IrsaRole", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_provider_url).apply(
+            lambda v: irsa_trust_policy(v[0], v[1], args.namespace, args.service_account)
+        )
+        role = aws.iam.Role(
+            f"{name}-role",
+            assume_role_policy=trust,
+            description=f"IRSA role for {args.namespace}/{args.service_account}",
+            tags=dict(args.tags),
+            opts=child,
+        )
+        for index, policy_arn in enumerate(args.managed_policy_arns):
+            aws.iam.RolePolicyAttachment(
+                f"{name}-managed-{index}", role=role.name, policy_arn=policy_arn, opts=child
+            )
+        if args.inline_policy is not None:
+            aws.iam.RolePolicy(
+                f"{name}-inline", role=role.id, policy=args.inline_policy, opts=child
+            )
+        self.arn = role.arn
+        self.name = role.name
+        self.register_outputs({"arn": self.arn})
+
+
+def policy_document(statements: Sequence[Mapping[str, Any]]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)}, sort_keys=True)

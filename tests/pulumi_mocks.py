@@ -1,0 +1,149 @@
+"""Run the stack program under Pulumi's mocks and record every registered resource.
+
+The stock MockMonitor advertises resource references; with resources passed as inputs that
+makes runs flaky ("Future attached to a different loop", pulumi/pulumi#6561). Our monitor
+drops that feature, so references arrive as ids/URNs and runs are stable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import config as runtime_config
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime.proto import resource_pb2
+
+ROOT = Path(__file__).resolve().parent.parent
+STACKS = ROOT / "stacks"
+TEST_PASSWORD = "correct-horse-battery-staple"
+TEST_DOCKER_CONFIG = json.dumps({"auths": {"registry.example.org": {"auth": "dXNlcjpwYXNz"}}})
+
+
+class StableMonitor(pulumi_mocks.MockMonitor):
+    def GetDeploymentInfo(self, request: Any) -> Any:
+        info = super().GetDeploymentInfo(request)
+        features = [
+            f
+            for f in info.supportedFeatures
+            if f != resource_pb2.RESOURCE_MONITOR_FEATURE_RESOURCE_REFERENCES
+        ]
+        return resource_pb2.DeploymentInfo(supportedFeatures=features)
+
+    def SupportsFeature(self, request: Any) -> Any:
+        if request.id == "resourceReferences":
+            return type("SupportsFeatureResponse", (), {"hasSupport": False})
+        return super().SupportsFeature(request)
+
+
+@dataclass
+class Registered:
+    typ: str
+    name: str
+    inputs: dict[str, Any]
+    provider: str | None
+
+
+@dataclass
+class RecordingMocks(pulumi.runtime.Mocks):
+    resources: list[Registered] = field(default_factory=list)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.resources.append(Registered(args.typ, args.name, dict(args.inputs), args.provider))
+        outputs = dict(args.inputs)
+        rid = f"{args.name}-id"
+        if args.typ == "eks:index:Cluster":
+            kubeconfig = {"apiVersion": "v1", "kind": "Config", "clusters": [{"name": args.name}]}
+            outputs.update(
+                kubeconfig=kubeconfig,
+                kubeconfigJson=json.dumps(kubeconfig),
+                oidcProviderArn=f"arn:aws:iam::123456789012:oidc-provider/oidc.eks.test/id/{args.name}",
+                oidcProviderUrl=f"https://oidc.eks.test/id/{args.name}",
+            )
+        elif args.typ in ("aws:iam/role:Role", "aws:kms/key:Key"):
+            outputs.update(
+                name=args.inputs.get("name", args.name),
+                arn=f"arn:aws:iam::123456789012:role/{args.name}",
+            )
+        elif args.typ == "aws:eks/nodeGroup:NodeGroup":
+            outputs.update(
+                nodeGroupName=f"{args.inputs.get('nodeGroupNamePrefix', '')}abc",
+                arn=f"arn:aws:eks:us-west-2:123456789012:nodegroup/{args.name}",
+                resources=[{"autoscalingGroups": [{"name": f"eks-{args.name}-asg"}]}],
+            )
+        elif args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
+            outputs.update(latestVersion=1)
+        return rid, outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[Any]]:
+        self.calls.append((args.token, dict(args.args)))
+        return {}, []
+
+    def of_type(self, typ: str) -> list[Registered]:
+        return [r for r in self.resources if r.typ == typ]
+
+    def named(self, name: str) -> Registered:
+        matches = [r for r in self.resources if r.name == name]
+        assert len(matches) == 1, f"expected one resource named {name}, found {len(matches)}"
+        return matches[0]
+
+
+def stack_file_config(stack: str, **overrides: Any) -> dict[str, Any]:
+    """A stack file's config plus the secrets it leaves unset, as `pulumi up` would see it."""
+    document = yaml.safe_load((STACKS / f"Pulumi.{stack}.yaml").read_text())
+    config: dict[str, Any] = dict(document["config"])
+    config.setdefault("kubeflow-eks:kubeflowAdminPassword", TEST_PASSWORD)
+    kubeflow = config.get("kubeflow-eks:kubeflow") or {}
+    if kubeflow.get("registryAccess") == "docker-config":
+        config.setdefault("kubeflow-eks:registryDockerConfig", TEST_DOCKER_CONFIG)
+    config.update(overrides)
+    return config
+
+
+@dataclass
+class StackRun:
+    mocks: RecordingMocks
+    outputs: dict[str, Any]
+
+
+def run_program(
+    config: Mapping[str, Any],
+    program: Callable[[], dict[str, Any]] | None = None,
+    *,
+    stack: str = "test",
+    mocks: RecordingMocks | None = None,
+) -> StackRun:
+    """Run ``program`` (default: the real ``__main__`` path) with ``config`` under mocks.
+
+    ``config`` maps ``namespace:key`` to values; structured values are passed as JSON, as the
+    Pulumi CLI passes them. Raises whatever the program raises.
+    """
+    from components.config import SECRET_KEYS, load_stack_config
+    from components.program import build_stack
+
+    encoded = {
+        key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()
+    }
+    secret_keys = [f"kubeflow-eks:{key}" for key in SECRET_KEYS if f"kubeflow-eks:{key}" in encoded]
+    runtime_config.set_all_config(encoded, secret_keys)
+    mocks = mocks if mocks is not None else RecordingMocks()
+    pulumi.runtime.set_mocks(
+        mocks, project="kubeflow-eks", stack=stack, preview=False, monitor=StableMonitor(mocks)
+    )
+    resolved: dict[str, Any] = {}
+
+    def body() -> Any:
+        outputs = program() if program is not None else build_stack(load_stack_config())
+        return pulumi.Output.all(**outputs).apply(resolved.update) if outputs else None
+
+    try:
+        pulumi.runtime.test(body)()
+    finally:
+        runtime_config.set_all_config({}, [])
+    return StackRun(mocks=mocks, outputs=resolved)

@@ -1,0 +1,257 @@
+"""What a reviewer checks in each example stack, from the resources registered under mocks."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from functools import cache
+from typing import Any
+
+import pytest
+import yaml
+
+from components.config import load_stack_file
+from components.network import plan_subnets
+from components.storage import default_storage_class
+from tests.pulumi_mocks import STACKS, RecordingMocks, StackRun, run_program, stack_file_config
+
+EKS_STACKS = ("dev", "prod")
+# How the engine marks a secret value in resource inputs.
+SECRET_SIG, SECRET_MARK = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
+
+
+@cache
+def _run(stack: str) -> StackRun:
+    return run_program(stack_file_config(stack), stack=stack)
+
+
+def _stack_yaml(stack: str) -> dict[str, Any]:
+    return yaml.safe_load((STACKS / f"Pulumi.{stack}.yaml").read_text())["config"]
+
+
+def _gpu_node_groups(mocks: RecordingMocks) -> dict[str, dict[str, Any]]:
+    return {
+        r.inputs["labels"]["kubeflow-eks.io/gpu-group"]: r.inputs
+        for r in mocks.of_type("aws:eks/nodeGroup:NodeGroup")
+        if "kubeflow-eks.io/gpu-group" in r.inputs.get("labels", {})
+    }
+
+
+@pytest.mark.parametrize("stack", EKS_STACKS)
+def test_gpu_groups_get_nvidia_ami_labels_and_taints(stack: str) -> None:
+    groups = _gpu_node_groups(_run(stack).mocks)
+    configured = {g["name"]: g for g in _stack_yaml(stack)["kubeflow-eks:gpuNodeGroups"]}
+    assert set(groups) == set(configured)
+    for name, spec in configured.items():
+        inputs = groups[name]
+        assert inputs["amiType"] == spec["amiType"]
+        assert inputs["amiType"].endswith("_NVIDIA")
+        assert inputs["capacityType"] == spec["capacityType"]
+        assert inputs["instanceTypes"] == spec["instanceTypes"]
+        assert inputs["scalingConfig"] == {
+            "minSize": spec["minSize"],
+            "desiredSize": spec["desiredSize"],
+            "maxSize": spec["maxSize"],
+        }
+        assert inputs["labels"]["nvidia.com/gpu.present"] == "true"
+        for key, value in spec.get("labels", {}).items():
+            assert inputs["labels"][key] == value
+        expected_taints = spec.get("taints") or [
+            {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
+        ]
+        effects = {
+            "NoSchedule": "NO_SCHEDULE",
+            "NoExecute": "NO_EXECUTE",
+            "PreferNoSchedule": "PREFER_NO_SCHEDULE",
+        }
+        assert inputs["taints"] == [
+            {"key": t["key"], "value": t["value"], "effect": effects[t["effect"]]}
+            for t in expected_taints
+        ]
+
+
+@pytest.mark.parametrize("stack", EKS_STACKS)
+def test_gpu_groups_carry_autoscaler_node_template_tags(stack: str) -> None:
+    mocks = _run(stack).mocks
+    cfg = load_stack_file(STACKS / f"Pulumi.{stack}.yaml", require_secrets=False)
+    tags = mocks.of_type("aws:autoscaling/tag:Tag")
+    for group in cfg.gpu_node_groups:
+        asg = f"eks-{cfg.cluster_name}-{group.name}-ng-asg"
+        mine = {
+            t.inputs["tag"]["key"]: t.inputs["tag"]["value"]
+            for t in tags
+            if t.inputs["autoscalingGroupName"] == asg
+        }
+        prefix = "k8s.io/cluster-autoscaler/node-template"
+        assert mine[f"{prefix}/resources/nvidia.com/gpu"] == str(group.gpus_per_node)
+        assert mine[f"{prefix}/label/nvidia.com/gpu.present"] == "true"
+        assert mine[f"{prefix}/label/kubeflow-eks.io/gpu-group"] == group.name
+        for taint in group.taints:
+            assert mine[f"{prefix}/taint/{taint.key}"] == f"{taint.value}:{taint.effect}"
+    # The multi-GPU spot group advertises 4 GPUs per node.
+    if stack == "prod":
+        multi = next(g for g in cfg.gpu_node_groups if g.name == "gpu-multi-spot")
+        assert multi.gpus_per_node == 4
+
+
+@pytest.mark.parametrize("stack", EKS_STACKS)
+def test_nodes_live_in_private_subnets_with_imdsv2_and_encrypted_gp3(stack: str) -> None:
+    mocks = _run(stack).mocks
+    private_ids = {
+        f"{r.name}-id" for r in mocks.of_type("aws:ec2/subnet:Subnet") if "private" in r.name
+    }
+    public = [r for r in mocks.of_type("aws:ec2/subnet:Subnet") if "public" in r.name]
+    assert private_ids and public
+    for subnet in mocks.of_type("aws:ec2/subnet:Subnet"):
+        assert subnet.inputs.get("mapPublicIpOnLaunch") is False
+    for group in mocks.of_type("aws:eks/nodeGroup:NodeGroup"):
+        assert set(group.inputs["subnetIds"]) == private_ids
+    for template in mocks.of_type("aws:ec2/launchTemplate:LaunchTemplate"):
+        assert template.inputs["metadataOptions"]["httpTokens"] == "required"
+        (device,) = template.inputs["blockDeviceMappings"]
+        assert device["ebs"]["volumeType"] == "gp3"
+        assert device["ebs"]["encrypted"] == "true"
+    cluster = mocks.of_type("eks:index:Cluster")[0].inputs
+    assert cluster["nodeAssociatePublicIpAddress"] is False
+
+
+def test_private_subnets_do_not_overlap_and_fit_the_vpc() -> None:
+    plans = plan_subnets("10.40.0.0/16", ["a", "b", "c"])
+    networks = [ipaddress.ip_network(p.cidr) for p in plans]
+    vpc = ipaddress.ip_network("10.40.0.0/16")
+    assert all(n.subnet_of(vpc) for n in networks)
+    assert not any(a.overlaps(b) for i, a in enumerate(networks) for b in networks[i + 1 :])
+    private = [n for n, p in zip(networks, plans, strict=True) if not p.public]
+    assert all(n.num_addresses >= 8192 for n in private)  # pods take VPC addresses
+
+
+def test_prod_has_a_nat_gateway_per_az_and_dev_one() -> None:
+    assert len(_run("prod").mocks.of_type("aws:ec2/natGateway:NatGateway")) == 3
+    assert len(_run("dev").mocks.of_type("aws:ec2/natGateway:NatGateway")) == 1
+    # Every private route table sends 0.0.0.0/0 through a NAT gateway, never the IGW.
+    for table in _run("prod").mocks.of_type("aws:ec2/routeTable:RouteTable"):
+        route = table.inputs["routes"][0]
+        if "private" in table.name:
+            assert "natGatewayId" in route and "gatewayId" not in route
+
+
+@pytest.mark.parametrize("stack", EKS_STACKS)
+def test_endpoint_and_cluster_settings_follow_the_stack(stack: str) -> None:
+    cluster = _run(stack).mocks.of_type("eks:index:Cluster")[0].inputs
+    endpoint = _stack_yaml(stack)["kubeflow-eks:endpoint"]
+    assert cluster["endpointPrivateAccess"] is True
+    assert cluster["endpointPublicAccess"] is endpoint["publicAccess"]
+    assert cluster["publicAccessCidrs"] == endpoint["publicAccessCidrs"]
+    assert cluster["authenticationMode"] == "API"
+    assert cluster["createOidcProvider"] is True
+    assert cluster["skipDefaultNodeGroup"] is True
+    assert cluster["version"] == "1.34"
+    assert cluster["encryptionConfigKeyArn"]
+    if stack == "prod":
+        assert cluster["enabledClusterLogTypes"] == ["api", "audit", "authenticator"]
+        (entry,) = cluster["accessEntries"].values()
+        assert entry["principalArn"] == "arn:aws:iam::123456789012:role/platform-admin"
+        assert "0.0.0.0/0" not in cluster["publicAccessCidrs"]
+
+
+@pytest.mark.parametrize("stack", EKS_STACKS)
+def test_irsa_roles_trust_exactly_one_service_account(stack: str) -> None:
+    mocks = _run(stack).mocks
+    roles = {r.name: r.inputs for r in mocks.of_type("aws:iam/role:Role")}
+    expected = {
+        "-ebs-csi-role": "system:serviceaccount:kube-system:ebs-csi-controller-sa",
+        "-autoscaler-irsa-role": "system:serviceaccount:kube-system:cluster-autoscaler",
+    }
+    for suffix, subject in expected.items():
+        (name,) = [n for n in roles if n.endswith(suffix)]
+        policy = json.loads(roles[name]["assumeRolePolicy"])
+        (statement,) = policy["Statement"]
+        assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+        assert statement["Principal"]["Federated"].startswith("arn:aws:iam::")
+        conditions = statement["Condition"]["StringEquals"]
+        subs = [v for k, v in conditions.items() if k.endswith(":sub")]
+        auds = [v for k, v in conditions.items() if k.endswith(":aud")]
+        assert subs == [subject]
+        assert auds == ["sts.amazonaws.com"]
+
+
+@pytest.mark.parametrize("stack", EKS_STACKS)
+def test_autoscaler_may_only_resize_this_clusters_groups(stack: str) -> None:
+    mocks = _run(stack).mocks
+    cfg = load_stack_file(STACKS / f"Pulumi.{stack}.yaml", require_secrets=False)
+    (policy_resource,) = mocks.of_type("aws:iam/rolePolicy:RolePolicy")
+    policy = json.loads(policy_resource.inputs["policy"])
+    writes = [s for s in policy["Statement"] if "autoscaling:SetDesiredCapacity" in s["Action"]]
+    (write,) = writes
+    condition = write["Condition"]["StringEquals"]
+    assert condition[f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cfg.cluster_name}"] == "owned"
+    describe = [s for s in policy["Statement"] if s["Action"] == ["eks:DescribeNodegroup"]]
+    assert len(describe[0]["Resource"]) == 1 + len(cfg.gpu_node_groups)
+    (release,) = mocks.of_type("kubernetes:helm.sh/v3:Release")
+    values = release.inputs["values"]
+    assert values["autoDiscovery"]["clusterName"] == cfg.cluster_name
+    assert values["image"]["tag"] == "v1.34.0"
+    assert release.inputs["version"] == cfg.cluster_autoscaler.chart_version
+
+
+@pytest.mark.parametrize("stack", EKS_STACKS)
+def test_default_storage_class_is_encrypted_gp3_on_the_ebs_csi_driver(stack: str) -> None:
+    mocks = _run(stack).mocks
+    (addon,) = mocks.of_type("aws:eks/addon:Addon")
+    assert addon.inputs["addonName"] == "aws-ebs-csi-driver"
+    assert addon.inputs["serviceAccountRoleArn"].endswith("-ebs-csi-role")
+    (group,) = [
+        g for g in mocks.of_type("kubernetes:yaml/v2:ConfigGroup") if g.name.endswith("-ebs-class")
+    ]
+    (storage_class,) = group.inputs["objs"]
+    assert storage_class == default_storage_class()
+    assert (
+        storage_class["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"]
+        == "true"
+    )
+    assert storage_class["parameters"] == {"type": "gp3", "encrypted": "true", "fsType": "ext4"}
+
+
+def test_storage_class_is_valid_kubernetes() -> None:
+    import kubernetes_validate
+
+    kubernetes_validate.validate(default_storage_class(), "1.34", strict=True)
+
+
+@pytest.mark.parametrize("stack", EKS_STACKS)
+def test_outputs_say_how_to_reach_the_cluster(stack: str) -> None:
+    outputs = _run(stack).outputs
+    cfg = load_stack_file(STACKS / f"Pulumi.{stack}.yaml", require_secrets=False)
+    assert outputs["clusterName"] == cfg.cluster_name
+    assert outputs["connectCommand"] == (
+        f"aws eks update-kubeconfig --region {cfg.region} --name {cfg.cluster_name}"
+    )
+    assert outputs["oidcProviderArn"].startswith("arn:aws:iam::")
+    assert set(outputs["nodeGroups"]) == {"system", *(g.name for g in cfg.gpu_node_groups)}
+    assert json.loads(outputs["kubeconfig"])["kind"] == "Config"
+
+
+def test_onprem_creates_nothing_on_aws() -> None:
+    run = _run("onprem")
+    aws_like = [r for r in run.mocks.resources if r.typ.startswith(("aws:", "eks:"))]
+    assert aws_like == []
+    (provider,) = run.mocks.of_type("pulumi:providers:kubernetes")
+    assert provider.inputs["context"] == "onprem-admin"
+    assert provider.inputs["kubeconfig"].endswith("/.kube/config")
+    assert run.outputs["clusterName"] == "onprem-gpu"
+
+
+def test_onprem_kubeconfig_secret_wins_over_path() -> None:
+    config = stack_file_config("onprem")
+    config["kubeflow-eks:onprem"] = {"context": "lab"}
+    config["kubeflow-eks:onpremKubeconfig"] = "apiVersion: v1\nkind: Config\n"
+    run = run_program(config, stack="onprem")
+    (provider,) = run.mocks.of_type("pulumi:providers:kubernetes")
+    kubeconfig = provider.inputs["kubeconfig"]
+    assert kubeconfig.get(SECRET_SIG) == SECRET_MARK, "the kubeconfig must reach state as a secret"
+    assert "kind: Config" in kubeconfig["value"]
+
+
+def test_kubeconfig_is_a_secret_end_to_end() -> None:
+    (provider,) = _run("dev").mocks.of_type("pulumi:providers:kubernetes")
+    assert provider.inputs["kubeconfig"].get(SECRET_SIG) == SECRET_MARK
