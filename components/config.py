@@ -434,6 +434,12 @@ def _between(low: int, high: int) -> Callable[[int], str | None]:
     return lambda v: None if low <= v <= high else f"must be between {low} and {high}"
 
 
+def _time_slicing(value: int) -> str | None:
+    if value == 0 or 2 <= value <= 64:
+        return None
+    return "0 (off) or 2 to 64 pods per GPU"
+
+
 def gpu_instance_info(instance_type: str) -> tuple[str, int] | None:
     """Architecture and GPUs per node of an NVIDIA GPU instance type, None if not one."""
     family, _, size = instance_type.partition(".")
@@ -759,7 +765,7 @@ def parse_stack_config(
             _pattern(re.compile(r"^0\.20\.\d+$"), "0.20.0 (pinned 0.20.x)"),
         ),
         time_slicing_replicas=r.get(
-            dp, "timeSlicingReplicas", "devicePlugin", int, 0, _between(0, 64)
+            dp, "timeSlicingReplicas", "devicePlugin", int, 0, _time_slicing
         ),
     )
     kubeflow = _kubeflow(r, raw.get("kubeflow", _MISSING), secrets_set)

@@ -16,6 +16,9 @@ import pulumi_kubernetes as k8s
 from components.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.cluster import EksCluster, EksClusterArgs
 from components.config import GpuNodeGroupConfig, StackConfig
+from components.device_plugin import DevicePluginArgs, NvidiaDevicePlugin
+from components.kubeflow import Kubeflow
+from components.kubeflow_transform import KubeflowArgs, ProfileSpec
 from components.network import Network, NetworkArgs
 from components.node_groups import ManagedNodeGroup, ManagedNodeGroupArgs
 from components.scheduling import GpuScheduling
@@ -39,8 +42,24 @@ def gpu_scheduling_from_config(cfg: StackConfig) -> tuple[GpuScheduling, ...]:
             labels=dict(group.labels),
             taints=group.taints,
             bundles_device_plugin=group.bundles_device_plugin,
+            # EKS nodes carry our group label; on-premises nodes are found by their own labels.
+            managed_labels=cfg.is_eks,
         )
         for group in cfg.gpu_node_groups
+    )
+
+
+def kubeflow_args_from_config(cfg: StackConfig) -> KubeflowArgs:
+    kubeflow = cfg.kubeflow
+    return KubeflowArgs(
+        admin_email=kubeflow.admin_email,
+        source=kubeflow.local_path or kubeflow.version,
+        components=kubeflow.components,
+        http_mode=kubeflow.http_mode,
+        gpu_groups=gpu_scheduling_from_config(cfg),
+        notebook_images=kubeflow.notebook_images,
+        profiles=tuple(ProfileSpec(p.name, p.owner) for p in kubeflow.profiles),
+        registry_access=kubeflow.registry_access,
     )
 
 
@@ -202,4 +221,28 @@ def build_onprem(cfg: StackConfig) -> tuple[Platform, dict[str, Any]]:
 def build_stack(cfg: StackConfig) -> dict[str, Any]:
     """Register every resource of the stack; returns the stack outputs."""
     platform, outputs = build_eks(cfg) if cfg.is_eks else build_onprem(cfg)
+    on_cluster = pulumi.ResourceOptions(providers=[platform.provider], depends_on=platform.ready)
+    if cfg.device_plugin.enabled and cfg.gpu_node_groups:
+        NvidiaDevicePlugin(
+            f"{cfg.cluster_name}-nvidia",
+            DevicePluginArgs(
+                gpu_groups=gpu_scheduling_from_config(cfg),
+                chart_version=cfg.device_plugin.chart_version,
+                time_slicing_replicas=cfg.device_plugin.time_slicing_replicas,
+            ),
+            opts=on_cluster,
+        )
+    if cfg.kubeflow.enabled:
+        assert cfg.secrets.kubeflow_admin_password is not None  # checked by the config
+        docker_config = cfg.secrets.registry_docker_config
+        kubeflow = Kubeflow(
+            f"{cfg.cluster_name}-kubeflow",
+            kubeflow_args_from_config(cfg),
+            admin_password=pulumi.Output.secret(cfg.secrets.kubeflow_admin_password),
+            docker_config_json=pulumi.Output.secret(docker_config) if docker_config else None,
+            opts=on_cluster,
+        )
+        outputs["kubeflowAdmin"] = kubeflow.admin_email
+        outputs["kubeflowDashboard"] = kubeflow.dashboard_url
+        outputs["kubeflowPortForward"] = kubeflow.dashboard_port_forward
     return outputs

@@ -7,6 +7,7 @@ drops that feature, so references arrive as ids/URNs and runs are stable.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,11 +22,37 @@ from pulumi.runtime.proto import resource_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ROOT / "stacks"
+# Tests never fetch kubeflow/manifests: stacks render our own fixture of the same shape.
+KUBEFLOW_FIXTURE = ROOT / "tests" / "fixtures" / "kubeflow-manifests"
 TEST_PASSWORD = "correct-horse-battery-staple"
 TEST_DOCKER_CONFIG = json.dumps({"auths": {"registry.example.org": {"auth": "dXNlcjpwYXNz"}}})
 
 
+# How the engine marks a secret value inside resource inputs.
+SECRET_SIG, SECRET_MARK = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(SECRET_SIG) == SECRET_MARK
+
+
+def reveal(value: Any) -> Any:
+    """The plain value of a (possibly) secret input."""
+    return value["value"] if is_secret(value) else value
+
+
 class StableMonitor(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.recording = mocks
+
+    def RegisterResource(self, request: Any) -> Any:
+        # Keep each resource's explicit dependencies (depends_on), by resource name.
+        self.recording.dependencies[request.name] = [
+            urn.rsplit("::", 1)[-1] for urn in request.dependencies
+        ]
+        return super().RegisterResource(request)
+
     def GetDeploymentInfo(self, request: Any) -> Any:
         info = super().GetDeploymentInfo(request)
         features = [
@@ -53,6 +80,7 @@ class Registered:
 class RecordingMocks(pulumi.runtime.Mocks):
     resources: list[Registered] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    dependencies: dict[str, list[str]] = field(default_factory=dict)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.resources.append(Registered(args.typ, args.name, dict(args.inputs), args.provider))
@@ -79,6 +107,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             )
         elif args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
             outputs.update(latestVersion=1)
+        elif args.typ == "random:index/randomPassword:RandomPassword":
+            # Deterministic per name, the right length, never an upstream default.
+            seed = hashlib.sha256(args.name.encode()).hexdigest() * 4
+            outputs.update(result=seed[: int(args.inputs.get("length", 32))])
         return rid, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[Any]]:
@@ -102,6 +134,8 @@ def stack_file_config(stack: str, **overrides: Any) -> dict[str, Any]:
     kubeflow = config.get("kubeflow-eks:kubeflow") or {}
     if kubeflow.get("registryAccess") == "docker-config":
         config.setdefault("kubeflow-eks:registryDockerConfig", TEST_DOCKER_CONFIG)
+    if kubeflow.get("enabled", True):
+        config["kubeflow-eks:kubeflow"] = {**kubeflow, "localPath": str(KUBEFLOW_FIXTURE)}
     config.update(overrides)
     return config
 

@@ -1,0 +1,153 @@
+"""The NVIDIA device plugin (Helm chart), only on GPU nodes that don't ship their own.
+
+Its tolerations and node affinity are derived from the GPU groups' scheduling data, so the
+taints are typed once, in the node-group config. The chart's values are an input of the
+`helm.sh/v3:Release`, which is what tests see under mocks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
+
+from components.scheduling import (
+    GPU_RESOURCE,
+    GpuScheduling,
+    check_unique_names,
+    groups_node_affinity,
+    union_tolerations,
+)
+
+DEVICE_PLUGIN_CHART = "nvidia-device-plugin"
+DEVICE_PLUGIN_REPO = "https://nvidia.github.io/k8s-device-plugin"
+DEFAULT_CHART_VERSION = "0.20.0"
+TIME_SLICING_CONFIG_NAME = "time-slicing"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class DevicePluginConfigError(ValueError):
+    """An argument of the device plugin component is invalid."""
+
+
+@dataclass(frozen=True)
+class DevicePluginArgs:
+    """Which chart to install where, for which GPU groups; optional time-slicing."""
+
+    gpu_groups: tuple[GpuScheduling, ...]
+    chart_version: str = DEFAULT_CHART_VERSION
+    namespace: str = "nvidia-device-plugin"
+    # 0 = off; N >= 2 advertises each GPU N times (pods share it, with no memory isolation).
+    time_slicing_replicas: int = 0
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"0\.20\.\d+", self.chart_version):
+            raise DevicePluginConfigError(
+                f"chart_version {self.chart_version!r} is not allowed: this stack is tested "
+                "with the 0.20.x series (e.g. '0.20.0')"
+            )
+        if not _DNS_LABEL.match(self.namespace) or len(self.namespace) > 63:
+            raise DevicePluginConfigError(
+                f"namespace {self.namespace!r} is not a valid namespace name"
+            )
+        if (
+            not isinstance(self.time_slicing_replicas, int)
+            or isinstance(self.time_slicing_replicas, bool)
+            or self.time_slicing_replicas < 0
+            or self.time_slicing_replicas == 1
+        ):
+            raise DevicePluginConfigError(
+                f"time_slicing_replicas {self.time_slicing_replicas!r} is not allowed: use 0 "
+                "(off) or an integer >= 2 (pods per GPU)"
+            )
+        if not isinstance(self.gpu_groups, tuple):
+            raise DevicePluginConfigError(
+                f"gpu_groups must be a tuple of GpuScheduling, got {type(self.gpu_groups).__name__}"
+            )
+        check_unique_names(self.gpu_groups, "gpu_groups")
+
+    @property
+    def served_groups(self) -> tuple[GpuScheduling, ...]:
+        """Groups our plugin must run on: those whose node image has no plugin of its own."""
+        return tuple(g for g in self.gpu_groups if not g.bundles_device_plugin)
+
+
+def needs_device_plugin(args: DevicePluginArgs) -> bool:
+    return bool(args.served_groups)
+
+
+def time_slicing_config(replicas: int) -> str:
+    """The plugin's config file sharing each GPU between `replicas` pods."""
+    return yaml.safe_dump(
+        {
+            "version": "v1",
+            "sharing": {
+                "timeSlicing": {"resources": [{"name": GPU_RESOURCE, "replicas": replicas}]}
+            },
+        },
+        sort_keys=False,
+    )
+
+
+def device_plugin_values(args: DevicePluginArgs) -> dict[str, Any]:
+    """Helm values: tolerate exactly the served groups' taints, run only on their nodes."""
+    groups = args.served_groups
+    if not groups:
+        raise DevicePluginConfigError(
+            "no GPU group needs the device plugin (all bundle their own); don't install it"
+        )
+    values: dict[str, Any] = {
+        # Replace the chart's defaults (which tolerate any nvidia.com/gpu taint and
+        # CriticalAddonsOnly) with exactly our taints.
+        "tolerations": union_tolerations(groups),
+        # Bottlerocket NVIDIA nodes are excluded simply by not being listed here.
+        "affinity": groups_node_affinity(groups),
+    }
+    if args.time_slicing_replicas:
+        values["config"] = {
+            "map": {TIME_SLICING_CONFIG_NAME: time_slicing_config(args.time_slicing_replicas)},
+            "default": TIME_SLICING_CONFIG_NAME,
+        }
+    return values
+
+
+class NvidiaDevicePlugin(pulumi.ComponentResource):
+    """The nvidia-device-plugin chart; registers no Release when every group bundles a plugin.
+
+    Pass the Kubernetes provider through `opts`.
+    """
+
+    release: Release | None
+
+    def __init__(
+        self,
+        name: str,
+        args: DevicePluginArgs,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("kubeflow-eks:device_plugin:NvidiaDevicePlugin", name, None, opts)
+        self.release = None
+        if needs_device_plugin(args):
+            self.release = Release(
+                f"{name}-chart",
+                ReleaseArgs(
+                    chart=DEVICE_PLUGIN_CHART,
+                    version=args.chart_version,
+                    repository_opts=RepositoryOptsArgs(repo=DEVICE_PLUGIN_REPO),
+                    namespace=args.namespace,
+                    create_namespace=True,
+                    values=device_plugin_values(args),
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        self.register_outputs(
+            {
+                "installed": self.release is not None,
+                "served_groups": [g.name for g in args.served_groups],
+            }
+        )

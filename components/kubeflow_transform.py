@@ -1,0 +1,738 @@
+"""Pure transformations of the rendered Kubeflow objects, and the apply-order phase split.
+
+Every function here takes plain objects (dicts as kustomize produced them) and returns new
+ones; inputs are never mutated (objects that change are deep-copied first), so the cached
+render can be shared. Nothing here touches Pulumi, the network or the disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from components.kubeflow_manifests import (
+    DEFAULT_KUBEFLOW_RELEASE,
+    YAML_DUMPER,
+    YAML_LOADER,
+    KubeObject,
+)
+from components.scheduling import (
+    GPU_RESOURCE,
+    GpuScheduling,
+    check_unique_names,
+)
+
+REGISTRY_ACCESS_MODES = ("none", "docker-config", "ecr")
+REGISTRY_SECRET_NAME = "registry-credentials"
+PROFILE_EDITOR_SA = "default-editor"
+UPSTREAM_DEFAULT_PROFILE = "kubeflow-user-example-com"
+
+# Upstream's published defaults. Long ones are unambiguous and must not appear anywhere;
+# short ones only count as credentials inside a Secret.
+UPSTREAM_DEFAULT_CREDENTIALS = (
+    "12341234",
+    "$2y$12$4K/VkmDd1q1Orb3xAt82zu8gk7Ad6ReFR4LCP9UeYE90NLiN9Df72",
+    "pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok",
+    "7d16fee92f8d11b8940b081b3f8b8acb",
+    "minio123",
+)
+UPSTREAM_DEFAULT_SECRET_VALUES = ("minio", "minio123", "test", "12341234", "password")
+
+WEB_APPS_WITH_SECURE_COOKIES = (
+    "jupyter-web-app-deployment",
+    "volumes-web-app-deployment",
+    "tensorboards-web-app-deployment",
+)
+SPAWNER_CONFIG_KEY = "spawner_ui_config.yaml"
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_RESERVED_NAMESPACES = frozenset(
+    {
+        "default",
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        "kubeflow",
+        "kubeflow-system",
+        "auth",
+        "oauth2-proxy",
+        "istio-system",
+        "cert-manager",
+        "knative-serving",
+    }
+)
+
+
+class TransformError(Exception):
+    """The rendered objects do not have the shape a transformation relies on."""
+
+
+class KubeflowConfigError(ValueError):
+    """An argument of the Kubeflow component is invalid."""
+
+
+class DefaultCredentialError(TransformError):
+    """An upstream default credential survived the transformations."""
+
+    def __init__(self, findings: Sequence[str]) -> None:
+        super().__init__("upstream default credentials survived: " + "; ".join(findings[:10]))
+        self.findings = tuple(findings)
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """A Kubeflow user namespace (Profile) and the email of the person who owns it."""
+
+    name: str
+    owner_email: str
+
+    def __post_init__(self) -> None:
+        if not _DNS_LABEL.match(self.name) or len(self.name) > 63:
+            raise KubeflowConfigError(
+                f"profile name {self.name!r} is not a valid namespace name: use lowercase "
+                "letters, digits and '-', at most 63 characters"
+            )
+        if self.name in _RESERVED_NAMESPACES:
+            raise KubeflowConfigError(
+                f"profile name {self.name!r} is a system namespace; choose another name"
+            )
+        if not _EMAIL.match(self.owner_email):
+            raise KubeflowConfigError(
+                f"profile {self.name!r} owner_email {self.owner_email!r} is not an email address"
+            )
+
+
+@dataclass(frozen=True)
+class KubeflowArgs:
+    """What to install and how. Secrets are not here: see `KubeflowCredentials`."""
+
+    admin_email: str
+    source: str = DEFAULT_KUBEFLOW_RELEASE
+    # Entries of upstream example/kustomization.yaml `resources`; None = upstream's set.
+    components: tuple[str, ...] | None = None
+    http_mode: bool = False
+    gpu_groups: tuple[GpuScheduling, ...] = ()
+    notebook_images: tuple[str, ...] = ()
+    profiles: tuple[ProfileSpec, ...] = ()
+    registry_access: str = "none"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise KubeflowConfigError(
+                f"source {self.source!r} is empty: give a release tag of kubeflow/manifests "
+                f"(default {DEFAULT_KUBEFLOW_RELEASE!r}) or a local directory"
+            )
+        if self.components is not None:
+            if not isinstance(self.components, tuple) or not self.components:
+                raise KubeflowConfigError(
+                    f"components {self.components!r} must be a non-empty tuple of entries of "
+                    "upstream example/kustomization.yaml, or None for upstream's set"
+                )
+            if len(set(self.components)) != len(self.components):
+                raise KubeflowConfigError(f"components {self.components!r} repeat an entry")
+        if not isinstance(self.http_mode, bool):
+            raise KubeflowConfigError(f"http_mode {self.http_mode!r} must be true or false")
+        if not _EMAIL.match(self.admin_email):
+            raise KubeflowConfigError(f"admin_email {self.admin_email!r} is not an email address")
+        check_unique_names(self.gpu_groups, "gpu_groups")
+        for image in self.notebook_images:
+            if not image or any(c.isspace() for c in image):
+                raise KubeflowConfigError(
+                    f"notebook_images entry {image!r} is not an image reference"
+                )
+        names = [p.name for p in self.profiles]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise KubeflowConfigError(f"profiles repeat the names {repeated}")
+        if self.registry_access not in REGISTRY_ACCESS_MODES:
+            raise KubeflowConfigError(
+                f"registry_access {self.registry_access!r} is not allowed: use one of "
+                f"{', '.join(REGISTRY_ACCESS_MODES)}"
+            )
+
+
+@dataclass(frozen=True)
+class KubeflowCredentials:
+    """The secret values the transforms write (plain strings; the component keeps them secret)."""
+
+    admin_password_hash: str
+    oidc_client_secret: str
+    oauth2_proxy_cookie_secret: str
+    katib_db_password: str
+    pipelines_db_password: str
+    pipelines_object_store_access_key: str
+    pipelines_object_store_secret_key: str
+    docker_config_json: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.admin_password_hash.startswith(("$2a$", "$2b$", "$2y$")):
+            raise KubeflowConfigError(
+                "admin_password_hash must be a bcrypt hash ($2a$/$2b$/$2y$...), got a value "
+                f"starting {self.admin_password_hash[:4]!r}"
+            )
+        if len(self.oauth2_proxy_cookie_secret.encode()) not in (16, 24, 32):
+            raise KubeflowConfigError(
+                "oauth2_proxy_cookie_secret must be 16, 24 or 32 bytes (oauth2-proxy's AES key "
+                f"sizes), got {len(self.oauth2_proxy_cookie_secret.encode())} bytes"
+            )
+        for field_name in (
+            "oidc_client_secret",
+            "katib_db_password",
+            "pipelines_db_password",
+            "pipelines_object_store_access_key",
+            "pipelines_object_store_secret_key",
+        ):
+            value = getattr(self, field_name)
+            if len(value) < 8:
+                raise KubeflowConfigError(
+                    f"{field_name} must be at least 8 characters, got {len(value)}"
+                )
+        for field_name in ("oidc_client_secret", "oauth2_proxy_cookie_secret"):
+            if getattr(self, field_name) in UPSTREAM_DEFAULT_CREDENTIALS:
+                raise KubeflowConfigError(f"{field_name} is upstream's published default")
+        if self.docker_config_json is not None:
+            try:
+                parsed = json.loads(self.docker_config_json)
+            except json.JSONDecodeError as err:
+                raise KubeflowConfigError(
+                    f"docker_config_json is not JSON ({err.msg} at position {err.pos})"
+                ) from err
+            if not isinstance(parsed, dict) or not isinstance(parsed.get("auths"), dict):
+                raise KubeflowConfigError(
+                    'docker_config_json must be a Docker config: {"auths": {"REGISTRY": {...}}}'
+                )
+
+    def __repr__(self) -> str:
+        # Never show secret values in tracebacks or logs.
+        return "KubeflowCredentials(<redacted>)"
+
+
+# --- small helpers -------------------------------------------------------------------------
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str(_meta(obj).get("name", ""))
+
+
+def _namespace(obj: Mapping[str, Any]) -> str:
+    return str(_meta(obj).get("namespace", ""))
+
+
+def _is(obj: Mapping[str, Any], kind: str, namespace: str | None = None) -> bool:
+    return obj.get("kind") == kind and (namespace is None or _namespace(obj) == namespace)
+
+
+def _generated_name_matches(name: str, base: str) -> bool:
+    """`base` itself, or `base` plus kustomize's 10-character hash suffix."""
+    return name == base or re.fullmatch(re.escape(base) + r"-[a-z0-9]{10}", name) is not None
+
+
+def _b64(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
+
+
+def secret_values(secret: Mapping[str, Any]) -> dict[str, str]:
+    """A Secret's decoded values, from `data` and `stringData` (stringData wins, as in the API)."""
+    values: dict[str, str] = {}
+    for key, raw in (secret.get("data") or {}).items():
+        try:
+            values[key] = base64.b64decode(str(raw), validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            values[key] = str(raw)
+    for key, raw in (secret.get("stringData") or {}).items():
+        values[key] = str(raw)
+    return values
+
+
+def _set_secret_values(secret: KubeObject, values: Mapping[str, str]) -> None:
+    data = dict(secret.get("data") or {})
+    string_data = dict(secret.get("stringData") or {})
+    for key, value in values.items():
+        data[key] = _b64(value)
+        string_data.pop(key, None)
+    secret["data"] = data
+    if string_data:
+        secret["stringData"] = string_data
+    else:
+        secret.pop("stringData", None)
+
+
+def _rewrite(
+    objects: Sequence[Mapping[str, Any]],
+    match: Callable[[Mapping[str, Any]], bool],
+    change: Callable[[KubeObject], None],
+) -> tuple[list[KubeObject], int]:
+    """Copy-on-write: matched objects are deep-copied and changed; others pass through."""
+    out: list[KubeObject] = []
+    count = 0
+    for obj in objects:
+        if match(obj):
+            changed = copy.deepcopy(dict(obj))
+            change(changed)
+            out.append(changed)
+            count += 1
+        else:
+            out.append(obj)  # type: ignore[arg-type]
+    return out, count
+
+
+def _pod_containers(obj: KubeObject) -> list[dict[str, Any]]:
+    spec = obj.get("spec", {}).get("template", {}).get("spec", {})
+    return list(spec.get("containers") or [])
+
+
+# --- HTTP mode -----------------------------------------------------------------------------
+
+
+def apply_http_mode(objects: Sequence[Mapping[str, Any]], http_mode: bool) -> list[KubeObject]:
+    """Secure cookies on (HTTPS) or off (plain HTTP) for the web apps and oauth2-proxy."""
+    secure = "false" if http_mode else "true"
+
+    def set_app_cookies(deployment: KubeObject) -> None:
+        found = False
+        for container in _pod_containers(deployment):
+            for env in container.get("env") or []:
+                if env.get("name") == "APP_SECURE_COOKIES":
+                    env.pop("valueFrom", None)
+                    env["value"] = secure
+                    found = True
+        if not found:
+            raise TransformError(
+                f"Deployment kubeflow/{_name(deployment)} has no APP_SECURE_COOKIES env; the "
+                "upstream web app changed shape"
+            )
+
+    out, _ = _rewrite(
+        objects,
+        lambda o: _is(o, "Deployment", "kubeflow") and _name(o) in WEB_APPS_WITH_SECURE_COOKIES,
+        set_app_cookies,
+    )
+
+    def set_force_https(config_map: KubeObject) -> None:
+        config_map.setdefault("data", {})["FORCE_HTTPS"] = secure
+
+    out, _ = _rewrite(
+        out,
+        lambda o: (
+            _is(o, "ConfigMap", "oauth2-proxy")
+            and _generated_name_matches(_name(o), "oauth2-proxy-parameters")
+        ),
+        set_force_https,
+    )
+
+    def set_cookie_secure_literal(deployment: KubeObject) -> None:
+        for container in _pod_containers(deployment):
+            for env in container.get("env") or []:
+                if env.get("name") == "OAUTH2_PROXY_COOKIE_SECURE" and "value" in env:
+                    env["value"] = secure
+
+    out, _ = _rewrite(
+        out,
+        lambda o: _is(o, "Deployment", "oauth2-proxy") and _name(o) == "oauth2-proxy",
+        set_cookie_secure_literal,
+    )
+    return out
+
+
+# --- credentials ---------------------------------------------------------------------------
+
+
+def _username_of(email: str) -> str:
+    return re.sub(r"[^a-z0-9-]", "-", email.split("@", 1)[0].lower()) or "admin"
+
+
+def apply_credentials(
+    objects: Sequence[Mapping[str, Any]], admin_email: str, credentials: KubeflowCredentials
+) -> list[KubeObject]:
+    """Replace every upstream default credential with the stack's values."""
+    out: list[KubeObject] = [dict(o) for o in objects]
+
+    def dex_config(config_map: KubeObject) -> None:
+        data = config_map.setdefault("data", {})
+        if "config.yaml" not in data:
+            raise TransformError("ConfigMap auth/dex has no config.yaml")
+        config = yaml.load(data["config.yaml"], Loader=YAML_LOADER)
+        users = config.get("staticPasswords") or []
+        template = users[0] if users else {"hashFromEnv": "DEX_USER_PASSWORD"}
+        # One static user, the stack's admin; the hash comes from the dex-passwords Secret.
+        admin = {
+            **template,
+            "email": admin_email,
+            "username": _username_of(admin_email),
+        }
+        admin.pop("hash", None)
+        admin["hashFromEnv"] = template.get("hashFromEnv", "DEX_USER_PASSWORD")
+        config["staticPasswords"] = [admin]
+        data["config.yaml"] = yaml.dump(config, Dumper=YAML_DUMPER, sort_keys=False)
+
+    replacements: list[tuple[Callable[[Mapping[str, Any]], bool], Callable[[KubeObject], None]]] = [
+        (lambda o: _is(o, "ConfigMap", "auth") and _name(o) == "dex", dex_config),
+        (
+            lambda o: _is(o, "Secret", "auth") and _name(o) == "dex-passwords",
+            lambda s: _set_secret_values(s, {"DEX_USER_PASSWORD": credentials.admin_password_hash}),
+        ),
+        (
+            lambda o: _is(o, "Secret", "auth") and _name(o) == "dex-oidc-client",
+            lambda s: _set_secret_values(s, {"OIDC_CLIENT_SECRET": credentials.oidc_client_secret}),
+        ),
+        (
+            lambda o: (
+                _is(o, "Secret", "oauth2-proxy")
+                and _generated_name_matches(_name(o), "oauth2-proxy")
+            ),
+            lambda s: _set_secret_values(
+                s,
+                {
+                    "client-secret": credentials.oidc_client_secret,
+                    "cookie-secret": credentials.oauth2_proxy_cookie_secret,
+                },
+            ),
+        ),
+        (
+            lambda o: _is(o, "Secret") and _name(o) == "katib-mysql-secrets",
+            lambda s: _set_secret_values(s, {"MYSQL_ROOT_PASSWORD": credentials.katib_db_password}),
+        ),
+        (
+            lambda o: _is(o, "Secret") and _name(o) == "mysql-secret",
+            lambda s: _set_secret_values(s, {"password": credentials.pipelines_db_password}),
+        ),
+        (
+            lambda o: _is(o, "Secret") and _name(o) == "mlpipeline-minio-artifact",
+            lambda s: _set_secret_values(
+                s,
+                {
+                    "accesskey": credentials.pipelines_object_store_access_key,
+                    "secretkey": credentials.pipelines_object_store_secret_key,
+                },
+            ),
+        ),
+        (
+            lambda o: _is(o, "Deployment", "kubeflow") and _name(o) == "mysql",
+            _pipelines_mysql_uses_secret,
+        ),
+        (
+            lambda o: _is(o, "Profile") and _name(o) == UPSTREAM_DEFAULT_PROFILE,
+            lambda p: (
+                p.setdefault("spec", {})
+                .setdefault("owner", {})
+                .update({"kind": "User", "name": admin_email})
+            ),
+        ),
+    ]
+    for match, change in replacements:
+        out, _ = _rewrite(out, match, change)
+    return out
+
+
+def _pipelines_mysql_uses_secret(deployment: KubeObject) -> None:
+    """Upstream's Pipelines MySQL runs root without a password; give it the stack's one."""
+    for container in _pod_containers(deployment):
+        env = [
+            e
+            for e in container.get("env") or []
+            if e.get("name") not in ("MYSQL_ALLOW_EMPTY_PASSWORD", "MYSQL_ROOT_PASSWORD")
+        ]
+        env.append(
+            {
+                "name": "MYSQL_ROOT_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": "mysql-secret", "key": "password"}},
+            }
+        )
+        container["env"] = env
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def find_default_credentials(objects: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Where upstream default credentials appear (empty when none does)."""
+    needles = {c: c for c in UPSTREAM_DEFAULT_CREDENTIALS}
+    needles.update({_b64(c): c for c in UPSTREAM_DEFAULT_CREDENTIALS})
+    findings: list[str] = []
+    for obj in objects:
+        where = f"{obj.get('kind')} {_namespace(obj) or '-'}/{_name(obj)}"
+        for text in _strings(obj):
+            for needle, credential in needles.items():
+                if needle in text:
+                    findings.append(f"{where} contains {credential[:6]}...")
+        if obj.get("kind") == "Secret":
+            for key, value in secret_values(obj).items():
+                if value in UPSTREAM_DEFAULT_SECRET_VALUES:
+                    findings.append(f"{where} key {key} holds an upstream default")
+                elif value == "" and "password" in key.lower():
+                    findings.append(f"{where} key {key} is an empty password")
+    return sorted(set(findings))
+
+
+# --- notebook spawner ----------------------------------------------------------------------
+
+
+def apply_spawner_config(
+    objects: Sequence[Mapping[str, Any]],
+    gpu_groups: tuple[GpuScheduling, ...],
+    notebook_images: tuple[str, ...],
+) -> list[KubeObject]:
+    """One toleration group and affinity option per GPU group; NVIDIA GPUs; extra images."""
+
+    def edit(config_map: KubeObject) -> None:
+        data = config_map["data"]
+        config = yaml.load(data[SPAWNER_CONFIG_KEY], Loader=YAML_LOADER) or {}
+        defaults = config.get("spawnerFormDefaults")
+        if not isinstance(defaults, dict):
+            raise TransformError(
+                f"ConfigMap kubeflow/{_name(config_map)} {SPAWNER_CONFIG_KEY} has no "
+                "spawnerFormDefaults"
+            )
+        image = defaults.setdefault("image", {})
+        options = list(image.get("options") or [])
+        options += [i for i in notebook_images if i not in options]
+        image["options"] = options
+        if gpu_groups:
+            defaults["tolerationGroup"] = {
+                **(defaults.get("tolerationGroup") or {}),
+                "readOnly": False,
+                "value": "",
+                "options": [
+                    {
+                        "groupKey": group.name,
+                        "displayName": f"GPU node group {group.name}",
+                        "tolerations": group.tolerations(),
+                    }
+                    for group in gpu_groups
+                ],
+            }
+            defaults["affinityConfig"] = {
+                **(defaults.get("affinityConfig") or {}),
+                "readOnly": False,
+                "value": "",
+                "options": [
+                    {
+                        "configKey": group.name,
+                        "displayName": f"GPU node group {group.name}",
+                        "affinity": group.node_affinity(),
+                    }
+                    for group in gpu_groups
+                ],
+            }
+            gpus = defaults.setdefault("gpus", {})
+            value = gpus.setdefault("value", {})
+            value.setdefault("num", "none")
+            # The stack only provisions NVIDIA GPUs; other vendors would offer unusable choices.
+            value["vendors"] = [{"limitsKey": GPU_RESOURCE, "uiName": "NVIDIA"}]
+            value["vendor"] = GPU_RESOURCE
+        data[SPAWNER_CONFIG_KEY] = yaml.dump(config, Dumper=YAML_DUMPER, sort_keys=False)
+
+    out, count = _rewrite(
+        objects,
+        lambda o: _is(o, "ConfigMap", "kubeflow") and SPAWNER_CONFIG_KEY in (o.get("data") or {}),
+        edit,
+    )
+    has_jupyter = any(
+        _is(o, "Deployment", "kubeflow") and _name(o) == "jupyter-web-app-deployment"
+        for o in objects
+    )
+    if has_jupyter and count == 0:
+        raise TransformError(
+            "the Jupyter web app is installed but no ConfigMap in kubeflow holds "
+            f"{SPAWNER_CONFIG_KEY}"
+        )
+    return out
+
+
+# --- profiles ------------------------------------------------------------------------------
+
+
+def profile_objects(
+    profiles: tuple[ProfileSpec, ...],
+    registry_access: str,
+    docker_config_json: str | None,
+    extra_namespaces: tuple[ProfileSpec, ...] = (),
+) -> list[KubeObject]:
+    """Profiles, and with a docker config, each namespace's pull secret on `default-editor`.
+
+    The profile controller creates `default-editor` only when it does not exist yet and
+    adopts an existing namespace whose `owner` annotation names the profile's owner. So we
+    create the namespace (annotated) and the ServiceAccount (with imagePullSecrets) ourselves;
+    the controller then adds its labels, RoleBindings and policies and leaves our
+    imagePullSecrets alone, with no race against it.
+    """
+    if registry_access == "docker-config" and docker_config_json is None:
+        raise KubeflowConfigError(
+            "registry_access 'docker-config' needs a docker config JSON in the credentials"
+        )
+    objects: list[KubeObject] = [
+        {
+            "apiVersion": "kubeflow.org/v1",
+            "kind": "Profile",
+            "metadata": {"name": profile.name},
+            "spec": {"owner": {"kind": "User", "name": profile.owner_email}},
+        }
+        for profile in profiles
+    ]
+    if registry_access != "docker-config" or docker_config_json is None:
+        return objects
+    for profile in (*profiles, *extra_namespaces):
+        objects += [
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": profile.name,
+                    "annotations": {"owner": profile.owner_email},
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": REGISTRY_SECRET_NAME, "namespace": profile.name},
+                "type": "kubernetes.io/dockerconfigjson",
+                "data": {".dockerconfigjson": _b64(docker_config_json)},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": PROFILE_EDITOR_SA, "namespace": profile.name},
+                "imagePullSecrets": [{"name": REGISTRY_SECRET_NAME}],
+            },
+        ]
+    return objects
+
+
+# --- everything together -------------------------------------------------------------------
+
+
+def transform_manifests(
+    objects: Sequence[Mapping[str, Any]],
+    args: KubeflowArgs,
+    credentials: KubeflowCredentials,
+) -> list[KubeObject]:
+    """All transformations in order; raises if an upstream default credential survives."""
+    out = apply_http_mode(objects, args.http_mode)
+    out = apply_credentials(out, args.admin_email, credentials)
+    out = apply_spawner_config(out, args.gpu_groups, args.notebook_images)
+    taken = {_name(o) for o in out if o.get("kind") == "Profile"}
+    clashes = sorted(p.name for p in args.profiles if p.name in taken)
+    if clashes:
+        raise KubeflowConfigError(f"profiles {clashes} are already defined by upstream manifests")
+    # Upstream's example profile now belongs to the admin; it gets registry access too.
+    upstream_admin_profile = (
+        (ProfileSpec(UPSTREAM_DEFAULT_PROFILE, args.admin_email),)
+        if UPSTREAM_DEFAULT_PROFILE in taken
+        else ()
+    )
+    out += profile_objects(
+        args.profiles,
+        args.registry_access,
+        credentials.docker_config_json,
+        extra_namespaces=upstream_admin_profile,
+    )
+    findings = find_default_credentials(out)
+    if findings:
+        raise DefaultCredentialError(findings)
+    return out
+
+
+# --- apply order ---------------------------------------------------------------------------
+
+PLATFORM_NAMESPACES = ("cert-manager", "istio-system")
+WEBHOOK_KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+_FOUNDATION_KINDS = ("Namespace", "CustomResourceDefinition")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Objects applied together; each phase starts after the previous one is ready."""
+
+    name: str
+    description: str
+    objects: tuple[Mapping[str, Any], ...]
+
+
+def is_builtin(obj: Mapping[str, Any]) -> bool:
+    """A kind served by Kubernetes itself (core or a k8s.io group), not a custom resource."""
+    api_version = str(obj.get("apiVersion", ""))
+    if "/" not in api_version:
+        return True
+    group = api_version.split("/", 1)[0]
+    return group.endswith(".k8s.io") or group in (
+        "apps",
+        "batch",
+        "autoscaling",
+        "policy",
+    )
+
+
+def _webhook_service_namespaces(obj: Mapping[str, Any]) -> set[str]:
+    namespaces = set()
+    for hook in obj.get("webhooks") or []:
+        service = (hook.get("clientConfig") or {}).get("service") or {}
+        namespaces.add(str(service.get("namespace", "")))
+    return namespaces
+
+
+def split_phases(
+    objects: Sequence[Mapping[str, Any]],
+    platform_namespaces: tuple[str, ...] = PLATFORM_NAMESPACES,
+) -> tuple[Phase, ...]:
+    """Split into apply phases so one `pulumi up` on an empty cluster succeeds.
+
+    1. namespaces and CRDs: everything else lives in them or is one of them;
+    2. platform: built-in objects of cert-manager and Istio (and cluster-wide RBAC etc.),
+       awaited until their Deployments are ready;
+    3. platform webhooks: registered only once the servers answer, so nothing is rejected
+       by a webhook that is not up yet, and Istio injects sidecars into every later pod;
+    4. applications: the rest, including custom resources (their CRDs and validating
+       webhooks exist by now);
+    5. application webhooks: last, after the servers behind them are ready.
+    Order inside a phase is the render order.
+    """
+    buckets: dict[str, list[Mapping[str, Any]]] = {
+        key: [] for key in ("foundation", "platform", "platform-webhooks", "apps", "app-webhooks")
+    }
+    for obj in objects:
+        kind = obj.get("kind")
+        if kind in _FOUNDATION_KINDS:
+            buckets["foundation"].append(obj)
+        elif kind in WEBHOOK_KINDS:
+            served_by = _webhook_service_namespaces(obj)
+            if served_by and served_by <= set(platform_namespaces):
+                buckets["platform-webhooks"].append(obj)
+            else:
+                buckets["app-webhooks"].append(obj)
+        elif is_builtin(obj) and (_namespace(obj) in platform_namespaces or not _namespace(obj)):
+            buckets["platform"].append(obj)
+        else:
+            buckets["apps"].append(obj)
+    layout = (
+        ("01-namespaces-crds", "Namespaces and CustomResourceDefinitions", "foundation"),
+        ("02-platform", "cert-manager, Istio and cluster-wide built-in objects", "platform"),
+        ("03-platform-webhooks", "cert-manager and Istio webhooks", "platform-webhooks"),
+        ("04-applications", "Kubeflow applications and custom resources", "apps"),
+        ("05-application-webhooks", "application webhooks", "app-webhooks"),
+    )
+    return tuple(
+        Phase(name, description, tuple(buckets[key]))
+        for name, description, key in layout
+        if buckets[key]
+    )

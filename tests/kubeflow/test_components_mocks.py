@@ -1,0 +1,186 @@
+"""The Pulumi components under mocks: what gets registered, in which order, with which inputs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pulumi
+import pulumi_kubernetes as k8s
+import pytest
+
+import components.kubeflow as kubeflow_module
+from components.device_plugin import DevicePluginArgs, NvidiaDevicePlugin
+from components.kubeflow import Kubeflow, bcrypt_hash_with_seed
+from tests.kubeflow.conftest import (
+    ADMIN_PASSWORD,
+    DOCKER_CONFIG,
+    GPU_A10,
+    GPU_BOTTLEROCKET,
+    make_args,
+)
+from tests.pulumi_mocks import RecordingMocks, is_secret, run_program
+
+CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
+RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
+
+
+RELEASE = "kubernetes:helm.sh/v3:Release"
+
+
+def _decode(value: Any) -> Any:
+    assert is_secret(value), "expected a Pulumi secret"
+    return value["value"]
+
+
+@pytest.fixture
+def recorded_dependencies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """The depends_on each ConfigGroup was given, by name."""
+    seen: dict[str, list[str]] = {}
+    original = kubeflow_module.ConfigGroup
+
+    class RecordingConfigGroup(original):  # type: ignore[misc, valid-type]
+        def __init__(self, name: str, args: Any, opts: pulumi.ResourceOptions) -> None:
+            seen[name] = [d._name for d in (opts.depends_on or [])]  # type: ignore[union-attr]
+            super().__init__(name, args, opts=opts)
+
+    monkeypatch.setattr(kubeflow_module, "ConfigGroup", RecordingConfigGroup)
+    return seen
+
+
+def _kubeflow_program(tmp_path: Path, **arg_overrides: Any) -> Any:
+    def program() -> dict[str, Any]:
+        provider = k8s.Provider("k8s", kubeconfig="{}")
+        kf = Kubeflow(
+            "kubeflow",
+            make_args(**arg_overrides),
+            admin_password=pulumi.Output.secret(ADMIN_PASSWORD),
+            docker_config_json=pulumi.Output.secret(DOCKER_CONFIG),
+            cache_dir=tmp_path,
+            opts=pulumi.ResourceOptions(providers=[provider]),
+        )
+        return {
+            "admin": kf.admin_email,
+            "port_forward": kf.dashboard_port_forward,
+            "url": kf.dashboard_url,
+        }
+
+    return program
+
+
+def test_phases_are_registered_in_order_each_depending_on_the_previous(
+    tmp_path: Path, recorded_dependencies: dict[str, list[str]]
+) -> None:
+    run = run_program({}, _kubeflow_program(tmp_path), mocks=RecordingMocks())
+    groups = [r.name for r in run.mocks.of_type(CONFIG_GROUP)]
+    assert groups == [
+        "kubeflow-01-namespaces-crds",
+        "kubeflow-02-platform",
+        "kubeflow-03-platform-webhooks",
+        "kubeflow-04-applications",
+        "kubeflow-04-applications-secrets",
+        "kubeflow-05-application-webhooks",
+    ]
+    assert recorded_dependencies == {
+        "kubeflow-01-namespaces-crds": [],
+        "kubeflow-02-platform": ["kubeflow-01-namespaces-crds"],
+        "kubeflow-03-platform-webhooks": ["kubeflow-02-platform"],
+        "kubeflow-04-applications": ["kubeflow-03-platform-webhooks"],
+        "kubeflow-04-applications-secrets": ["kubeflow-03-platform-webhooks"],
+        "kubeflow-05-application-webhooks": [
+            "kubeflow-04-applications",
+            "kubeflow-04-applications-secrets",
+        ],
+    }
+    assert run.outputs["admin"] == "ada@research.example.org"
+    assert "port-forward" in run.outputs["port_forward"]
+
+
+def test_config_groups_carry_every_object_and_only_secrets_are_secret(tmp_path: Path) -> None:
+    run = run_program({}, _kubeflow_program(tmp_path), mocks=RecordingMocks())
+    by_name = {r.name: r for r in run.mocks.of_type(CONFIG_GROUP)}
+    secrets = _decode(by_name["kubeflow-04-applications-secrets"].inputs["objs"])
+    for name, resource in by_name.items():
+        assert is_secret(resource.inputs["objs"]) == name.endswith("-secrets"), name
+    assert {o["kind"] for o in secrets} == {"Secret"}
+    plain = by_name["kubeflow-04-applications"].inputs["objs"]
+    assert isinstance(plain, list) and "Secret" not in {o["kind"] for o in plain}
+    # The real generated values reached the objects, consistent between dex and oauth2-proxy.
+    values = {
+        o["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in o["data"].items()}
+        for o in secrets
+        if o["metadata"].get("namespace") in ("auth", "oauth2-proxy")
+    }
+    proxy = next(v for n, v in values.items() if n.startswith("oauth2-proxy"))
+    assert values["dex-oidc-client"]["OIDC_CLIENT_SECRET"] == proxy["client-secret"]
+    assert len(proxy["client-secret"]) == 32
+    assert "GENERATED-BY-STACK" not in json.dumps(secrets)
+    stored_hash = values["dex-passwords"]["DEX_USER_PASSWORD"]
+    assert bcrypt.checkpw(ADMIN_PASSWORD.encode(), stored_hash.encode())
+
+
+def test_generated_secrets_are_random_passwords_owned_by_the_component(tmp_path: Path) -> None:
+    run = run_program({}, _kubeflow_program(tmp_path), mocks=RecordingMocks())
+    names = sorted(r.name for r in run.mocks.of_type(RANDOM_PASSWORD))
+    assert names == [
+        "kubeflow-admin-password-salt-seed",
+        "kubeflow-katib-db-password",
+        "kubeflow-oauth2-proxy-cookie-secret",
+        "kubeflow-object-store-access-key",
+        "kubeflow-object-store-secret-key",
+        "kubeflow-oidc-client-secret",
+        "kubeflow-pipelines-db-password",
+    ]
+    cookie = run.mocks.named("kubeflow-oauth2-proxy-cookie-secret")
+    assert cookie.inputs["length"] in (16, 24, 32)
+
+
+def test_admin_hash_is_stable_for_the_same_seed_and_changes_with_it() -> None:
+    first = bcrypt_hash_with_seed(ADMIN_PASSWORD, "seed-a", rounds=4)
+    assert first == bcrypt_hash_with_seed(ADMIN_PASSWORD, "seed-a", rounds=4)
+    assert first != bcrypt_hash_with_seed(ADMIN_PASSWORD, "seed-b", rounds=4)
+    assert bcrypt.checkpw(ADMIN_PASSWORD.encode(), first.encode())
+
+
+def test_docker_config_mode_requires_the_docker_config(tmp_path: Path) -> None:
+    def program() -> dict[str, Any]:
+        Kubeflow("kf", make_args(), admin_password="a-long-admin-password", cache_dir=tmp_path)
+        return {}
+
+    with pytest.raises(Exception, match="docker_config_json"):
+        run_program({}, program, mocks=RecordingMocks())
+
+
+def _device_plugin_program(*groups: Any, replicas: int = 0) -> Any:
+    def program() -> dict[str, Any]:
+        provider = k8s.Provider("k8s", kubeconfig="{}")
+        NvidiaDevicePlugin(
+            "gpu",
+            DevicePluginArgs(gpu_groups=tuple(groups), time_slicing_replicas=replicas),
+            opts=pulumi.ResourceOptions(providers=[provider]),
+        )
+        return {}
+
+    return program
+
+
+def test_device_plugin_release_inputs() -> None:
+    run = run_program({}, _device_plugin_program(GPU_A10, GPU_BOTTLEROCKET, replicas=2))
+    [release] = run.mocks.of_type(RELEASE)
+    inputs = release.inputs
+    assert inputs["chart"] == "nvidia-device-plugin"
+    assert inputs["version"] == "0.20.0"
+    assert inputs["repositoryOpts"]["repo"] == "https://nvidia.github.io/k8s-device-plugin"
+    assert inputs["namespace"] == "nvidia-device-plugin"
+    assert inputs["values"]["tolerations"] == GPU_A10.tolerations()
+    assert "replicas: 2" in next(iter(inputs["values"]["config"]["map"].values()))
+
+
+def test_no_release_when_every_group_bundles_the_plugin() -> None:
+    mocks = RecordingMocks()
+    run_program({}, _device_plugin_program(GPU_BOTTLEROCKET), mocks=mocks)
+    assert mocks.of_type(RELEASE) == []
+    assert len(mocks.of_type("kubeflow-eks:device_plugin:NvidiaDevicePlugin")) == 1

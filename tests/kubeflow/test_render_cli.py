@@ -1,0 +1,111 @@
+"""The render command: the exact objects the stack applies, one YAML file per phase."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.kubeflow import build_phases, placeholder_credentials
+from components.kubeflow_manifests import PARALLEL_PARSE_BYTES, RenderedManifests, parse_objects
+from components.render import main, render_to_directory
+from tests.kubeflow.conftest import FIXTURE_SOURCE, make_args
+
+
+def test_render_writes_phase_files_in_apply_order(tmp_path: Path) -> None:
+    out = tmp_path / "manifests"
+    args = make_args(registry_access="ecr")
+    summary = render_to_directory(args, out, cache_dir=tmp_path / "cache")
+    names = [p.name for p in summary.files]
+    assert names == sorted(names)
+    assert names[0] == "01-namespaces-crds.yaml"
+    assert sorted(p.name for p in out.iterdir()) == names
+    rendered = [o for path in summary.files for o in yaml.safe_load_all(path.read_text()) if o]
+    # Exactly what the stack applies (with placeholder secrets), in the same order.
+    expected = [
+        o
+        for phase in build_phases(_render(args.source, tmp_path), args, placeholder_credentials())
+        for o in phase.objects
+    ]
+    assert rendered == expected
+
+
+def _render(source: str, tmp_path: Path) -> tuple[dict, ...]:
+    from components.kubeflow_manifests import render_manifests
+
+    result: RenderedManifests = render_manifests(source, cache_dir=tmp_path / "cache")
+    return result.objects  # type: ignore[return-value]
+
+
+def test_rendered_secrets_are_clear_placeholders(tmp_path: Path) -> None:
+    summary = render_to_directory(make_args(), tmp_path / "out", cache_dir=tmp_path / "cache")
+    text = "\n".join(p.read_text() for p in summary.files)
+    assert "# placeholders: `pulumi up` generates" in summary.files[0].read_text()
+    secrets = [o for o in yaml.safe_load_all(text) if o and o["kind"] == "Secret"]
+    decoded = {
+        f"{s['metadata']['name']}/{k}": base64.b64decode(v).decode()
+        for s in secrets
+        for k, v in s.get("data", {}).items()
+    }
+    assert decoded["dex-oidc-client/OIDC_CLIENT_SECRET"].startswith("GENERATED-BY-STACK")
+    assert "FROM-STACK-SECRET" in decoded["registry-credentials/.dockerconfigjson"]
+    assert "pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok" not in text
+
+
+def test_rerender_removes_phase_files_that_no_longer_exist(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    render_to_directory(make_args(), out, cache_dir=tmp_path / "cache")
+    only_namespace = make_args(components=("../common/kubeflow-namespace/base",), profiles=())
+    render_to_directory(only_namespace, out, cache_dir=tmp_path / "cache")
+    assert [p.name for p in out.iterdir()] == ["01-namespaces-crds.yaml"]
+
+
+def test_cli_reports_a_missing_stack_file_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--stack", "nope", "--out", str(tmp_path / "o"), "--stacks-dir", str(tmp_path)])
+    assert code == 1
+    assert "Pulumi.nope.yaml does not exist" in capsys.readouterr().err
+
+
+def test_large_streams_parse_in_parallel_exactly_like_sequentially() -> None:
+    one = (FIXTURE_SOURCE / "common/dex/base/config-map.yaml").read_text()
+    many = [one.replace("name: dex", f"name: dex-{i}") for i in range(4000)]
+    stream = "---\n".join(many)
+    assert len(stream) > PARALLEL_PARSE_BYTES
+    objects = parse_objects(stream)
+    assert [o["metadata"]["name"] for o in objects] == [f"dex-{i}" for i in range(4000)]
+    assert objects[0] == yaml.safe_load(many[0])
+
+
+STACKS = sorted((Path(__file__).resolve().parents[2] / "stacks").glob("Pulumi.*.yaml"))
+
+
+@pytest.mark.parametrize("stack_file", STACKS, ids=lambda p: p.name)
+def test_cli_renders_every_stack_file_against_a_local_source(
+    stack_file: Path, tmp_path: Path
+) -> None:
+    stack = stack_file.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "--stack",
+            stack,
+            "--out",
+            str(out),
+            "--stacks-dir",
+            str(stack_file.parent),
+            "--kubeflow-source",
+            str(FIXTURE_SOURCE),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
+    assert code == 0
+    document = yaml.safe_load(stack_file.read_text())["config"]
+    admin = document["kubeflow-eks:kubeflow"]["adminEmail"]
+    objects = [o for p in sorted(out.iterdir()) for o in yaml.safe_load_all(p.read_text()) if o]
+    dex = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "dex")
+    assert yaml.safe_load(dex["data"]["config.yaml"])["staticPasswords"][0]["email"] == admin

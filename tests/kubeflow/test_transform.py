@@ -1,0 +1,326 @@
+"""Each transformation of the rendered fixture, asserted on the objects the stack applies."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import bcrypt
+import pytest
+import yaml
+
+from components.kubeflow_manifests import RenderedManifests
+from components.kubeflow_transform import (
+    DefaultCredentialError,
+    KubeflowConfigError,
+    KubeflowCredentials,
+    ProfileSpec,
+    find_default_credentials,
+    secret_values,
+    transform_manifests,
+)
+from components.scheduling import GpuScheduling, Taint
+from tests.kubeflow.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    DOCKER_CONFIG,
+    GPU_A10,
+    GPU_BOTTLEROCKET,
+    make_args,
+)
+
+WEB_APPS = (
+    "jupyter-web-app-deployment",
+    "volumes-web-app-deployment",
+    "tensorboards-web-app-deployment",
+)
+
+
+def find(objects: Sequence[Mapping[str, Any]], kind: str, name: str, namespace: str = "") -> Any:
+    matches = [
+        o
+        for o in objects
+        if o["kind"] == kind
+        and (o["metadata"]["name"] == name or o["metadata"]["name"].startswith(name + "-"))
+        and o["metadata"].get("namespace", "") == namespace
+    ]
+    assert len(matches) == 1, f"{kind} {namespace}/{name}: {len(matches)} matches"
+    return matches[0]
+
+
+def env_of(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def spawner(objects: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    config_map = find(objects, "ConfigMap", "jupyter-web-app-config", "kubeflow")
+    return yaml.safe_load(config_map["data"]["spawner_ui_config.yaml"])["spawnerFormDefaults"]
+
+
+# --- HTTP / HTTPS ----------------------------------------------------------------------------
+
+
+def test_http_mode_turns_secure_cookies_off(
+    rendered: RenderedManifests, credentials: KubeflowCredentials
+) -> None:
+    out = transform_manifests(rendered.objects, make_args(http_mode=True), credentials)
+    for app in WEB_APPS:
+        assert env_of(find(out, "Deployment", app, "kubeflow"))["APP_SECURE_COOKIES"] == "false"
+    params = find(out, "ConfigMap", "oauth2-proxy-parameters", "oauth2-proxy")
+    assert params["data"]["FORCE_HTTPS"] == "false"
+
+
+def test_https_mode_keeps_every_cookie_secure(
+    rendered: RenderedManifests, credentials: KubeflowCredentials
+) -> None:
+    out = transform_manifests(rendered.objects, make_args(http_mode=False), credentials)
+    for app in WEB_APPS:
+        assert env_of(find(out, "Deployment", app, "kubeflow"))["APP_SECURE_COOKIES"] == "true"
+    # Upstream ships oauth2-proxy with FORCE_HTTPS=false; HTTPS mode makes its cookie secure.
+    params = find(out, "ConfigMap", "oauth2-proxy-parameters", "oauth2-proxy")
+    assert params["data"]["FORCE_HTTPS"] == "true"
+
+
+# --- credentials -----------------------------------------------------------------------------
+
+
+def test_dex_static_user_is_the_stack_admin_with_a_bcrypt_of_the_stack_password(
+    rendered: RenderedManifests, credentials: KubeflowCredentials
+) -> None:
+    out = transform_manifests(rendered.objects, make_args(), credentials)
+    config = yaml.safe_load(find(out, "ConfigMap", "dex", "auth")["data"]["config.yaml"])
+    assert [u["email"] for u in config["staticPasswords"]] == [ADMIN_EMAIL]
+    assert config["staticPasswords"][0]["hashFromEnv"] == "DEX_USER_PASSWORD"
+    stored = secret_values(find(out, "Secret", "dex-passwords", "auth"))["DEX_USER_PASSWORD"]
+    assert bcrypt.checkpw(ADMIN_PASSWORD.encode(), stored.encode())
+    assert not bcrypt.checkpw(b"12341234", stored.encode())
+
+
+def test_oidc_client_secret_is_the_same_in_dex_and_oauth2_proxy(
+    rendered: RenderedManifests, credentials: KubeflowCredentials
+) -> None:
+    out = transform_manifests(rendered.objects, make_args(), credentials)
+    dex_side = secret_values(find(out, "Secret", "dex-oidc-client", "auth"))
+    proxy_side = secret_values(find(out, "Secret", "oauth2-proxy", "oauth2-proxy"))
+    assert dex_side["OIDC_CLIENT_SECRET"] == proxy_side["client-secret"]
+    assert dex_side["OIDC_CLIENT_SECRET"] == credentials.oidc_client_secret
+    # The client id stays as upstream wires it on both sides.
+    assert dex_side["OIDC_CLIENT_ID"] == proxy_side["client-id"]
+    assert proxy_side["cookie-secret"] == credentials.oauth2_proxy_cookie_secret
+    assert len(proxy_side["cookie-secret"].encode()) in (16, 24, 32)
+
+
+def test_database_and_object_store_credentials_are_the_stacks(
+    rendered: RenderedManifests, credentials: KubeflowCredentials
+) -> None:
+    out = transform_manifests(rendered.objects, make_args(), credentials)
+    katib = secret_values(find(out, "Secret", "katib-mysql-secrets", "kubeflow"))
+    assert katib["MYSQL_ROOT_PASSWORD"] == credentials.katib_db_password
+    kfp_db = secret_values(find(out, "Secret", "mysql-secret", "kubeflow"))
+    assert kfp_db["password"] == credentials.pipelines_db_password
+    store = secret_values(find(out, "Secret", "mlpipeline-minio-artifact", "kubeflow"))
+    assert store["accesskey"] == credentials.pipelines_object_store_access_key
+    assert store["secretkey"] == credentials.pipelines_object_store_secret_key
+    # Pipelines' MySQL must now require that password instead of allowing an empty one.
+    mysql_env = env_of(find(out, "Deployment", "mysql", "kubeflow"))
+    assert "MYSQL_ALLOW_EMPTY_PASSWORD" not in mysql_env
+    assert mysql_env["MYSQL_ROOT_PASSWORD"] == {
+        "secretKeyRef": {"name": "mysql-secret", "key": "password"}
+    }
+
+
+def test_no_upstream_default_credential_survives(
+    rendered: RenderedManifests, credentials: KubeflowCredentials
+) -> None:
+    # The fixture really does carry them (otherwise this test could not fail)...
+    before = find_default_credentials(rendered.objects)
+    assert len(before) >= 6
+    out = transform_manifests(rendered.objects, make_args(), credentials)
+    # ...and none is left in any object, in any encoding we know.
+    assert find_default_credentials(out) == []
+    text = json.dumps(out)
+    for default in ("12341234", "pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok", "minio123"):
+        assert default not in text
+        assert base64.b64encode(default.encode()).decode() not in text
+    assert "user@example.com" not in text
+
+
+def test_a_default_credential_in_an_untransformed_object_fails_loudly(
+    rendered: RenderedManifests, credentials: KubeflowCredentials
+) -> None:
+    extra = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "some-new-upstream-secret", "namespace": "kubeflow"},
+        "stringData": {"password": "minio123"},
+    }
+    with pytest.raises(DefaultCredentialError, match="some-new-upstream-secret"):
+        transform_manifests([*rendered.objects, extra], make_args(), credentials)
+
+
+def test_transforms_do_not_modify_the_cached_render(
+    rendered: RenderedManifests, credentials: KubeflowCredentials
+) -> None:
+    snapshot = copy.deepcopy(list(rendered.objects))
+    transform_manifests(rendered.objects, make_args(), credentials)
+    assert list(rendered.objects) == snapshot
+
+
+# --- notebook spawner ------------------------------------------------------------------------
+
+
+def test_spawner_offers_one_toleration_group_and_affinity_per_gpu_group(
+    rendered: RenderedManifests, credentials: KubeflowCredentials
+) -> None:
+    out = transform_manifests(rendered.objects, make_args(), credentials)
+    form = spawner(out)
+    groups = {o["groupKey"]: o["tolerations"] for o in form["tolerationGroup"]["options"]}
+    assert groups == {
+        "a10g": [
+            {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+        ],
+        "l4-bottlerocket": [
+            {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"},
+            {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"},
+        ],
+    }
+    affinities = {o["configKey"]: o["affinity"] for o in form["affinityConfig"]["options"]}
+    assert set(affinities) == {"a10g", "l4-bottlerocket"}
+    term = affinities["a10g"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ][0]["matchExpressions"]
+    assert term == [{"key": "kubeflow-eks.io/gpu-group", "operator": "In", "values": ["a10g"]}]
+    assert form["gpus"]["value"]["vendors"] == [{"limitsKey": "nvidia.com/gpu", "uiName": "NVIDIA"}]
+    assert form["gpus"]["value"]["vendor"] == "nvidia.com/gpu"
+
+
+def test_spawner_appends_extra_notebook_images_after_upstreams(
+    rendered: RenderedManifests, credentials: KubeflowCredentials
+) -> None:
+    before = spawner(rendered.objects)["image"]["options"]
+    out = transform_manifests(rendered.objects, make_args(), credentials)
+    after = spawner(out)["image"]["options"]
+    assert after == [*before, "registry.corp.example/notebooks/torch:2.5"]
+
+
+def test_onprem_group_affinity_uses_its_configured_labels(
+    rendered: RenderedManifests, credentials: KubeflowCredentials
+) -> None:
+    onprem = GpuScheduling(
+        name="lab-rtx",
+        labels={"lab.example/gpu": "rtx4090"},
+        taints=(Taint("lab.example/gpu", "", "NoSchedule"),),
+        managed_labels=False,
+    )
+    out = transform_manifests(rendered.objects, make_args(gpu_groups=(onprem,)), credentials)
+    form = spawner(out)
+    [option] = form["affinityConfig"]["options"]
+    terms = option["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert terms == [
+        {"matchExpressions": [{"key": "lab.example/gpu", "operator": "In", "values": ["rtx4090"]}]}
+    ]
+    [group] = form["tolerationGroup"]["options"]
+    assert group["tolerations"] == [
+        {"key": "lab.example/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+
+
+# --- profiles and registry access ------------------------------------------------------------
+
+
+def test_profiles_with_docker_config_get_pull_secret_on_default_editor(
+    rendered: RenderedManifests, credentials: KubeflowCredentials
+) -> None:
+    out = transform_manifests(rendered.objects, make_args(), credentials)
+    profile = find(out, "Profile", "team-vision")
+    assert profile["spec"]["owner"] == {"kind": "User", "name": "lin@research.example.org"}
+    # Pre-created with the owner annotation, which is how the profile controller adopts it.
+    namespace = find(out, "Namespace", "team-vision")
+    assert namespace["metadata"]["annotations"] == {"owner": "lin@research.example.org"}
+    pull = find(out, "Secret", "registry-credentials", "team-vision")
+    assert pull["type"] == "kubernetes.io/dockerconfigjson"
+    assert json.loads(secret_values(pull)[".dockerconfigjson"]) == json.loads(DOCKER_CONFIG)
+    account = find(out, "ServiceAccount", "default-editor", "team-vision")
+    assert account["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    # Upstream's example profile now belongs to the admin and gets the same access.
+    assert find(out, "Profile", "kubeflow-user-example-com")["spec"]["owner"]["name"] == ADMIN_EMAIL
+    find(out, "ServiceAccount", "default-editor", "kubeflow-user-example-com")
+
+
+@pytest.mark.parametrize("mode", ["ecr", "none"])
+def test_without_docker_config_profiles_get_nothing_extra(
+    rendered: RenderedManifests, credentials: KubeflowCredentials, mode: str
+) -> None:
+    out = transform_manifests(rendered.objects, make_args(registry_access=mode), credentials)
+    find(out, "Profile", "team-vision")
+    assert not [o for o in out if o["metadata"].get("namespace") == "team-vision"]
+    assert not [
+        o for o in out if o["kind"] == "Namespace" and o["metadata"]["name"] == "team-vision"
+    ]
+
+
+def test_docker_config_mode_without_a_docker_config_is_an_error(
+    rendered: RenderedManifests, credentials: KubeflowCredentials
+) -> None:
+    no_docker = KubeflowCredentials(
+        **{**credentials.__dict__, "docker_config_json": None}  # type: ignore[arg-type]
+    )
+    with pytest.raises(KubeflowConfigError, match="docker-config"):
+        transform_manifests(rendered.objects, make_args(), no_docker)
+
+
+def test_profile_clashing_with_upstreams_is_rejected(
+    rendered: RenderedManifests, credentials: KubeflowCredentials
+) -> None:
+    args = make_args(profiles=(ProfileSpec("kubeflow-user-example-com", "x@y.org"),))
+    with pytest.raises(KubeflowConfigError, match="kubeflow-user-example-com"):
+        transform_manifests(rendered.objects, args, credentials)
+
+
+# --- argument validation names the field, the value and what is allowed -----------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"admin_email": "not-an-email"}, "admin_email 'not-an-email'"),
+        ({"registry_access": "s3"}, "registry_access 's3' is not allowed: use one of none"),
+        ({"components": ()}, "components"),
+        ({"source": " "}, "source"),
+        ({"notebook_images": ("bad image",)}, "notebook_images entry 'bad image'"),
+        ({"gpu_groups": (GPU_A10, GPU_A10)}, "repeated: a10g"),
+    ],
+)
+def test_invalid_args_are_rejected(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_args(**overrides)
+
+
+def test_invalid_profile_and_credentials_are_rejected(credentials: KubeflowCredentials) -> None:
+    with pytest.raises(KubeflowConfigError, match="profile name 'Team_A'"):
+        ProfileSpec("Team_A", "a@b.org")
+    with pytest.raises(KubeflowConfigError, match="system namespace"):
+        ProfileSpec("kubeflow", "a@b.org")
+    with pytest.raises(KubeflowConfigError, match="16, 24 or 32 bytes"):
+        KubeflowCredentials(**{**credentials.__dict__, "oauth2_proxy_cookie_secret": "short-one"})  # type: ignore[arg-type]
+    with pytest.raises(KubeflowConfigError, match="bcrypt"):
+        KubeflowCredentials(**{**credentials.__dict__, "admin_password_hash": "12341234"})  # type: ignore[arg-type]
+    assert "oidc" not in repr(credentials)
+
+
+def test_bottlerocket_groups_are_still_offered_in_the_form(
+    rendered: RenderedManifests, credentials: KubeflowCredentials
+) -> None:
+    # They bundle their own device plugin, but notebooks can still use their GPUs.
+    out = transform_manifests(
+        rendered.objects, make_args(gpu_groups=(GPU_BOTTLEROCKET,)), credentials
+    )
+    assert [o["groupKey"] for o in spawner(out)["tolerationGroup"]["options"]] == [
+        "l4-bottlerocket"
+    ]
