@@ -285,17 +285,26 @@ def test_plain_text_secret_in_stack_file_is_refused(tmp_path: Path) -> None:
     )
 
 
-def test_project_file_defaults_match_the_parser() -> None:
-    """Pulumi.yaml declares keys with defaults; they must agree with components/config.py."""
-    from components.config import DEFAULT_KUBERNETES_VERSION, TOP_LEVEL_KEYS
+def test_project_file_declares_only_keys_every_stack_may_carry() -> None:
+    """Pulumi requires declared keys without a default and merges declared defaults into
+    every stack: a declared AWS-only key would break onprem stacks."""
+    from components.config import AWS_ONLY_KEYS, TOP_LEVEL_KEYS
 
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     assert project["name"] == "kubeflow-eks"
     assert project["stackConfigDir"] == "stacks"
+    assert project["runtime"]["options"]["virtualenv"] == ".venv"
     declared = project["config"]
-    assert set(declared) <= set(TOP_LEVEL_KEYS)
-    assert declared["kubernetesVersion"]["default"] == DEFAULT_KUBERNETES_VERSION
+    assert declared, "declare what Pulumi can type"
+    for key, spec in declared.items():
+        assert key in TOP_LEVEL_KEYS
+        assert key not in AWS_ONLY_KEYS
+        assert "default" in spec, f"{key} would be required in every stack"
     assert declared["mode"]["default"] == "eks"
-    assert declared["secretsEncryption"]["default"] is True
-    for secret in ("kubeflowAdminPassword", "registryDockerConfig", "onpremKubeconfig"):
-        assert declared[secret]["secret"] is True
+
+    # The defaults Pulumi would merge in pass the parser in both modes.
+    for stack in ("dev", "onprem"):
+        merged = stack_file_config(stack)
+        for key, spec in declared.items():
+            merged.setdefault(f"kubeflow-eks:{key}", spec["default"])
+        run_program(merged, stack=stack)
