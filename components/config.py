@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from components.naming import is_dns_label, is_email, is_label_key, is_label_value
 from components.scheduling import (
     DEFAULT_GPU_TAINT,
     GPU_GROUP_LABEL,
@@ -118,15 +119,8 @@ TOP_LEVEL_KEYS = (
     *SECRET_KEYS,
 )
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _AZ = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$")
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_LABEL_KEY = re.compile(
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-)
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _IAM_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
 _VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 _SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
@@ -404,7 +398,7 @@ def _one_of(options: Sequence[str]) -> Callable[[str], str | None]:
 
 def _dns_name(max_len: int) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
-        if len(value) <= max_len and _DNS_LABEL.match(value):
+        if is_dns_label(value, max_len):
             return None
         return (
             f"must be a DNS label: lowercase letters, digits and '-', starting and ending "
@@ -424,6 +418,10 @@ def _cidr(value: str) -> str | None:
 
 def _pattern(regex: re.Pattern[str], example: str) -> Callable[[str], str | None]:
     return lambda v: None if regex.match(v) else f"must look like {example}"
+
+
+def _rule(test: Callable[[str], bool], expected: str) -> Callable[[str], str | None]:
+    return lambda v: None if test(v) else f"must be {expected}"
 
 
 def _at_least(low: int) -> Callable[[int], str | None]:
@@ -465,8 +463,15 @@ def _taints(r: _Reader, raw: Any, path: str) -> tuple[Taint, ...]:
     for i, item in enumerate(raw):
         p = f"{path}[{i}]"
         obj = r.obj(item, p, ("key", "value", "effect"))
-        key = r.get(obj, "key", p, str, "", _pattern(_LABEL_KEY, "nvidia.com/gpu"))
-        value = r.get(obj, "value", p, str, "", _pattern(_LABEL_VALUE, "'true'"))
+        key = r.get(obj, "key", p, str, "", _rule(is_label_key, "a key such as nvidia.com/gpu"))
+        value = r.get(
+            obj,
+            "value",
+            p,
+            str,
+            "",
+            _rule(is_label_value, "up to 63 of [A-Za-z0-9-_.], e.g. 'true'"),
+        )
         effect = r.get(obj, "effect", p, str, "NoSchedule", _one_of(TAINT_EFFECTS))
         if not key:
             r.bad(f"{p}.key", obj.get("key", _MISSING), "a taint needs a key")
@@ -481,9 +486,9 @@ def _taints(r: _Reader, raw: Any, path: str) -> tuple[Taint, ...]:
 def _labels(r: _Reader, raw: Mapping[str, Any], path: str) -> dict[str, str]:
     labels = r.string_map(raw, "labels", path)
     for key, value in labels.items():
-        if not _LABEL_KEY.match(key):
+        if not is_label_key(key):
             r.bad(f"{path}.labels.{key}", key, "label keys must be [prefix/]name, DNS-safe")
-        if not _LABEL_VALUE.match(value):
+        if not is_label_value(value):
             r.bad(f"{path}.labels.{key}", value, "label values: up to 63 of [A-Za-z0-9-_.]")
         if key in (GPU_PRESENT_LABEL, GPU_GROUP_LABEL):
             r.bad(f"{path}.labels.{key}", value, "this label is set by the stack itself")
@@ -642,7 +647,14 @@ def _kubeflow(r: _Reader, raw: Any, secrets_set: set[str]) -> KubeflowConfig:
     local_path = r.get(obj, "localPath", "kubeflow", str, "") or None
     components = r.strings(obj, "components", "kubeflow", ()) or None
     protocol = r.get(obj, "protocol", "kubeflow", str, "https", _one_of(KUBEFLOW_PROTOCOLS))
-    email = r.get(obj, "adminEmail", "kubeflow", str, "", _pattern(_EMAIL, "admin@example.org"))
+    email = r.get(
+        obj,
+        "adminEmail",
+        "kubeflow",
+        str,
+        "",
+        _rule(is_email, "an email address such as admin@example.org"),
+    )
     images = r.strings(obj, "notebookImages", "kubeflow", ())
     access = r.get(obj, "registryAccess", "kubeflow", str, "none", _one_of(REGISTRY_ACCESS_MODES))
     profiles: list[ProfileConfig] = []
@@ -654,7 +666,14 @@ def _kubeflow(r: _Reader, raw: Any, secrets_set: set[str]) -> KubeflowConfig:
         p = f"kubeflow.profiles[{i}]"
         pobj = r.obj(item, p, ("name", "owner"))
         pname = r.get(pobj, "name", p, str, "", _dns_name(63))
-        owner = r.get(pobj, "owner", p, str, "", _pattern(_EMAIL, "someone@example.org"))
+        owner = r.get(
+            pobj,
+            "owner",
+            p,
+            str,
+            "",
+            _rule(is_email, "an email address such as someone@example.org"),
+        )
         if not pname or not owner:
             r.bad(p, item, "a profile needs a name and an owner email")
             continue

@@ -15,6 +15,7 @@ import pulumi
 import yaml
 from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
 
+from components.naming import is_dns_label
 from components.scheduling import (
     GPU_RESOURCE,
     GpuScheduling,
@@ -27,8 +28,6 @@ DEVICE_PLUGIN_CHART = "nvidia-device-plugin"
 DEVICE_PLUGIN_REPO = "https://nvidia.github.io/k8s-device-plugin"
 DEFAULT_CHART_VERSION = "0.20.0"
 TIME_SLICING_CONFIG_NAME = "time-slicing"
-
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 class DevicePluginConfigError(ValueError):
@@ -51,7 +50,7 @@ class DevicePluginArgs:
                 f"chart_version {self.chart_version!r} is not allowed: this stack is tested "
                 "with the 0.20.x series (e.g. '0.20.0')"
             )
-        if not _DNS_LABEL.match(self.namespace) or len(self.namespace) > 63:
+        if not is_dns_label(self.namespace):
             raise DevicePluginConfigError(
                 f"namespace {self.namespace!r} is not a valid namespace name"
             )

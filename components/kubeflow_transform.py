@@ -23,6 +23,7 @@ from components.kubeflow_manifests import (
     YAML_LOADER,
     KubeObject,
 )
+from components.naming import is_dns_label, is_email
 from components.scheduling import (
     GPU_RESOURCE,
     GpuScheduling,
@@ -52,8 +53,6 @@ WEB_APPS_WITH_SECURE_COOKIES = (
 )
 SPAWNER_CONFIG_KEY = "spawner_ui_config.yaml"
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _RESERVED_NAMESPACES = frozenset(
     {
         "default",
@@ -95,7 +94,7 @@ class ProfileSpec:
     owner_email: str
 
     def __post_init__(self) -> None:
-        if not _DNS_LABEL.match(self.name) or len(self.name) > 63:
+        if not is_dns_label(self.name):
             raise KubeflowConfigError(
                 f"profile name {self.name!r} is not a valid namespace name: use lowercase "
                 "letters, digits and '-', at most 63 characters"
@@ -104,7 +103,7 @@ class ProfileSpec:
             raise KubeflowConfigError(
                 f"profile name {self.name!r} is a system namespace; choose another name"
             )
-        if not _EMAIL.match(self.owner_email):
+        if not is_email(self.owner_email):
             raise KubeflowConfigError(
                 f"profile {self.name!r} owner_email {self.owner_email!r} is not an email address"
             )
@@ -140,7 +139,7 @@ class KubeflowArgs:
                 raise KubeflowConfigError(f"components {self.components!r} repeat an entry")
         if not isinstance(self.http_mode, bool):
             raise KubeflowConfigError(f"http_mode {self.http_mode!r} must be true or false")
-        if not _EMAIL.match(self.admin_email):
+        if not is_email(self.admin_email):
             raise KubeflowConfigError(f"admin_email {self.admin_email!r} is not an email address")
         check_unique_names(self.gpu_groups, "gpu_groups")
         for image in self.notebook_images:

@@ -7,11 +7,12 @@ never again.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from components.naming import is_dns_label, is_label_key, is_label_value
 
 # Every GPU node the stack creates carries these two labels besides the user's own.
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
@@ -20,20 +21,13 @@ GPU_RESOURCE = "nvidia.com/gpu"
 
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
-_QUALIFIED_NAME = re.compile(
-    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-_GROUP_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
 
 class SchedulingConfigError(ValueError):
     """A GPU group's name, label or taint is not something Kubernetes accepts."""
 
 
 def _check_key(what: str, key: str) -> None:
-    name = key.rsplit("/", 1)[-1]
-    if not _QUALIFIED_NAME.match(key) or len(name) > 63 or len(key) > 253:
+    if not is_label_key(key):
         raise SchedulingConfigError(
             f"{what} {key!r} is not a valid Kubernetes key: allowed is an optional DNS prefix "
             "and '/', then up to 63 characters [A-Za-z0-9-_.] starting and ending alphanumeric"
@@ -41,7 +35,7 @@ def _check_key(what: str, key: str) -> None:
 
 
 def _check_value(what: str, value: str) -> None:
-    if not _LABEL_VALUE.match(value) or len(value) > 63:
+    if not is_label_value(value):
         raise SchedulingConfigError(
             f"{what} {value!r} is not a valid Kubernetes label/taint value: allowed is empty or "
             "up to 63 characters [A-Za-z0-9-_.] starting and ending alphanumeric"
@@ -114,7 +108,7 @@ class GpuScheduling:
     managed_labels: bool = True
 
     def __post_init__(self) -> None:
-        if not _GROUP_NAME.match(self.name) or len(self.name) > 63:
+        if not is_dns_label(self.name):
             raise SchedulingConfigError(
                 f"GPU group name {self.name!r} is not allowed: use lowercase letters, digits and "
                 "'-', starting and ending alphanumeric, at most 63 characters"
