@@ -1,0 +1,496 @@
+"""Builders: turn a ``CodePackage`` into a pushed image and return its digest-pinned reference.
+
+``AppendBuilder`` (default) needs no container engine: it reads the base image from its
+registry, appends one deterministic code layer, and pushes to the target repository:
+base layers are skipped when present, mounted across repositories on the same registry, or
+copied; the manifest goes last, after every blob it references is in place.
+
+``DockerBuilder`` builds from a generated Dockerfile on a Docker-compatible daemon (docker SDK)
+and pushes with it.
+
+Both check the base image's Python against the package before building anything.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fnjob.auth import Credentials, find_credentials
+from fnjob.errors import FnJobError
+from fnjob.image import (
+    DOCKER_MANIFEST_LIST,
+    ENTRYPOINT,
+    INDEX_MEDIA_TYPES,
+    OCI_INDEX,
+    AppendedImage,
+    ImageFormatError,
+    append_layer,
+    image_tree,
+    layer_tar,
+    parse_platform,
+    runtime_env,
+    select_platform,
+    sha256_digest,
+)
+from fnjob.package import APP_DIR, CodePackage
+from fnjob.progress import ProgressCallback, ProgressEvent
+from fnjob.pythonversion import (
+    PythonVersionCache,
+    TarPythonScan,
+    check_python,
+    python_from_config,
+    tar_members,
+)
+from fnjob.registry import (
+    ImageReference,
+    ManifestNotFound,
+    RegistryClient,
+    RetryPolicy,
+    parse_reference,
+)
+
+__all__ = [
+    "AppendBuilder",
+    "BaseImage",
+    "BaseImageNotFound",
+    "BuiltImage",
+    "DockerBuildFailed",
+    "DockerBuilder",
+    "DockerDaemonUnavailable",
+    "render_dockerfile",
+]
+
+
+class BaseImageNotFound(FnJobError):
+    """The base image's repository has no such tag/digest (or platform)."""
+
+
+class DockerDaemonUnavailable(FnJobError):
+    """No Docker-compatible daemon answers (DOCKER_HOST or the default socket)."""
+
+
+class DockerBuildFailed(FnJobError):
+    """The daemon failed to build or push the image; ``log`` holds its last output lines."""
+
+    def __init__(self, message: str, log: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.log = log
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """A pushed image.
+
+    - ``ref``: digest-pinned ``host/repo@sha256:...``, what deployers should run;
+    - ``tag_ref``: ``host/repo:tag`` (the tag defaults to ``fnjob-<digest prefix>``);
+    - ``bytes_uploaded``: blob and manifest bytes sent (None when a daemon pushed);
+    - ``python_version``: the base image's ``MAJOR.MINOR``, when known.
+    """
+
+    ref: str
+    tag_ref: str
+    digest: str
+    bytes_uploaded: int | None
+    python_version: str | None
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """A resolved base image: its single-platform manifest and config."""
+
+    reference: ImageReference
+    manifest: Mapping[str, Any]
+    manifest_digest: str
+    config: Mapping[str, Any]
+
+
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CACHE_HOME/fnjob`` or ``~/.cache/fnjob``."""
+    environ = os.environ if env is None else env
+    root = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME", "~")) / ".cache")
+    return Path(root).expanduser() / "fnjob"
+
+
+@dataclass(frozen=True)
+class _RegistryAccess:
+    """How to reach registries: shared by both builders."""
+
+    insecure_registries: tuple[str, ...]
+    credentials: Mapping[str, Credentials] | None
+    retry: RetryPolicy
+    timeout: float
+    # Looked up once per host and build (an ECR token costs an AWS call).
+    found: dict[str, Credentials] = field(default_factory=dict)
+
+    def credentials_for(self, host: str) -> Credentials:
+        if host not in self.found:
+            self.found[host] = find_credentials(host, explicit=self.credentials)
+        return self.found[host]
+
+    def client(
+        self, host: str, repository: str, scopes: tuple[str, ...] = (), *, push: bool = False
+    ) -> RegistryClient:
+        return RegistryClient(
+            host,
+            repository,
+            credentials=self.credentials_for(host),
+            insecure_registries=self.insecure_registries,
+            retry=self.retry,
+            timeout=self.timeout,
+            scopes=scopes,
+            push=push,
+        )
+
+
+def _emit(progress: ProgressCallback | None, stage: str, detail: str = "", **counts: int) -> None:
+    if progress is not None:
+        progress(ProgressEvent(stage, detail, **counts))
+
+
+def _resolve_base(client: RegistryClient, reference: ImageReference, platform: str) -> BaseImage:
+    """Read the base manifest (choosing platform from an index) and its config."""
+    try:
+        data, media_type = client.get_manifest(reference.reference)
+        if media_type in INDEX_MEDIA_TYPES or media_type == "":
+            document = json.loads(data)
+            if media_type in (OCI_INDEX, DOCKER_MANIFEST_LIST) or "manifests" in document:
+                chosen = select_platform(document, parse_platform(platform))
+                data, media_type = client.get_manifest(str(chosen["digest"]))
+    except ManifestNotFound as error:
+        raise BaseImageNotFound(
+            f"base image {reference} not found: the registry has no such tag or digest"
+        ) from error
+    except ImageFormatError as error:
+        raise BaseImageNotFound(f"base image {reference}: {error}") from error
+    manifest = json.loads(data)
+    manifest.setdefault("mediaType", media_type)
+    config_digest = str((manifest.get("config") or {}).get("digest", ""))
+    if not config_digest:
+        raise ImageFormatError(f"base image {reference}: the manifest has no config")
+    return BaseImage(
+        reference=reference,
+        manifest=manifest,
+        manifest_digest=sha256_digest(data),
+        config=json.loads(client.get_blob(config_digest)),
+    )
+
+
+def _scan_layers(client: RegistryClient, base: BaseImage) -> str | None:
+    """Stream the base layers' tar headers to find its Python (file data is skipped)."""
+    scan = TarPythonScan()
+    for layer in base.manifest.get("layers") or []:
+        media_type = str(layer.get("mediaType", ""))
+        if "zstd" in media_type:
+            continue  # the standard library cannot read zstd; PYTHON_VERSION is the way then
+        try:
+            for name, linkname in tar_members(client.iter_blob(str(layer["digest"]))):
+                scan.add(name, linkname)
+        except ValueError as error:
+            raise ImageFormatError(
+                f"base image {base.reference}: layer {layer['digest']} is not a readable tar "
+                f"({error})"
+            ) from error
+    return scan.version()
+
+
+def _base_python(client: RegistryClient, base: BaseImage, cache: PythonVersionCache) -> str | None:
+    from_config = python_from_config(base.config)
+    if from_config is not None:
+        return from_config
+    found, cached = cache.get(base.manifest_digest)
+    if found:
+        return cached
+    version = _scan_layers(client, base)
+    cache.put(base.manifest_digest, version)
+    return version
+
+
+@dataclass(frozen=True)
+class AppendBuilder:
+    """Build by appending one code layer to ``base_image`` directly in the registry.
+
+    - ``base_image``: e.g. ``registry.example.com/ml/python:3.11`` (tag or ``@sha256:``);
+    - ``platform``: chosen when the base is a multi-platform index;
+    - ``insecure_registries``: hosts allowed over plain HTTP besides loopback;
+    - ``credentials``: per-host credentials overriding the Docker config / ECR lookup;
+    - ``cache_dir``: where base Python versions are cached (``~/.cache/fnjob``);
+    - ``retry``/``timeout``: for idempotent registry requests;
+    - ``progress``: called with ``ProgressEvent``s; never printed.
+    """
+
+    base_image: str
+    platform: str = "linux/amd64"
+    insecure_registries: tuple[str, ...] = ()
+    credentials: Mapping[str, Credentials] | None = None
+    cache_dir: Path | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float = 120.0
+    progress: ProgressCallback | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            parse_reference(self.base_image)
+        except ValueError as error:
+            raise ValueError(f"base_image: {error}") from error
+        try:
+            parse_platform(self.platform)
+        except ValueError as error:
+            raise ValueError(f"platform: {error}") from error
+        if self.timeout <= 0:
+            raise ValueError(f"timeout: {self.timeout} must be > 0 seconds")
+        object.__setattr__(self, "insecure_registries", tuple(self.insecure_registries))
+
+    def _access(self) -> _RegistryAccess:
+        return _RegistryAccess(self.insecure_registries, self.credentials, self.retry, self.timeout)
+
+    def _cache(self) -> PythonVersionCache:
+        return PythonVersionCache((self.cache_dir or default_cache_dir()) / "python-versions")
+
+    def resolve_base(self) -> tuple[BaseImage, str | None]:
+        """The base image and its Python ``MAJOR.MINOR`` (None when it has no Python).
+
+        Raises ``BaseImageNotFound``, ``RegistryError``, ``AuthError``, ``ImageFormatError``.
+        """
+        return self._resolve(self._access())
+
+    def _resolve(self, access: _RegistryAccess) -> tuple[BaseImage, str | None]:
+        reference = parse_reference(self.base_image)
+        with access.client(reference.host, reference.repository) as client:
+            _emit(self.progress, "resolve-base", str(reference))
+            base = _resolve_base(client, reference, self.platform)
+            _emit(self.progress, "check-python", base.manifest_digest)
+            return base, _base_python(client, base, self._cache())
+
+    def build(self, package: CodePackage, target: str) -> BuiltImage:
+        """Append package to the base image and push it as ``target`` (``host/repo[:tag]``).
+
+        Raises ``PythonVersionMismatch`` (before anything is pushed), ``BaseImageNotFound``,
+        ``AuthError`` (401/403), ``RegistryUnreachable``, ``RegistryServerError``,
+        ``ImageFormatError``. On failure no manifest is pushed, so nothing in the target
+        repository references a missing blob.
+        """
+        target_ref = parse_reference(target)
+        if target_ref.digest:
+            raise ValueError(f"target: {target!r} must not contain a digest; fnjob computes it")
+        base_ref = parse_reference(self.base_image)
+        access = self._access()
+        base, python = self._resolve(access)
+        check_python(package, python, str(base_ref))
+        _emit(self.progress, "build-layer", package.description)
+        image = append_layer(base.manifest, base.config, package)
+        tag = target_ref.tag or f"fnjob-{image.digest.split(':', 1)[1][:16]}"
+        same_registry = base_ref.host == target_ref.host
+        mount_scope = (f"repository:{base_ref.repository}:pull",) if same_registry else ()
+        with (
+            access.client(
+                target_ref.host, target_ref.repository, mount_scope, push=True
+            ) as target_client,
+            access.client(base_ref.host, base_ref.repository) as base_client,
+        ):
+            self._push_blobs(image, target_client, base_client, base_ref, same_registry)
+            digest = target_client.put_manifest(tag, image.manifest.data, image.manifest.media_type)
+            _emit(
+                self.progress,
+                "manifest",
+                f"{target_ref.host}/{target_ref.repository}:{tag}",
+                bytes_done=image.manifest.size,
+                bytes_total=image.manifest.size,
+            )
+            uploaded = target_client.bytes_uploaded
+        pinned = f"{target_ref.host}/{target_ref.repository}@{digest}"
+        _emit(self.progress, "done", pinned)
+        return BuiltImage(
+            ref=pinned,
+            tag_ref=f"{target_ref.host}/{target_ref.repository}:{tag}",
+            digest=digest,
+            bytes_uploaded=uploaded,
+            python_version=python,
+        )
+
+    def _push_blobs(
+        self,
+        image: AppendedImage,
+        target: RegistryClient,
+        source: RegistryClient,
+        base_ref: ImageReference,
+        same_registry: bool,
+    ) -> None:
+        for layer in image.base_layers:
+            digest, size = str(layer["digest"]), int(layer.get("size", 0))
+            if layer.get("urls"):
+                continue  # foreign layers (Windows bases) stay where their URLs point
+            if target.blob_exists(digest):
+                _emit(self.progress, "skip", digest, bytes_done=size, bytes_total=size)
+                continue
+            mountable = same_registry and base_ref.repository != target.repository
+            if mountable and target.mount_blob(base_ref.repository, digest):
+                _emit(self.progress, "mount", digest, bytes_done=size, bytes_total=size)
+                continue
+            self._upload(target, digest, size, lambda d=digest: source.iter_blob(d))
+        for blob in (image.layer.blob, image.config):
+            if target.blob_exists(blob.digest):
+                _emit(
+                    self.progress, "skip", blob.digest, bytes_done=blob.size, bytes_total=blob.size
+                )
+                continue
+            data = blob.data
+            self._upload(target, blob.digest, blob.size, lambda data=data: iter((data,)))
+
+    def _upload(self, target: RegistryClient, digest: str, size: int, chunks: Any) -> None:
+        sent = [0]
+
+        def on_bytes(count: int) -> None:
+            sent[0] += count
+            _emit(self.progress, "upload", digest, bytes_done=sent[0], bytes_total=size)
+
+        _emit(self.progress, "upload", digest, bytes_done=0, bytes_total=size)
+        target.push_blob(digest, chunks, on_bytes=on_bytes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Docker
+
+
+def render_dockerfile(package: CodePackage, base_image: str) -> str:
+    """The Dockerfile equivalent of the append builder's layer (used by ``DockerBuilder`` and
+    by the benchmark's ``buildah bud``). The build context is ``docker_context(package)``."""
+    env = runtime_env(package)
+    lines = [f"FROM {base_image}", "COPY fnjob /fnjob"]
+    if package.requirements:
+        lines.append("RUN python3 -m pip install --no-cache-dir -r /fnjob/requirements.txt")
+        env.pop("FNJOB_REQUIREMENTS", None)
+    for key, value in env.items():
+        lines.append(f"ENV {key}={json.dumps(value)}")
+    lines.append(f"WORKDIR {APP_DIR}")
+    lines.append(f"ENTRYPOINT {json.dumps(list(ENTRYPOINT))}")
+    lines.append("CMD []")
+    return "\n".join(lines) + "\n"
+
+
+def docker_context(package: CodePackage, base_image: str) -> bytes:
+    """A tar build context: the Dockerfile plus the ``fnjob/`` tree the layer would hold."""
+    tree = {path: data for path, data in image_tree(package).items()}
+    tree["/Dockerfile"] = render_dockerfile(package, base_image).encode("utf-8")
+    return layer_tar(tree)
+
+
+_PUSHED_DIGEST = re.compile(r"digest: (sha256:[a-f0-9]{64})")
+
+
+@dataclass(frozen=True)
+class DockerBuilder:
+    """Build with a Docker-compatible daemon from a generated Dockerfile, then push.
+
+    ``docker_host`` overrides ``DOCKER_HOST``; the base image's Python is checked through
+    its registry first, like ``AppendBuilder``.
+    """
+
+    base_image: str
+    platform: str = "linux/amd64"
+    insecure_registries: tuple[str, ...] = ()
+    credentials: Mapping[str, Credentials] | None = None
+    cache_dir: Path | None = None
+    docker_host: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float = 600.0
+    progress: ProgressCallback | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            parse_reference(self.base_image)
+        except ValueError as error:
+            raise ValueError(f"base_image: {error}") from error
+        object.__setattr__(self, "insecure_registries", tuple(self.insecure_registries))
+
+    def _client(self) -> Any:
+        import docker  # the docker SDK is only needed when this builder is used
+
+        try:
+            if self.docker_host:
+                client = docker.DockerClient(base_url=self.docker_host, timeout=int(self.timeout))
+            else:
+                client = docker.from_env(timeout=int(self.timeout))
+            client.ping()
+        except Exception as error:  # docker raises DockerException, requests errors, OSError
+            where = self.docker_host or os.environ.get("DOCKER_HOST") or "the default socket"
+            raise DockerDaemonUnavailable(
+                f"no Docker-compatible daemon answers at {where}: {error}; use the append "
+                "builder, which needs no daemon"
+            ) from error
+        return client
+
+    def build(self, package: CodePackage, target: str) -> BuiltImage:
+        """Check the base's Python, build from ``render_dockerfile`` and push to target.
+
+        Raises ``DockerDaemonUnavailable`` (checked first), ``PythonVersionMismatch``,
+        ``BaseImageNotFound``, ``DockerBuildFailed``.
+        """
+        target_ref = parse_reference(target)
+        client = self._client()
+        appender = AppendBuilder(
+            self.base_image,
+            platform=self.platform,
+            insecure_registries=self.insecure_registries,
+            credentials=self.credentials,
+            cache_dir=self.cache_dir,
+            retry=self.retry,
+            progress=self.progress,
+        )
+        _, python = appender.resolve_base()
+        check_python(package, python, self.base_image)
+        _emit(self.progress, "build-layer", package.description)
+        context = docker_context(package, self.base_image)
+        tag = target_ref.tag or "fnjob-" + sha256_digest(context).split(":", 1)[1][:16]
+        repository = f"{target_ref.host}/{target_ref.repository}"
+        log: list[str] = []
+        try:
+            for chunk in client.api.build(
+                fileobj=io.BytesIO(context),
+                custom_context=True,
+                tag=f"{repository}:{tag}",
+                platform=self.platform,
+                decode=True,
+                rm=True,
+            ):
+                if "stream" in chunk:
+                    log.append(str(chunk["stream"]).rstrip())
+                if "error" in chunk:
+                    raise DockerBuildFailed(f"docker build failed: {chunk['error']}", tuple(log))
+            credentials = find_credentials(target_ref.host, explicit=self.credentials)
+            auth_config = (
+                {"username": credentials.username, "password": credentials.password}
+                if credentials.username
+                else None
+            )
+            digest = ""
+            for chunk in client.api.push(
+                repository, tag=tag, stream=True, decode=True, auth_config=auth_config
+            ):
+                if "error" in chunk:
+                    raise DockerBuildFailed(f"docker push failed: {chunk['error']}", tuple(log))
+                # Docker reports the digest in "aux"; podman's compatible API only in "status".
+                digest = str((chunk.get("aux") or {}).get("Digest", digest))
+                found = _PUSHED_DIGEST.search(str(chunk.get("status", "")))
+                digest = found.group(1) if found else digest
+        except DockerBuildFailed:
+            raise
+        except Exception as error:
+            raise DockerBuildFailed(f"docker build/push failed: {error}", tuple(log)) from error
+        if not digest:
+            raise DockerBuildFailed("docker push reported no digest", tuple(log))
+        pinned = f"{repository}@{digest}"
+        _emit(self.progress, "done", pinned)
+        return BuiltImage(
+            ref=pinned,
+            tag_ref=f"{repository}:{tag}",
+            digest=digest,
+            bytes_uploaded=None,
+            python_version=python,
+        )

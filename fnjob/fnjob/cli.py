@@ -1,0 +1,435 @@
+"""The ``fnjob`` command: build, push and run a function from a file; show progress and logs.
+
+The only place in fnjob that prints or exits: library errors become one clear message
+and a distinct exit code (see ``EXIT_CODES``); expected errors never show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.status import Status
+
+from fnjob.api import BUILDERS, Job
+from fnjob.auth import AuthError
+from fnjob.build import BaseImageNotFound, DockerBuildFailed, DockerDaemonUnavailable
+from fnjob.deploy_job import ClusterError, JobFailed, JobTimeout
+from fnjob.deploy_local import ContainerEngineError, ContainerEngineNotFound
+from fnjob.errors import FnJobError
+from fnjob.image import ImageFormatError
+from fnjob.package import CodePackage, UnshippableFunction, package_file, package_notebook
+from fnjob.progress import ProgressEvent
+from fnjob.protocol import CallNotEncodable, RemoteError, ResultMissing, encode_call
+from fnjob.pythonversion import PythonVersionMismatch
+from fnjob.registry import RegistryError
+
+EXIT_OK = 0
+EXIT_FUNCTION_RAISED = 1
+EXIT_USAGE = 2
+EXIT_BUILD = 3
+EXIT_REGISTRY = 4
+EXIT_CLUSTER = 5
+EXIT_JOB_FAILED = 6
+EXIT_TIMEOUT = 7
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = {
+    EXIT_OK: "the function returned (its value is printed as JSON, or repr)",
+    EXIT_FUNCTION_RAISED: "the function raised; its remote traceback is shown",
+    EXIT_USAGE: "bad command line or option value",
+    EXIT_BUILD: "cannot package or build (function, Python version, base image)",
+    EXIT_REGISTRY: "registry unreachable, refused, or credentials rejected",
+    EXIT_CLUSTER: "cluster or container engine unreachable / permission denied",
+    EXIT_JOB_FAILED: "the job died without a result (OOMKilled, image pull, unschedulable)",
+    EXIT_TIMEOUT: "the job ran past --timeout",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); the job or container was deleted",
+}
+
+# Most specific first: JobTimeout is a JobFailed, ClusterAccessDenied a ClusterError.
+_ERROR_EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (JobTimeout, EXIT_TIMEOUT),
+    (JobFailed, EXIT_JOB_FAILED),
+    (ResultMissing, EXIT_JOB_FAILED),
+    (RemoteError, EXIT_FUNCTION_RAISED),
+    (ClusterError, EXIT_CLUSTER),
+    (ContainerEngineNotFound, EXIT_CLUSTER),
+    (ContainerEngineError, EXIT_CLUSTER),
+    (AuthError, EXIT_REGISTRY),
+    (RegistryError, EXIT_REGISTRY),
+    (UnshippableFunction, EXIT_BUILD),
+    (PythonVersionMismatch, EXIT_BUILD),
+    (BaseImageNotFound, EXIT_BUILD),
+    (ImageFormatError, EXIT_BUILD),
+    (DockerBuildFailed, EXIT_BUILD),
+    (DockerDaemonUnavailable, EXIT_BUILD),
+    (CallNotEncodable, EXIT_USAGE),
+    (ValueError, EXIT_USAGE),
+    (FnJobError, EXIT_JOB_FAILED),
+)
+
+
+def exit_code_for(error: BaseException) -> int:
+    for error_type, code in _ERROR_EXIT_CODES:
+        if isinstance(error, error_type):
+            return code
+    raise error
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+
+
+def _epilog() -> str:
+    codes = "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+    return (
+        "exit codes:\n"
+        f"{codes}\n\n"
+        "defaults from the environment: FNJOB_BASE_IMAGE, FNJOB_REGISTRY, FNJOB_NAMESPACE.\n"
+        "registry credentials: ~/.docker/config.json (or $DOCKER_CONFIG), ECR through boto3;\n"
+        "cluster: in-cluster service account inside a pod, else ~/.kube/config ($KUBECONFIG)."
+    )
+
+
+def _add_image_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="the .py file (or .ipynb notebook) to ship")
+    parser.add_argument(
+        "--function",
+        help="the top-level function to call; without it the file runs as a script",
+    )
+    parser.add_argument(
+        "--base-image",
+        default=os.environ.get("FNJOB_BASE_IMAGE"),
+        help="image with Python to build on ($FNJOB_BASE_IMAGE)",
+    )
+    parser.add_argument(
+        "--registry",
+        default=os.environ.get("FNJOB_REGISTRY"),
+        help="where to push: host[:port][/path] ($FNJOB_REGISTRY)",
+    )
+    parser.add_argument("--image-name", default="fnjob", help="repository under the registry")
+    parser.add_argument("--builder", choices=BUILDERS, default="append")
+    parser.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="allow plain HTTP to this registry host (loopback always is)",
+    )
+    parser.add_argument(
+        "--requirements", help="a requirements file installed at start (base image needs pip)"
+    )
+    parser.add_argument(
+        "--extra-file", action="append", default=[], metavar="PATH", help="ship this file too"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fnjob",
+        description="Package a Python function into an image, push it, run it as a "
+        "Kubernetes Job (or locally with podman/docker) and print its return value.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="build, push, run and print the result",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_image_options(run)
+    run.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument for the function; VALUE is read as JSON when it parses "
+        "(0.1, true, [1,2]) and as a string otherwise",
+    )
+    run.add_argument("--cpu", help='CPU cores or quantity (0.5, "500m")')
+    run.add_argument("--memory", help='memory quantity ("8Gi") or GiB as a number')
+    run.add_argument("--gpus", type=int, default=0, help="NVIDIA GPUs (nvidia.com/gpu)")
+    run.add_argument(
+        "--namespace",
+        default=os.environ.get("FNJOB_NAMESPACE"),
+        help="default: the pod's own namespace, else the kubeconfig context's",
+    )
+    run.add_argument("--local", action="store_true", help="run with podman/docker here")
+    run.add_argument("--engine", choices=("podman", "docker"), help="with --local")
+    run.add_argument("--timeout", type=int, help="seconds before the run is stopped")
+    run.add_argument("--service-account", default="default-editor")
+    run.add_argument("--image-pull-secret", action="append", default=[], metavar="NAME")
+    run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("--keep-job", action="store_true", help="keep a successful Job for inspection")
+
+    build = commands.add_parser(
+        "build",
+        help="build and push; print the digest-pinned reference",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_image_options(build)
+    return parser
+
+
+def parse_key_values(items: Sequence[str], *, option: str, as_json: bool) -> dict[str, Any]:
+    """``["lr=0.1", "name=x"]`` -> ``{"lr": 0.1, "name": "x"}`` (JSON values when asked)."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or (as_json and not key.isidentifier()):
+            raise ValueError(f"{option} {item!r} must look like KEY=VALUE")
+        value: Any = raw
+        if as_json:
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+        parsed[key] = value
+    return parsed
+
+
+def _package(args: argparse.Namespace) -> CodePackage:
+    path: Path = args.file
+    requirements = args.requirements or ()
+    if path.suffix == ".ipynb":
+        return package_notebook(
+            path,
+            function=args.function,
+            extra_files=args.extra_file,
+            requirements=requirements,
+        )
+    return package_file(
+        path, function=args.function, extra_files=args.extra_file, requirements=requirements
+    )
+
+
+def _job(args: argparse.Namespace, reporter: RichReporter) -> Job:
+    if not args.base_image:
+        raise ValueError("--base-image is required (or set FNJOB_BASE_IMAGE)")
+    if not args.registry:
+        raise ValueError("--registry is required (or set FNJOB_REGISTRY)")
+    settings: dict[str, Any] = {
+        "base_image": args.base_image,
+        "registry": args.registry,
+        "image_name": args.image_name,
+        "builder": args.builder,
+        "insecure_registries": tuple(args.insecure_registry),
+        "reporter": reporter,
+    }
+    if args.command == "run":
+        settings.update(
+            cpu=args.cpu,
+            memory=args.memory,
+            gpus=args.gpus,
+            namespace=args.namespace,
+            deployer="local" if args.local else "job",
+            engine=args.engine,
+            timeout=args.timeout,
+            service_account=args.service_account or None,
+            image_pull_secrets=tuple(args.image_pull_secret),
+            env=parse_key_values(args.env, option="--env", as_json=False),
+            keep_job=args.keep_job,
+            on_log=reporter.log,
+        )
+    return Job(**settings)
+
+
+# ---------------------------------------------------------------------------------------
+# Progress
+
+
+class RichReporter:
+    """Build/push progress bars and run status lines on stderr; logs go to stdout.
+
+    When both stdout and stderr are terminals, a spinner shows the run's state and the log
+    lines are printed above it (through the same console, so they do not garble it).
+    """
+
+    def __init__(self, console: Console, out: TextIO) -> None:
+        self.console = console
+        self.out = out
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self._build: TaskID | None = None
+        self._push: TaskID | None = None
+        self._blobs: dict[str, tuple[int, int]] = {}
+        self._reused = 0
+        self._started = time.monotonic()
+        self._spinner: Status | None = None
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """While the function runs: a spinner with the latest status, on terminals only."""
+        if not (self.console.is_terminal and self.out.isatty()):
+            yield
+            return
+        with self.console.status("run: starting", spinner="dots") as spinner:
+            self._spinner = spinner
+            try:
+                yield
+            finally:
+                self._spinner = None
+
+    def log(self, line: str) -> None:
+        """One line of the function's output."""
+        if self._spinner is not None:
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(line, file=self.out, flush=True)
+
+    def __enter__(self) -> RichReporter:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def progress(self, event: ProgressEvent) -> None:
+        if event.stage in ("resolve-base", "check-python", "build-layer"):
+            label = {
+                "resolve-base": "build: reading base image",
+                "check-python": "build: checking base Python",
+                "build-layer": f"build: code layer for {event.detail}",
+            }[event.stage]
+            if self._build is None:
+                self._build = self._progress.add_task(label, total=None)
+            else:
+                self._progress.update(self._build, description=label)
+            return
+        if self._build is not None and event.stage in ("mount", "skip", "upload", "manifest"):
+            self._progress.update(self._build, description="build: done", total=1, completed=1)
+        if event.stage in ("mount", "skip"):
+            self._reused += 1
+            self._blobs[event.detail] = (event.bytes_total or 0, event.bytes_total or 0)
+        elif event.stage == "upload":
+            self._blobs[event.detail] = (event.bytes_done, event.bytes_total or 0)
+        elif event.stage == "done":
+            self._blobs = {k: (total, total) for k, (_done, total) in self._blobs.items()}
+        done = sum(d for d, _t in self._blobs.values())
+        total = sum(t for _d, t in self._blobs.values())
+        description = f"push: {len(self._blobs)} blobs ({self._reused} already there)"
+        if event.stage == "done":
+            description = f"pushed {event.detail}"
+        if self._push is None:
+            self._push = self._progress.add_task(description, total=total or None)
+        self._progress.update(self._push, description=description, completed=done, total=total)
+
+    def status(self, text: str) -> None:
+        elapsed = time.monotonic() - self._started
+        self.console.print(f"[dim]{elapsed:6.1f}s[/dim] run: {escape(text)}", highlight=False)
+        if self._spinner is not None:
+            self._spinner.update(f"run: {escape(text)}")
+
+
+# ---------------------------------------------------------------------------------------
+# Main
+
+
+def _format_result(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``fnjob``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console(stderr=True)
+    out = sys.stdout
+    try:
+        call = ""
+        if args.command == "run":
+            call = encode_call((), parse_key_values(args.arg, option="--arg", as_json=True))
+        reporter = RichReporter(console, out)
+        job = _job(args, reporter)
+        package = _package(args)
+        with reporter:
+            image = job.build_package(package)
+        if args.command == "build":
+            print(image.ref, file=out)
+            return EXIT_OK
+        with reporter.running():
+            value = job.run_image(image.ref, call, function_name=args.function or args.file.stem)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: fnjob removed what it had started")
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        remote = _remote_traceback(error)
+        # The function's own exception, whatever its type; else a library error (anything
+        # else is a bug in fnjob and keeps its traceback).
+        code = EXIT_FUNCTION_RAISED if remote is not None else exit_code_for(error)
+        _report_error(console, error, remote)
+        return code
+    if value is not None:
+        print(_format_result(value), file=out)
+    return EXIT_OK
+
+
+def _remote_traceback(error: BaseException) -> str | None:
+    for note in getattr(error, "__notes__", ()):
+        if note.startswith("Remote traceback:"):
+            return str(note)
+    if isinstance(error, RemoteError):
+        return "Remote traceback:\n" + error.remote_traceback
+    return None
+
+
+def without_runner_frames(traceback_text: str) -> str:
+    """The remote traceback minus the frames of fnjob's runner: only the user's code."""
+    kept: list[str] = []
+    skipping = False
+    for line in traceback_text.splitlines():
+        if line.startswith("  File "):
+            skipping = line.startswith('  File "/fnjob/runner.py"')
+        elif not line.startswith("    "):
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def _report_error(console: Console, error: BaseException, remote: str | None) -> None:
+    if remote is not None:
+        console.print(without_runner_frames(remote.rstrip()), markup=False, highlight=False)
+        console.print(
+            "[bold red]the function raised[/bold red]",
+            escape(f"{type(error).__name__}: {error}"),
+            highlight=False,
+        )
+        return
+    console.print("[bold red]error:[/bold red]", escape(str(error)), highlight=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

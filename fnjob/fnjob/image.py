@@ -1,0 +1,346 @@
+"""Pure image code: the code layer, the new config and manifest, platform selection.
+
+Nothing here does I/O; ``registry.py`` moves the bytes. Everything is deterministic: the same
+``CodePackage`` on the same base gives byte-identical layer, config and manifest, hence the
+same digest.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import hashlib
+import io
+import json
+import re
+import tarfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from fnjob import runner
+from fnjob.errors import FnJobError
+from fnjob.package import APP_DIR, CodePackage
+
+__all__ = [
+    "DOCKER_CONFIG",
+    "DOCKER_LAYER",
+    "DOCKER_MANIFEST",
+    "DOCKER_MANIFEST_LIST",
+    "INDEX_MEDIA_TYPES",
+    "MANIFEST_MEDIA_TYPES",
+    "OCI_CONFIG",
+    "OCI_INDEX",
+    "OCI_LAYER",
+    "OCI_MANIFEST",
+    "AppendedImage",
+    "Blob",
+    "ImageFormatError",
+    "Platform",
+    "append_layer",
+    "code_layer",
+    "image_tree",
+    "parse_platform",
+    "select_platform",
+    "sha256_digest",
+]
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+MANIFEST_MEDIA_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+INDEX_MEDIA_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
+
+# Layer/config media types that go with each manifest media type.
+_MEDIA_TYPES = {
+    OCI_MANIFEST: (OCI_CONFIG, OCI_LAYER),
+    DOCKER_MANIFEST: (DOCKER_CONFIG, DOCKER_LAYER),
+}
+
+RUNNER_PATH = "/fnjob/runner.py"
+VENDOR_DIR = "/fnjob/vendor"
+REQUIREMENTS_PATH = "/fnjob/requirements.txt"
+# A fixed timestamp for every tar entry and the gzip header (determinism).
+_FIXED_MTIME = 0
+
+
+class ImageFormatError(FnJobError):
+    """The base image's manifest or config is not something fnjob can append to."""
+
+
+def sha256_digest(data: bytes) -> str:
+    """``sha256:<hex>`` of data."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Blob:
+    """Bytes with their digest and media type, ready to upload."""
+
+    data: bytes
+    media_type: str
+
+    @property
+    def digest(self) -> str:
+        return sha256_digest(self.data)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def descriptor(self) -> dict[str, Any]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+
+
+@dataclass(frozen=True)
+class Platform:
+    """``os/architecture[/variant]`` as in an image index."""
+
+    os: str
+    architecture: str
+    variant: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("os", "architecture"):
+            if not re.fullmatch(r"[a-z0-9_]+", getattr(self, name)):
+                raise ValueError(f"platform {name}: {getattr(self, name)!r} is not like 'linux'")
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+
+def parse_platform(text: str) -> Platform:
+    """Parse ``linux/amd64`` or ``linux/arm64/v8``."""
+    parts = text.split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ValueError(f"platform: {text!r} is not 'os/arch' or 'os/arch/variant'")
+    return Platform(*parts)
+
+
+def select_platform(index: Mapping[str, Any], platform: Platform) -> dict[str, Any]:
+    """The manifest descriptor in an image index that matches platform.
+
+    The variant is matched when both sides give one (``arm64`` with no variant matches
+    ``arm64/v8``). Raises ``ImageFormatError`` listing the platforms the index offers.
+    """
+    manifests = index.get("manifests")
+    if not isinstance(manifests, list):
+        raise ImageFormatError("the base image index has no 'manifests' list")
+    offered = []
+    for descriptor in manifests:
+        found = descriptor.get("platform") or {}
+        candidate = (found.get("os", ""), found.get("architecture", ""), found.get("variant", ""))
+        offered.append("/".join(p for p in candidate if p))
+        if candidate[:2] != (platform.os, platform.architecture):
+            continue
+        if platform.variant and candidate[2] and candidate[2] != platform.variant:
+            continue
+        if descriptor.get("mediaType", OCI_MANIFEST) not in MANIFEST_MEDIA_TYPES:
+            continue
+        return dict(descriptor)
+    raise ImageFormatError(
+        f"the base image has no {platform} variant; it offers {', '.join(offered) or 'none'}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The code layer
+
+
+def _vendored_cloudpickle() -> dict[str, bytes]:
+    package_dir = Path(cloudpickle.__file__).parent
+    return {
+        f"{VENDOR_DIR}/cloudpickle/{path.name}": path.read_bytes()
+        for path in sorted(package_dir.glob("*.py"))
+    }
+
+
+def image_tree(package: CodePackage) -> dict[str, bytes]:
+    """Absolute path in the image -> content, for everything fnjob adds to the base."""
+    tree = {RUNNER_PATH: Path(runner.__file__).read_bytes()}
+    tree.update(_vendored_cloudpickle())
+    for path, data in package.files.items():
+        tree[f"{APP_DIR}/{path}"] = data
+    if package.requirements:
+        tree[REQUIREMENTS_PATH] = ("\n".join(package.requirements) + "\n").encode("utf-8")
+    return tree
+
+
+def _tar_info(name: str, is_dir: bool, size: int = 0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name + ("/" if is_dir else ""))
+    info.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
+    info.mode = 0o755 if is_dir else 0o644
+    info.size = size
+    info.mtime = _FIXED_MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def layer_tar(tree: Mapping[str, bytes]) -> bytes:
+    """An uncompressed tar of tree: parent folders included, entries sorted, fixed
+    timestamps, owned by uid/gid 0, files 0644 and folders 0755."""
+    folders: set[str] = set()
+    for path in tree:
+        parts = path.strip("/").split("/")[:-1]
+        folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    entries = sorted([(name, True) for name in folders] + [(p.strip("/"), False) for p in tree])
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name, is_dir in entries:
+            if is_dir:
+                archive.addfile(_tar_info(name, True))
+            else:
+                data = tree["/" + name]
+                archive.addfile(_tar_info(name, False, len(data)), io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _gzip(data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    # mtime=0 and no file name keep the gzip header identical between runs.
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=6) as out:
+        out.write(data)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class CodeLayer:
+    """The compressed layer blob and the digest of its uncompressed tar (the diff_id)."""
+
+    blob: Blob
+    diff_id: str
+
+
+def code_layer(package: CodePackage, media_type: str = OCI_LAYER) -> CodeLayer:
+    """The deterministic gzip layer holding the runner, vendored cloudpickle and the code."""
+    tar = layer_tar(image_tree(package))
+    return CodeLayer(blob=Blob(_gzip(tar), media_type), diff_id=sha256_digest(tar))
+
+
+# ---------------------------------------------------------------------------------------------
+# Config and manifest
+
+
+def _env_with(env: Sequence[str], updates: Mapping[str, str]) -> list[str]:
+    kept = [item for item in env if item.split("=", 1)[0] not in updates]
+    return kept + [f"{key}={value}" for key, value in updates.items()]
+
+
+def runtime_env(package: CodePackage, base_env: Sequence[str] = ()) -> dict[str, str]:
+    """The environment fnjob sets in the image (base PYTHONPATH kept after ours)."""
+    base_pythonpath = ""
+    for item in base_env:
+        key, _, value = item.partition("=")
+        if key == "PYTHONPATH":
+            base_pythonpath = value
+    pythonpath = ":".join(p for p in (APP_DIR, VENDOR_DIR, base_pythonpath) if p)
+    env = {
+        "PYTHONPATH": pythonpath,
+        "PYTHONUNBUFFERED": "1",
+        "FNJOB_ENTRY": package.entry,
+    }
+    if package.requirements:
+        env["FNJOB_REQUIREMENTS"] = REQUIREMENTS_PATH
+    return env
+
+
+ENTRYPOINT = ("python3", RUNNER_PATH)
+
+
+def appended_config(
+    base_config: Mapping[str, Any], package: CodePackage, layer: CodeLayer
+) -> dict[str, Any]:
+    """The base config with the code layer's diff_id appended and fnjob's entrypoint,
+    environment and working directory. The base's other settings (user, labels, ...)
+    are kept."""
+    config = copy.deepcopy(dict(base_config))
+    rootfs = config.get("rootfs")
+    if not isinstance(rootfs, dict) or not isinstance(rootfs.get("diff_ids"), list):
+        raise ImageFormatError("the base image config has no rootfs.diff_ids list")
+    rootfs["diff_ids"].append(layer.diff_id)
+    container = dict(config.get("config") or {})
+    container["Env"] = _env_with(
+        container.get("Env") or [], runtime_env(package, container.get("Env") or [])
+    )
+    container["Entrypoint"] = list(ENTRYPOINT)
+    # The base's Cmd would become the runner's arguments.
+    container.pop("Cmd", None)
+    container["WorkingDir"] = APP_DIR
+    config["config"] = container
+    # History entries pair with layers; only extend a history the base keeps.
+    if config.get("history"):
+        created_by = f"fnjob append: {package.description or package.entry}"
+        config["history"] = [*config["history"], {"created_by": created_by}]
+    return config
+
+
+def _canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class AppendedImage:
+    """The new image: blobs fnjob made (code layer, config), the manifest bytes and the base
+    layer descriptors the manifest references (to mount or copy)."""
+
+    layer: CodeLayer
+    config: Blob
+    manifest: Blob
+    base_layers: tuple[dict[str, Any], ...]
+
+    @property
+    def digest(self) -> str:
+        return self.manifest.digest
+
+
+def append_layer(
+    base_manifest: Mapping[str, Any],
+    base_config: Mapping[str, Any],
+    package: CodePackage,
+) -> AppendedImage:
+    """Append package's code layer to a base image, in the base manifest's media types.
+
+    Raises ``ImageFormatError`` for a manifest that is not OCI or Docker schema 2 (an index
+    must be resolved with ``select_platform`` first) or when layers and diff_ids disagree.
+    """
+    media_type = base_manifest.get("mediaType") or (
+        OCI_MANIFEST if base_manifest.get("schemaVersion") == 2 else ""
+    )
+    if media_type not in _MEDIA_TYPES:
+        raise ImageFormatError(
+            f"the base manifest has media type {media_type!r}; fnjob appends to "
+            f"{' or '.join(MANIFEST_MEDIA_TYPES)}"
+        )
+    config_type, layer_type = _MEDIA_TYPES[media_type]
+    base_layers = base_manifest.get("layers")
+    if not isinstance(base_layers, list):
+        raise ImageFormatError("the base manifest has no 'layers' list")
+    diff_ids = (base_config.get("rootfs") or {}).get("diff_ids") or []
+    if len(diff_ids) != len(base_layers):
+        raise ImageFormatError(
+            f"the base manifest lists {len(base_layers)} layers but its config "
+            f"{len(diff_ids)} diff_ids"
+        )
+    layer = code_layer(package, layer_type)
+    config = Blob(_canonical_json(appended_config(base_config, package, layer)), config_type)
+    manifest_doc: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": config.descriptor(),
+        "layers": [dict(d) for d in base_layers] + [layer.blob.descriptor()],
+    }
+    return AppendedImage(
+        layer=layer,
+        config=config,
+        manifest=Blob(_canonical_json(manifest_doc), media_type),
+        base_layers=tuple(dict(d) for d in base_layers),
+    )

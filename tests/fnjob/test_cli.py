@@ -1,0 +1,295 @@
+"""The ``fnjob`` command: messages and exit codes, then real runs as a user would type them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fnjob import cli
+from fnjob.auth import AuthError
+from fnjob.deploy_job import ClusterAccessDenied, JobFailed, JobTimeout
+from fnjob.deploy_local import ContainerEngineNotFound
+from fnjob.pythonversion import PythonVersionMismatch
+from tests.fnjob.fake_kube_api import FakeKubeApi, JobScenario
+from tests.fnjob.run_fixtures import fnjob_containers, with_fnjob_importable, write_kubeconfig
+from tests.fnjob.run_functions import runner_log_lines
+
+TRAIN_PY = """\
+import sys
+
+
+def main(lr=0.1, epochs=2):
+    for epoch in range(epochs):
+        print(f"epoch {epoch} lr={lr}")
+    print("a warning on stderr", file=sys.stderr)
+    return {"lr": lr, "epochs": epochs}
+
+
+def broken():
+    raise RuntimeError("data file /data/train.csv is missing")
+"""
+
+
+# -- in-process: parsing, messages, exit codes --------------------------------------------
+
+
+def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["run", "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "exit codes:" in text
+    for code in (1, 2, 3, 4, 5, 6, 7, 130):
+        assert re.search(rf"^\s+{code}\s+\S", text, re.MULTILINE), code
+
+
+def test_missing_registry_is_a_usage_error_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FNJOB_REGISTRY", raising=False)
+    (tmp_path / "train.py").write_text(TRAIN_PY)
+    code = cli.main(["run", str(tmp_path / "train.py"), "--base-image", "python:3.11"])
+    assert code == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--registry is required" in err
+    assert "Traceback" not in err
+
+
+def test_bad_memory_names_the_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "train.py").write_text(TRAIN_PY)
+    argv = ["run", str(tmp_path / "train.py"), "--base-image", "b", "--registry", "r.example"]
+    assert cli.main([*argv, "--memory", "lots"]) == cli.EXIT_USAGE
+    assert "memory='lots' is not a Kubernetes quantity" in capsys.readouterr().err
+
+
+def test_missing_file_is_a_build_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["build", str(tmp_path / "nope.py"), "--base-image", "b", "--registry", "r.example"]
+    assert cli.main(argv) == cli.EXIT_BUILD
+    err = capsys.readouterr().err
+    assert "nope.py" in err and "Traceback" not in err
+
+
+def test_args_are_json_when_they_parse_and_strings_otherwise() -> None:
+    parsed = cli.parse_key_values(
+        ["lr=0.1", "layers=[64, 32]", "name=resnet", "flag=true"], option="--arg", as_json=True
+    )
+    assert parsed == {"lr": 0.1, "layers": [64, 32], "name": "resnet", "flag": True}
+    with pytest.raises(ValueError, match="--arg 'lr' must look like KEY=VALUE"):
+        cli.parse_key_values(["lr"], option="--arg", as_json=True)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (JobTimeout("j", reason="DeadlineExceeded"), cli.EXIT_TIMEOUT),
+        (JobFailed("j", reason="OOMKilled", exit_code=137), cli.EXIT_JOB_FAILED),
+        (ClusterAccessDenied("forbidden", status=403), cli.EXIT_CLUSTER),
+        (ContainerEngineNotFound("no podman"), cli.EXIT_CLUSTER),
+        (AuthError("denied", host="r.example", status=401), cli.EXIT_REGISTRY),
+        (PythonVersionMismatch("3.9", base_python="3.9", local_python="3.11"), cli.EXIT_BUILD),
+        (ValueError("gpus=-1"), cli.EXIT_USAGE),
+    ],
+)
+def test_each_error_kind_has_its_exit_code(error: Exception, code: int) -> None:
+    assert cli.exit_code_for(error) == code
+
+
+def test_unexpected_errors_are_not_hidden() -> None:
+    with pytest.raises(ZeroDivisionError):
+        cli.exit_code_for(ZeroDivisionError("a bug"))
+
+
+# -- real runs in a subprocess ---------------------------------------------------------------
+
+
+def fnjob_command(
+    args: list[str], env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fnjob", *args],
+        env=with_fnjob_importable(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture
+def train_file(tmp_path: Path) -> Path:
+    path = tmp_path / "train.py"
+    path.write_text(TRAIN_PY)
+    return path
+
+
+def image_args(registry: Any, python_base: str) -> list[str]:
+    return ["--base-image", python_base, "--registry", f"{registry.host}/tests"]
+
+
+@pytest.mark.real
+def test_run_local_prints_logs_then_the_result(
+    train_file: Path, registry: Any, python_base: str, podman_env: dict[str, str]
+) -> None:
+    completed = fnjob_command(
+        [
+            *("run", train_file.name, "--function", "main", "--local", "--engine", "podman"),
+            *image_args(registry, python_base),
+            *("--arg", "lr=0.5", "--arg", "epochs=3"),
+        ],
+        podman_env,
+        train_file.parent,
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    # The function's stderr is shown too; its order against stdout lines is not fixed.
+    assert "a warning on stderr" in lines
+    assert [line for line in lines if line != "a warning on stderr"] == [
+        "epoch 0 lr=0.5",
+        "epoch 1 lr=0.5",
+        "epoch 2 lr=0.5",
+        json.dumps({"lr": 0.5, "epochs": 3}),
+    ]
+    assert "pushed" in completed.stderr  # the progress display
+    assert fnjob_containers(podman_env) == []
+
+
+@pytest.mark.real
+def test_run_local_failure_exits_1_with_the_remote_traceback(
+    train_file: Path, registry: Any, python_base: str, podman_env: dict[str, str]
+) -> None:
+    completed = fnjob_command(
+        [
+            "run",
+            train_file.name,
+            "--function",
+            "broken",
+            "--local",
+            *image_args(registry, python_base),
+        ],
+        podman_env,
+        train_file.parent,
+    )
+    assert completed.returncode == cli.EXIT_FUNCTION_RAISED
+    err = " ".join(completed.stderr.split())  # rich may wrap long lines
+    assert "the function raised RuntimeError: data file /data/train.csv is missing" in err
+    assert "Remote traceback" in err and 'train.py", line 12, in broken' in err
+    # Only the user's frames: nothing of fnjob's CLI here or its runner in the image.
+    assert "fnjob/cli.py" not in completed.stderr
+    assert "runner.py" not in completed.stderr
+
+
+@pytest.mark.real
+def test_build_prints_only_the_digest_pinned_reference(
+    train_file: Path, registry: Any, python_base: str, podman_env: dict[str, str]
+) -> None:
+    completed = fnjob_command(
+        [
+            *("build", train_file.name, "--function", "main", "--image-name", "cli-build"),
+            *image_args(registry, python_base),
+        ],
+        podman_env,
+        train_file.parent,
+    )
+    assert completed.returncode == 0, completed.stderr
+    ref = completed.stdout.strip()
+    assert re.fullmatch(rf"{re.escape(registry.host)}/tests/cli-build@sha256:[0-9a-f]{{64}}", ref)
+    assert registry.manifest("tests/cli-build", ref.split("@")[1]).status_code == 200
+
+
+@pytest.mark.real
+def test_run_on_a_cluster_from_the_kubeconfig(
+    train_file: Path, tmp_path: Path, registry: Any, python_base: str
+) -> None:
+    scenario = JobScenario(log_lines=runner_log_lines("train", lr=0.5, epochs=1))
+    with FakeKubeApi(scenario) as fake:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", fake.host, namespace="team-b")
+        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        completed = fnjob_command(
+            [
+                *("run", train_file.name, "--function", "main", "--gpus", "1", "--memory", "8Gi"),
+                *image_args(registry, python_base),
+            ],
+            {**env, "KUBECONFIG": str(kubeconfig)},
+            train_file.parent,
+        )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == ["epoch 0 lr=0.5", '{"loss": 0.6667, "lr": 0.5}']
+    (create,) = fake.requests_to("POST", "/apis/batch/v1/namespaces/team-b/jobs")
+    assert create.body["metadata"]["generateName"] == "fnjob-main-"
+    assert "job fnjob-main-x7k2p created in namespace team-b" in completed.stderr
+
+
+@pytest.mark.real
+def test_forbidden_cluster_exits_5_with_the_apis_message(
+    train_file: Path, tmp_path: Path, registry: Any, python_base: str
+) -> None:
+    with FakeKubeApi(JobScenario(create_status=403)) as fake:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", fake.host)
+        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        completed = fnjob_command(
+            ["run", train_file.name, "--function", "main", *image_args(registry, python_base)],
+            {**env, "KUBECONFIG": str(kubeconfig)},
+            train_file.parent,
+        )
+    assert completed.returncode == cli.EXIT_CLUSTER
+    err = " ".join(completed.stderr.split())
+    assert 'cannot create resource "jobs"' in err
+    assert "Traceback" not in completed.stderr
+
+
+SLOW_PY = """\
+import time
+
+
+def main(n=600):
+    for i in range(n):
+        print(f"tick {i}", flush=True)
+        time.sleep(0.5)
+"""
+
+
+@pytest.mark.real
+def test_ctrl_c_exits_130_and_leaves_no_container(
+    tmp_path: Path, registry: Any, python_base: str, podman_env: dict[str, str]
+) -> None:
+    (tmp_path / "slow.py").write_text(SLOW_PY)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fnjob",
+            "run",
+            "slow.py",
+            "--function",
+            "main",
+            "--local",
+            *image_args(registry, python_base),
+        ],
+        env=with_fnjob_importable(podman_env),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first == "tick 0\n"
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == cli.EXIT_INTERRUPTED
+    assert "interrupted" in err and "Traceback" not in err
+    assert fnjob_containers(podman_env) == []

@@ -1,0 +1,164 @@
+"""The Fairing facade: its settings and errors, then the seed's HOSTNAME example for real."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fnjob import fairing
+from fnjob.fairing import (
+    FairingConfig,
+    FairingConfigError,
+    ResourceMutator,
+    config,
+    get_resource_mutator,
+)
+from tests.fnjob.run_fixtures import fnjob_containers, with_fnjob_importable
+
+REGISTRY = "ghcr.io/ddung1203"
+
+
+@pytest.fixture
+def facade() -> FairingConfig:
+    """A fresh facade per test (the module-level ``config`` is one such object)."""
+    return FairingConfig()
+
+
+def test_module_exposes_the_fairing_names() -> None:
+    assert fairing.config is config
+    assert isinstance(config, FairingConfig)
+    assert fairing.get_resource_mutator is get_resource_mutator
+
+
+def test_resource_mutator_reads_memory_in_gb_like_fairing(facade: FairingConfig) -> None:
+    facade.set_builder(
+        "append", image_name="fairing-job", registry=REGISTRY, base_image="python:3.11", push=True
+    )
+    facade.set_deployer("job", pod_spec_mutators=[get_resource_mutator(cpu=0.5, memory=0.5)])
+    description = facade.job()
+    assert description.cpu == "500m"
+    assert description.memory == "0.5Gi"
+    assert description.target == "ghcr.io/ddung1203/fairing-job"
+    assert description.deployer == "job"
+    assert description.builder == "append"
+    assert description.service_account == "default-editor"
+
+
+def test_gpu_namespace_and_cleanup_map_to_the_job(facade: FairingConfig) -> None:
+    facade.set_builder("append", registry=REGISTRY, base_image="python:3.11")
+    facade.set_deployer(
+        "job",
+        namespace="kubeflow-user",
+        cleanup=False,
+        pod_spec_mutators=[get_resource_mutator(gpu=2)],
+    )
+    description = facade.job()
+    assert (description.gpus, description.namespace, description.keep_job) == (
+        2,
+        "kubeflow-user",
+        True,
+    )
+    assert description.image_name == "fairing-job"
+
+
+def test_unknown_builder_and_deployer_list_the_allowed_ones(facade: FairingConfig) -> None:
+    allowed_builders = "builder 'cluster' is not supported; use one of: append, docker"
+    with pytest.raises(FairingConfigError, match=allowed_builders):
+        facade.set_builder("cluster", registry=REGISTRY)
+    allowed_deployers = "deployer 'tfjob' is not supported; use one of: job, local"
+    with pytest.raises(FairingConfigError, match=allowed_deployers):
+        facade.set_deployer("tfjob")
+    with pytest.raises(FairingConfigError, match="does not take dockerfile_path"):
+        facade.set_builder("append", registry=REGISTRY, dockerfile_path="Dockerfile")
+    with pytest.raises(FairingConfigError, match="push=False is not supported"):
+        facade.set_builder("append", registry=REGISTRY, base_image="python:3.11", push=False)
+
+
+def test_running_without_a_builder_says_what_to_call(facade: FairingConfig) -> None:
+    remote = facade.fn(print)
+    with pytest.raises(FairingConfigError, match=r"call fairing.config.set_builder\('append'"):
+        remote("hello")
+
+
+def test_other_pod_spec_mutators_are_refused_with_the_alternative(facade: FairingConfig) -> None:
+    def add_volume(kube_manager: Any, pod_spec: Any, namespace: str) -> None:
+        pass
+
+    with pytest.raises(FairingConfigError, match="only get_resource_mutator"):
+        facade.set_deployer("job", pod_spec_mutators=[add_volume])
+
+
+def test_facades_do_not_share_state(facade: FairingConfig) -> None:
+    other = FairingConfig()
+    facade.set_builder("append", registry=REGISTRY, base_image="python:3.11")
+    with pytest.raises(FairingConfigError):
+        other.job()
+    facade.reset()
+    with pytest.raises(FairingConfigError):
+        facade.job()
+    assert get_resource_mutator(cpu=1) == ResourceMutator(cpu=1)
+
+
+# -- the seed's example, for real --------------------------------------------------------
+
+# The tutorial's script (seed, "fairing.config" section) with only the import lines changed,
+# plus what this machine needs: a registry/base image that exist here, and the local
+# deployer instead of a cluster.
+SEED_EXAMPLE = """\
+import os
+from fnjob import fairing
+from fnjob.fairing import get_resource_mutator
+
+def show_hostname():
+    print(os.environ['HOSTNAME'])
+
+DOCKER_REGISTRY = '{registry}'
+fairing.config.set_builder(
+    'append',
+    image_name='fairing-job',
+    registry=DOCKER_REGISTRY,
+    base_image='{base_image}',
+    push=True)
+
+fairing.config.set_deployer('local', pod_spec_mutators=[get_resource_mutator(cpu=0.5, memory=0.5)])
+
+if __name__ == '__main__':
+    print('local show_hostname()')
+    show_hostname()
+    print('remote show_hostname()')
+    remote_show_hostname = fairing.config.fn(show_hostname)
+    remote_show_hostname()
+"""
+
+
+@pytest.mark.real
+def test_seed_hostname_example_runs_through_the_facade_with_the_local_deployer(
+    tmp_path: Path, registry: Any, python_base: str, podman_env: dict[str, str]
+) -> None:
+    script = tmp_path / "fairing_example.py"
+    source = SEED_EXAMPLE.format(registry=f"{registry.host}/ddung1203", base_image=python_base)
+    script.write_text(source)
+    # The engine's private config reaches podman through the inherited environment.
+    env = with_fnjob_importable({**podman_env, "HOSTNAME": socket.gethostname()})
+    completed = subprocess.run(
+        [sys.executable, str(script)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert lines[:3] == ["local show_hostname()", socket.gethostname(), "remote show_hostname()"]
+    (remote_hostname,) = lines[3:]
+    # podman names the container's host after the container: a different, non-empty name.
+    assert remote_hostname and remote_hostname != socket.gethostname()
+    assert fnjob_containers(podman_env) == []
+    assert registry.tags("ddung1203/fairing-job")
