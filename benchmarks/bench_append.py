@@ -36,11 +36,10 @@ from fnjob.build import AppendBuilder, docker_context  # noqa: E402
 from fnjob.package import CodePackage, package_function  # noqa: E402
 from fnjob.progress import ProgressEvent  # noqa: E402
 from tests.fnjob.conftest import (  # noqa: E402
-    BASE_CACHE,
     BASE_REPOSITORY,
     PodmanConfig,
     RegistryServer,
-    _build_base_layout,
+    cached_base_layout,
     copy_base_into,
     make_podman_config,
     release_podman_storage,
@@ -64,15 +63,6 @@ def _small_package(workdir: Path) -> CodePackage:
     import bench_train  # type: ignore[import-not-found]
 
     return package_function(bench_train.train)
-
-
-def _base_layout() -> Path:
-    layout = BASE_CACHE / "layout"
-    if not (layout / "index.json").is_file():
-        print("building the base image with mmdebstrap (once per machine)...", flush=True)
-        BASE_CACHE.mkdir(parents=True, exist_ok=True)
-        _build_base_layout(layout)
-    return layout
 
 
 def _append(
@@ -134,7 +124,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fnjob-bench-") as temporary:
         workdir = Path(temporary)
         package = _small_package(workdir)
-        layout = _base_layout()
+        layout = cached_base_layout()
         with running_registry(workdir / "registry") as registry:
             base = copy_base_into(layout, registry.host, BASE_REPOSITORY)
             base_manifest = registry.manifest(BASE_REPOSITORY, "3.11").json()

@@ -31,23 +31,13 @@ from fnjob import Job  # noqa: E402
 from fnjob.protocol import encode_call  # noqa: E402
 from tests.fnjob import run_payloads  # noqa: E402
 from tests.fnjob.conftest import (  # noqa: E402
-    BASE_CACHE,
     BASE_REPOSITORY,
-    _build_base_layout,
+    cached_base_layout,
     copy_base_into,
     make_podman_config,
     release_podman_storage,
     running_registry,
 )
-
-
-def _base_layout() -> Path:
-    layout = BASE_CACHE / "layout"
-    if not (layout / "index.json").is_file():
-        print("building the base image with mmdebstrap (once per machine)...", flush=True)
-        BASE_CACHE.mkdir(parents=True, exist_ok=True)
-        _build_base_layout(layout)
-    return layout
 
 
 def _timed(action: Callable[[], Any]) -> tuple[float, Any]:
@@ -68,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     repeats = parser.parse_args().repeats
-    layout = _base_layout()
+    layout = cached_base_layout()
     with tempfile.TemporaryDirectory(prefix="fnjob-bench-") as tmp:
         workdir = Path(tmp)
         with running_registry(workdir / "registry") as registry:

@@ -241,8 +241,7 @@ def _build_base_layout(layout: Path) -> None:
     work.rename(layout)
 
 
-@pytest.fixture(scope="session")
-def base_layout() -> Path:
+def cached_base_layout() -> Path:
     """The cached OCI layout of the Python base image (built on first use)."""
     BASE_CACHE.mkdir(parents=True, exist_ok=True)
     layout = BASE_CACHE / "layout"
@@ -252,6 +251,11 @@ def base_layout() -> Path:
         if not (layout / "index.json").is_file():
             _build_base_layout(layout)
     return layout
+
+
+@pytest.fixture(scope="session")
+def base_layout() -> Path:
+    return cached_base_layout()
 
 
 def copy_base_into(
