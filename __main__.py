@@ -2,8 +2,8 @@
 
 import pulumi
 
-from components.config import load_stack_config
-from components.program import build_stack
+from stack.config import load_stack_config
+from stack.program import build_stack
 
 for name, value in build_stack(load_stack_config()).items():
     pulumi.export(name, value)

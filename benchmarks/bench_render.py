@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from components.kubeflow import build_phases, placeholder_credentials  # noqa: E402
-from components.kubeflow_manifests import kubectl_binary, render_manifests  # noqa: E402
-from components.kubeflow_transform import KubeflowArgs  # noqa: E402
-from components.scheduling import GpuScheduling  # noqa: E402
+from components.gpu.scheduling import GpuScheduling  # noqa: E402
+from components.kubeflow.component import build_phases, placeholder_credentials  # noqa: E402
+from components.kubeflow.manifests import kubectl_binary, render_manifests  # noqa: E402
+from components.kubeflow.transform import KubeflowArgs  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "kubeflow-manifests"
 

@@ -1,0 +1,1 @@
+"""Pulumi components, grouped by where they run: aws/, gpu/ and kubeflow/."""

@@ -158,8 +158,8 @@ def run_program(
     ``config`` maps ``namespace:key`` to values; structured values are passed as JSON, as the
     Pulumi CLI passes them. Raises whatever the program raises.
     """
-    from components.config import SECRET_KEYS, load_stack_config
-    from components.program import build_stack
+    from stack.config import SECRET_KEYS, load_stack_config
+    from stack.program import build_stack
 
     encoded = {
         key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()

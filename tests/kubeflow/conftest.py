@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from components.kubeflow import bcrypt_hash_with_seed
-from components.kubeflow_manifests import RenderedManifests, render_manifests
-from components.kubeflow_transform import KubeflowArgs, KubeflowCredentials, ProfileSpec
-from components.scheduling import GpuScheduling, Taint
+from components.gpu.scheduling import GpuScheduling, Taint
+from components.kubeflow.component import bcrypt_hash_with_seed
+from components.kubeflow.manifests import RenderedManifests, render_manifests
+from components.kubeflow.transform import KubeflowArgs, KubeflowCredentials, ProfileSpec
 
 FIXTURE_SOURCE = Path(__file__).resolve().parent.parent / "fixtures" / "kubeflow-manifests"
 ADMIN_EMAIL = "ada@research.example.org"

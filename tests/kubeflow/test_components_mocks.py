@@ -12,9 +12,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pytest
 
-import components.kubeflow as kubeflow_module
-from components.device_plugin import DevicePluginArgs, NvidiaDevicePlugin
-from components.kubeflow import Kubeflow, bcrypt_hash_with_seed
+import components.kubeflow.component as kubeflow_module
+from components.gpu.device_plugin import DevicePluginArgs, NvidiaDevicePlugin
+from components.kubeflow.component import Kubeflow, bcrypt_hash_with_seed
 from tests.kubeflow.conftest import (
     ADMIN_PASSWORD,
     DOCKER_CONFIG,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from components.device_plugin import (
+from components.gpu.device_plugin import (
     DevicePluginArgs,
     DevicePluginConfigError,
     device_plugin_values,
     needs_device_plugin,
 )
-from components.scheduling import GpuScheduling, SchedulingConfigError, Taint
+from components.gpu.scheduling import GpuScheduling, SchedulingConfigError, Taint
 from tests.kubeflow.conftest import GPU_A10, GPU_BOTTLEROCKET
 
 GPU_H100 = GpuScheduling(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from components.kubeflow_manifests import (
+from components.kubeflow.manifests import (
     ComponentSelectionError,
     KustomizeError,
     RenderedManifests,

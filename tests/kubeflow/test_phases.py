@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from components.kubeflow import build_phases
-from components.kubeflow_manifests import RenderedManifests
-from components.kubeflow_transform import KubeflowCredentials, Phase, is_builtin, split_phases
+from components.kubeflow.component import build_phases
+from components.kubeflow.manifests import RenderedManifests
+from components.kubeflow.phases import Phase, is_builtin, split_phases
+from components.kubeflow.transform import KubeflowCredentials
 from tests.kubeflow.conftest import make_args
 
 

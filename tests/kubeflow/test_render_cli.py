@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.kubeflow import build_phases, placeholder_credentials
-from components.kubeflow_manifests import PARALLEL_PARSE_BYTES, RenderedManifests, parse_objects
-from components.render import main, render_to_directory
+from components.kubeflow.component import build_phases, placeholder_credentials
+from components.kubeflow.manifests import PARALLEL_PARSE_BYTES, RenderedManifests, parse_objects
+from stack.render import main, render_to_directory
 from tests.kubeflow.conftest import FIXTURE_SOURCE, make_args
 
 
@@ -33,7 +33,7 @@ def test_render_writes_phase_files_in_apply_order(tmp_path: Path) -> None:
 
 
 def _render(source: str, tmp_path: Path) -> tuple[dict, ...]:
-    from components.kubeflow_manifests import render_manifests
+    from components.kubeflow.manifests import render_manifests
 
     result: RenderedManifests = render_manifests(source, cache_dir=tmp_path / "cache")
     return result.objects  # type: ignore[return-value]

@@ -12,9 +12,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from components.kubeflow import build_phases
-from components.kubeflow_manifests import RenderedManifests
-from components.kubeflow_transform import KubeflowCredentials, is_builtin
+from components.kubeflow.component import build_phases
+from components.kubeflow.manifests import RenderedManifests
+from components.kubeflow.phases import is_builtin
+from components.kubeflow.transform import KubeflowCredentials
 from tests.kubeflow.conftest import make_args
 
 KUBERNETES_VERSION = "1.34.0"

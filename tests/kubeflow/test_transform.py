@@ -12,8 +12,9 @@ import bcrypt
 import pytest
 import yaml
 
-from components.kubeflow_manifests import RenderedManifests
-from components.kubeflow_transform import (
+from components.gpu.scheduling import GpuScheduling, Taint
+from components.kubeflow.manifests import RenderedManifests
+from components.kubeflow.transform import (
     DefaultCredentialError,
     KubeflowConfigError,
     KubeflowCredentials,
@@ -22,7 +23,6 @@ from components.kubeflow_transform import (
     secret_values,
     transform_manifests,
 )
-from components.scheduling import GpuScheduling, Taint
 from tests.kubeflow.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,

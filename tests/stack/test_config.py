@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.config import (
+from stack.config import (
     SUPPORTED_KUBERNETES_VERSIONS,
     StackConfigError,
     load_stack_file,
@@ -251,7 +251,7 @@ def test_check_command_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
     bad = tmp_path / "Pulumi.broken.yaml"
     bad.write_text(yaml.safe_dump(document))
     result = subprocess.run(
-        [sys.executable, "-m", "components.config", str(bad)],
+        [sys.executable, "-m", "stack.config", str(bad)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -262,7 +262,7 @@ def test_check_command_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
     assert "g5.xlarge is x86_64" in result.stderr
 
     good = subprocess.run(
-        [sys.executable, "-m", "components.config", "stacks/Pulumi.dev.yaml"],
+        [sys.executable, "-m", "stack.config", "stacks/Pulumi.dev.yaml"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -288,7 +288,7 @@ def test_plain_text_secret_in_stack_file_is_refused(tmp_path: Path) -> None:
 def test_project_file_declares_only_keys_every_stack_may_carry() -> None:
     """Pulumi requires declared keys without a default and merges declared defaults into
     every stack: a declared AWS-only key would break onprem stacks."""
-    from components.config import AWS_ONLY_KEYS, TOP_LEVEL_KEYS
+    from stack.config import AWS_ONLY_KEYS, TOP_LEVEL_KEYS
 
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     assert project["name"] == "kubeflow-eks"

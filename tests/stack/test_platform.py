@@ -6,7 +6,7 @@ from functools import cache
 
 import pytest
 
-from components.config import load_stack_file
+from stack.config import load_stack_file
 from tests.pulumi_mocks import (
     STACKS,
     Registered,
@@ -93,8 +93,8 @@ def test_kubeflow_phases_are_applied_in_order(stack: str) -> None:
     groups = [
         r for r in run.mocks.of_type("kubernetes:yaml/v2:ConfigGroup") if "-kubeflow-" in r.name
     ]
-    names = [g.name for g in groups]
-    assert names == sorted(names), "phases register in apply order"
+    # Registration order under mocks is not deterministic; the dependencies are the order.
+    names = sorted(g.name for g in groups)
     phase_of = {name: name.split("-kubeflow-", 1)[1][:2] for name in names}
     for name in names:
         phase = int(phase_of[name])

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from components.config import load_stack_file
-from components.network import plan_subnets
-from components.storage import default_storage_class
+from components.aws.network import plan_subnets
+from components.aws.storage import default_storage_class
+from stack.config import load_stack_file
 from tests.pulumi_mocks import (
     STACKS,
     RecordingMocks,

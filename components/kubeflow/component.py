@@ -19,15 +19,14 @@ import pulumi
 import pulumi_random as random
 from pulumi_kubernetes.yaml.v2 import ConfigGroup, ConfigGroupArgs
 
-from components.kubeflow_manifests import render_manifests
-from components.kubeflow_transform import (
+from components.kubeflow.manifests import render_manifests
+from components.kubeflow.phases import Phase, split_phases
+from components.kubeflow.transform import (
     KubeflowArgs,
     KubeflowConfigError,
     KubeflowCredentials,
-    Phase,
     ProfileSpec,
     TransformError,
-    split_phases,
     transform_manifests,
 )
 

@@ -15,14 +15,14 @@ import pulumi
 import yaml
 from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
 
-from components.naming import is_dns_label
-from components.scheduling import (
+from components.gpu.scheduling import (
     GPU_RESOURCE,
     GpuScheduling,
     check_unique_names,
     groups_node_affinity,
     union_tolerations,
 )
+from stack.naming import is_dns_label
 
 DEVICE_PLUGIN_CHART = "nvidia-device-plugin"
 DEVICE_PLUGIN_REPO = "https://nvidia.github.io/k8s-device-plugin"

@@ -1,6 +1,6 @@
 """Write the exact Kubernetes objects a stack would apply, one YAML file per apply phase.
 
-    python -m components.render --stack dev --out build/manifests [--kubeflow-source PATH]
+    python -m stack.render --stack dev --out build/manifests [--kubeflow-source PATH]
 
 Generated secrets (passwords, OIDC client secret, cookie secret, database and object-store
 keys, the admin's bcrypt hash, the registry docker config) are shown as placeholders that
@@ -19,17 +19,18 @@ from typing import Any
 
 import yaml
 
-from components.kubeflow import (
+from components.kubeflow.component import (
     PLACEHOLDER_DOCKER_CONFIG,
     build_phases,
     placeholder_credentials,
 )
-from components.kubeflow_manifests import RenderError, render_manifests
-from components.kubeflow_transform import KubeflowArgs, KubeflowConfigError, Phase, TransformError
+from components.kubeflow.manifests import RenderError, render_manifests
+from components.kubeflow.phases import Phase
+from components.kubeflow.transform import KubeflowArgs, KubeflowConfigError, TransformError
 
 _HEADER = """\
 # {phase} - {description}
-# Rendered by `python -m components.render` from {source}.
+# Rendered by `python -m stack.render` from {source}.
 # Applied by the stack as one step, after the previous file's objects are ready.
 # Secret values starting GENERATED-BY-STACK / FROM-STACK-SECRET (base64 in Secret data) are
 # placeholders: `pulumi up` generates the real ones and keeps them secret.
@@ -81,8 +82,8 @@ def render_to_directory(
 
 def kubeflow_args_for_stack(stack_file: Path) -> KubeflowArgs:
     """KubeflowArgs exactly as the stack program derives them from its stack file."""
-    from components.config import load_stack_file
-    from components.program import kubeflow_args_from_config
+    from stack.config import load_stack_file
+    from stack.program import kubeflow_args_from_config
 
     config: Any = load_stack_file(stack_file, require_secrets=False)
     args = kubeflow_args_from_config(config)
@@ -93,7 +94,7 @@ def kubeflow_args_for_stack(stack_file: Path) -> KubeflowArgs:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m components.render",
+        prog="python -m stack.render",
         description="Write the Kubernetes objects a stack applies, one YAML file per phase.",
     )
     parser.add_argument(

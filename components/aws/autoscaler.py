@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.irsa import IrsaRole, IrsaRoleArgs, policy_document
+from components.aws.iam import IrsaRole, IrsaRoleArgs, policy_document
 
 AUTOSCALER_NAMESPACE = "kube-system"
 AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"

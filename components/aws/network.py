@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.config import NetworkConfig
+from stack.config import NetworkConfig
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from components.naming import is_dns_label, is_label_key, is_label_value
+from stack.naming import is_dns_label, is_label_key, is_label_value
 
 # Every GPU node the stack creates carries these two labels besides the user's own.
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"

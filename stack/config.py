@@ -4,7 +4,7 @@
 ``stacks/Pulumi.<stack>.yaml`` file offline. Both feed the same parser, which reports every
 problem at once, each naming the key path, the bad value and what is allowed.
 
-Run ``python -m components.config stacks/Pulumi.dev.yaml`` to check a stack file offline.
+Run ``python -m stack.config stacks/Pulumi.dev.yaml`` to check a stack file offline.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from components.naming import is_dns_label, is_email, is_label_key, is_label_value
-from components.scheduling import (
+from components.gpu.scheduling import (
     DEFAULT_GPU_TAINT,
     GPU_GROUP_LABEL,
     GPU_PRESENT_LABEL,
@@ -29,6 +28,7 @@ from components.scheduling import (
     SchedulingConfigError,
     Taint,
 )
+from stack.naming import is_dns_label, is_email, is_label_key, is_label_value
 
 PROJECT = "kubeflow-eks"
 
@@ -1052,10 +1052,10 @@ def unset_secrets(path: str | Path) -> tuple[str, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m components.config STACK_FILE...``: check stack files offline."""
+    """``python -m stack.config STACK_FILE...``: check stack files offline."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        print("usage: python -m components.config stacks/Pulumi.<stack>.yaml ...", file=sys.stderr)
+        print("usage: python -m stack.config stacks/Pulumi.<stack>.yaml ...", file=sys.stderr)
         return 2
     status = 0
     for name in args:

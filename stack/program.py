@@ -13,16 +13,16 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
-from components.cluster import EksCluster, EksClusterArgs
-from components.config import GpuNodeGroupConfig, StackConfig
-from components.device_plugin import DevicePluginArgs, NvidiaDevicePlugin
-from components.kubeflow import Kubeflow
-from components.kubeflow_transform import KubeflowArgs, ProfileSpec
-from components.network import Network, NetworkArgs
-from components.node_groups import ManagedNodeGroup, ManagedNodeGroupArgs
-from components.scheduling import GpuScheduling
-from components.storage import EbsStorage, EbsStorageArgs
+from components.aws.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
+from components.aws.cluster import EksCluster, EksClusterArgs
+from components.aws.network import Network, NetworkArgs
+from components.aws.node_groups import ManagedNodeGroup, ManagedNodeGroupArgs
+from components.aws.storage import EbsStorage, EbsStorageArgs
+from components.gpu.device_plugin import DevicePluginArgs, NvidiaDevicePlugin
+from components.gpu.scheduling import GpuScheduling
+from components.kubeflow.component import Kubeflow
+from components.kubeflow.transform import KubeflowArgs, ProfileSpec
+from stack.config import GpuNodeGroupConfig, StackConfig
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Components that create AWS resources: network, cluster, node groups, IAM, storage, autoscaler."""

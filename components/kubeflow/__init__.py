@@ -1,0 +1,1 @@
+"""Kubeflow: render its Kustomize manifests, transform them, apply them in phases."""
