@@ -2,7 +2,7 @@
 
 import pulumi
 
-from stack.config import load_stack_config
+from stack.load import load_stack_config
 from stack.program import build_stack
 
 for name, value in build_stack(load_stack_config()).items():

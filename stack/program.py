@@ -19,10 +19,16 @@ from components.aws.network import Network, NetworkArgs
 from components.aws.node_groups import ManagedNodeGroup, ManagedNodeGroupArgs
 from components.aws.storage import EbsStorage, EbsStorageArgs
 from components.gpu.device_plugin import DevicePluginArgs, NvidiaDevicePlugin
-from components.gpu.scheduling import GpuScheduling
 from components.kubeflow.component import Kubeflow
+from components.kubeflow.manifests import (
+    ComponentSelectionError,
+    RenderedManifests,
+    render_manifests,
+)
 from components.kubeflow.transform import KubeflowArgs, ProfileSpec
-from stack.config import GpuNodeGroupConfig, StackConfig
+from stack.model import EksGpuGroup, EksStack, OnpremStack, SystemNodeGroup
+from stack.model.aws import SYSTEM_NODE_LABEL
+from stack.problems import Problem, StackConfigError, show
 
 
 @dataclass(frozen=True)
@@ -34,36 +40,22 @@ class Platform:
     ready: list[pulumi.Resource]
 
 
-def gpu_scheduling_from_config(cfg: StackConfig) -> tuple[GpuScheduling, ...]:
-    """The GPU groups' labels and taints, as the device plugin and notebook form need them."""
-    return tuple(
-        GpuScheduling(
-            name=group.name,
-            labels=dict(group.labels),
-            taints=group.taints,
-            bundles_device_plugin=group.bundles_device_plugin,
-            # EKS nodes carry our group label; on-premises nodes are found by their own labels.
-            managed_labels=cfg.is_eks,
-        )
-        for group in cfg.gpu_node_groups
-    )
-
-
-def kubeflow_args_from_config(cfg: StackConfig) -> KubeflowArgs:
+def kubeflow_args_from_config(cfg: EksStack | OnpremStack) -> KubeflowArgs:
     kubeflow = cfg.kubeflow
+    assert kubeflow.admin_email is not None  # the model requires it when Kubeflow is on
     return KubeflowArgs(
         admin_email=kubeflow.admin_email,
-        source=kubeflow.local_path or kubeflow.version,
+        source=kubeflow.source,
         components=kubeflow.components,
         http_mode=kubeflow.http_mode,
-        gpu_groups=gpu_scheduling_from_config(cfg),
+        gpu_groups=cfg.gpu_node_groups,
         notebook_images=kubeflow.notebook_images,
         profiles=tuple(ProfileSpec(p.name, p.owner) for p in kubeflow.profiles),
         registry_access=kubeflow.registry_access,
     )
 
 
-def _stack_tags(cfg: StackConfig) -> dict[str, str]:
+def _stack_tags(cfg: EksStack) -> dict[str, str]:
     return {
         "kubeflow-eks:stack": cfg.stack,
         "kubeflow-eks:cluster": cfg.cluster_name,
@@ -72,7 +64,7 @@ def _stack_tags(cfg: StackConfig) -> dict[str, str]:
 
 
 def _gpu_group_args(
-    cfg: StackConfig, group: GpuNodeGroupConfig, cluster: EksCluster, subnets: pulumi.Output[Any]
+    cfg: EksStack, group: EksGpuGroup, cluster: EksCluster, subnets: pulumi.Output[Any]
 ) -> ManagedNodeGroupArgs:
     return ManagedNodeGroupArgs(
         cluster_name=cluster.cluster_name,
@@ -86,7 +78,7 @@ def _gpu_group_args(
         desired_size=group.desired_size,
         max_size=group.max_size,
         disk_size_gb=group.disk_size_gb,
-        labels=dict(group.node_labels),
+        labels=group.node_labels(),
         taints=group.taints,
         gpus_per_node=group.gpus_per_node,
         autoscaler_tags=cfg.cluster_autoscaler.enabled,
@@ -94,17 +86,16 @@ def _gpu_group_args(
     )
 
 
-def build_eks(cfg: StackConfig) -> tuple[Platform, dict[str, Any]]:
+def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
     """VPC, EKS, node groups, storage and autoscaler; returns the platform and outputs."""
-    assert cfg.network is not None and cfg.system_node_group is not None and cfg.region
+    assert cfg.region is not None  # the model requires it
+    name = cfg.cluster_name
     tags = _stack_tags(cfg)
-    network = Network(
-        cfg.cluster_name, NetworkArgs(config=cfg.network, cluster_name=cfg.cluster_name, tags=tags)
-    )
+    network = Network(name, NetworkArgs(config=cfg.vpc, cluster_name=name, tags=tags))
     cluster = EksCluster(
-        cfg.cluster_name,
+        name,
         EksClusterArgs(
-            cluster_name=cfg.cluster_name,
+            cluster_name=name,
             kubernetes_version=cfg.kubernetes_version,
             vpc_id=network.vpc_id,
             private_subnet_ids=network.private_subnet_ids,
@@ -117,9 +108,9 @@ def build_eks(cfg: StackConfig) -> tuple[Platform, dict[str, Any]]:
             tags=tags,
         ),
     )
-    system = cfg.system_node_group
+    system: SystemNodeGroup = cfg.system_node_group
     system_group = ManagedNodeGroup(
-        f"{cfg.cluster_name}-system",
+        f"{name}-system",
         ManagedNodeGroupArgs(
             cluster_name=cluster.cluster_name,
             node_role_arn=cluster.node_role_arn,
@@ -132,21 +123,21 @@ def build_eks(cfg: StackConfig) -> tuple[Platform, dict[str, Any]]:
             desired_size=system.desired_size,
             max_size=system.max_size,
             disk_size_gb=system.disk_size_gb,
-            labels={"kubeflow-eks.io/node-role": "system"},
+            labels={SYSTEM_NODE_LABEL: "system"},
             tags=tags,
         ),
         opts=pulumi.ResourceOptions(depends_on=[cluster]),
     )
     gpu_groups = [
         ManagedNodeGroup(
-            f"{cfg.cluster_name}-{group.name}",
+            f"{name}-{group.name}",
             _gpu_group_args(cfg, group, cluster, network.private_subnet_ids),
             opts=pulumi.ResourceOptions(depends_on=[cluster]),
         )
         for group in cfg.gpu_node_groups
     ]
     storage = EbsStorage(
-        f"{cfg.cluster_name}-ebs",
+        f"{name}-ebs",
         EbsStorageArgs(
             cluster_name=cluster.cluster_name,
             oidc_provider_arn=cluster.oidc_provider_arn,
@@ -160,12 +151,12 @@ def build_eks(cfg: StackConfig) -> tuple[Platform, dict[str, Any]]:
     if cfg.cluster_autoscaler.enabled:
         ready.append(
             ClusterAutoscaler(
-                f"{cfg.cluster_name}-autoscaler",
+                f"{name}-autoscaler",
                 ClusterAutoscalerArgs(
-                    cluster_name=cfg.cluster_name,
+                    cluster_name=name,
                     region=cfg.region,
-                    kubernetes_version=cfg.kubernetes_version,
-                    chart_version=cfg.cluster_autoscaler.chart_version,
+                    chart_version=cfg.autoscaler_chart,
+                    image_tag=cfg.autoscaler_image,
                     oidc_provider_arn=cluster.oidc_provider_arn,
                     oidc_provider_url=cluster.oidc_provider_url,
                     node_group_arns=[g.node_group_arn for g in [system_group, *gpu_groups]],
@@ -195,50 +186,72 @@ def build_eks(cfg: StackConfig) -> tuple[Platform, dict[str, Any]]:
     return Platform(provider=cluster.provider, ready=ready), outputs
 
 
-def build_onprem(cfg: StackConfig) -> tuple[Platform, dict[str, Any]]:
+def build_onprem(cfg: OnpremStack) -> tuple[Platform, dict[str, Any]]:
     """An existing cluster reached through a kubeconfig: no AWS resource at all."""
-    assert cfg.onprem is not None
-    if cfg.secrets.onprem_kubeconfig is not None:
-        kubeconfig: pulumi.Input[str] = pulumi.Output.secret(cfg.secrets.onprem_kubeconfig)
+    name = cfg.cluster_name
+    if cfg.onprem_kubeconfig is not None:
+        kubeconfig: pulumi.Input[str] = pulumi.Output.secret(
+            cfg.onprem_kubeconfig.get_secret_value()
+        )
     else:
         path = os.path.expanduser(cfg.onprem.kubeconfig_path or "")
         # The provider reads the file itself; the path is not secret, its content is.
         kubeconfig = path
     provider = k8s.Provider(
-        f"{cfg.cluster_name}-k8s",
+        f"{name}-k8s",
         kubeconfig=kubeconfig,
         context=cfg.onprem.context,
         delete_unreachable=False,
     )
     context = f" --context {cfg.onprem.context}" if cfg.onprem.context else ""
     outputs: dict[str, Any] = {
-        "clusterName": cfg.cluster_name,
+        "clusterName": name,
         "connectCommand": f"kubectl{context} get nodes -l nvidia.com/gpu.present=true",
     }
     return Platform(provider=provider, ready=[]), outputs
 
 
-def build_stack(cfg: StackConfig) -> dict[str, Any]:
+def _render_kubeflow(args: KubeflowArgs) -> RenderedManifests:
+    """The Kubeflow objects to apply; a selection upstream does not have is a config problem."""
+    try:
+        return render_manifests(args.source, args.components)
+    except ComponentSelectionError as error:
+        given = list(args.components or ())
+        raise StackConfigError([Problem("kubeflow.components", show(given), str(error))]) from None
+
+
+def build_stack(cfg: EksStack | OnpremStack) -> dict[str, Any]:
     """Register every resource of the stack; returns the stack outputs."""
-    platform, outputs = build_eks(cfg) if cfg.is_eks else build_onprem(cfg)
+    name = cfg.cluster_name
+    # Render Kubeflow before any resource: a selection that cannot render fails here.
+    kubeflow_args = kubeflow_args_from_config(cfg) if cfg.kubeflow.enabled else None
+    rendered = _render_kubeflow(kubeflow_args) if kubeflow_args is not None else None
+    if isinstance(cfg, EksStack):
+        platform, outputs = build_eks(cfg)
+    else:
+        platform, outputs = build_onprem(cfg)
     on_cluster = pulumi.ResourceOptions(providers=[platform.provider], depends_on=platform.ready)
-    if cfg.device_plugin.enabled and cfg.gpu_node_groups:
+    plugin_needed = any(not g.bundles_device_plugin for g in cfg.gpu_node_groups)
+    if cfg.device_plugin.enabled and plugin_needed:
         NvidiaDevicePlugin(
-            f"{cfg.cluster_name}-nvidia",
+            f"{name}-nvidia",
             DevicePluginArgs(
-                gpu_groups=gpu_scheduling_from_config(cfg),
+                gpu_groups=cfg.gpu_node_groups,
                 chart_version=cfg.device_plugin.chart_version,
                 time_slicing_replicas=cfg.device_plugin.time_slicing_replicas,
             ),
             opts=on_cluster,
         )
-    if cfg.kubeflow.enabled:
-        assert cfg.secrets.kubeflow_admin_password is not None  # checked by the config
-        docker_config = cfg.secrets.registry_docker_config
+    if kubeflow_args is not None:
+        assert cfg.kubeflow_admin_password is not None  # the model requires it
+        password = cfg.kubeflow_admin_password.get_secret_value()
+        docker = cfg.registry_docker_config
+        docker_config = docker.get_secret_value() if docker is not None else None
         kubeflow = Kubeflow(
-            f"{cfg.cluster_name}-kubeflow",
-            kubeflow_args_from_config(cfg),
-            admin_password=pulumi.Output.secret(cfg.secrets.kubeflow_admin_password),
+            f"{name}-kubeflow",
+            kubeflow_args,
+            rendered=rendered,
+            admin_password=pulumi.Output.secret(password),
             docker_config_json=pulumi.Output.secret(docker_config) if docker_config else None,
             opts=on_cluster,
         )

@@ -82,7 +82,7 @@ def render_to_directory(
 
 def kubeflow_args_for_stack(stack_file: Path) -> KubeflowArgs:
     """KubeflowArgs exactly as the stack program derives them from its stack file."""
-    from stack.config import load_stack_file
+    from stack.load import load_stack_file
     from stack.program import kubeflow_args_from_config
 
     config: Any = load_stack_file(stack_file, require_secrets=False)

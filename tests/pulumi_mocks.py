@@ -128,13 +128,19 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 def stack_file_config(stack: str, **overrides: Any) -> dict[str, Any]:
     """A stack file's config plus the secrets it leaves unset, as `pulumi up` would see it."""
-    document = yaml.safe_load((STACKS / f"Pulumi.{stack}.yaml").read_text())
+    return file_config(STACKS / f"Pulumi.{stack}.yaml", **overrides)
+
+
+def file_config(path: Path, **overrides: Any) -> dict[str, Any]:
+    """Any stack file's config as `pulumi up` would hand it to the program: the secrets the
+    file calls for are set, and Kubeflow renders our fixture instead of fetching a release."""
+    document = yaml.safe_load(path.read_text())
     config: dict[str, Any] = dict(document["config"])
     config.setdefault("kubeflow-eks:kubeflowAdminPassword", TEST_PASSWORD)
     kubeflow = config.get("kubeflow-eks:kubeflow") or {}
-    if kubeflow.get("registryAccess") == "docker-config":
+    if isinstance(kubeflow, dict) and kubeflow.get("registryAccess") == "docker-config":
         config.setdefault("kubeflow-eks:registryDockerConfig", TEST_DOCKER_CONFIG)
-    if kubeflow.get("enabled", True):
+    if isinstance(kubeflow, dict) and kubeflow.get("enabled", True):
         config["kubeflow-eks:kubeflow"] = {**kubeflow, "localPath": str(KUBEFLOW_FIXTURE)}
     config.update(overrides)
     return config
@@ -158,7 +164,7 @@ def run_program(
     ``config`` maps ``namespace:key`` to values; structured values are passed as JSON, as the
     Pulumi CLI passes them. Raises whatever the program raises.
     """
-    from stack.config import SECRET_KEYS, load_stack_config
+    from stack.load import SECRET_KEYS, load_stack_config
     from stack.program import build_stack
 
     encoded = {

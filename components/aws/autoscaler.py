@@ -62,14 +62,14 @@ def autoscaler_policy(cluster_name: str, node_group_arns: Sequence[str]) -> str:
 
 
 def autoscaler_values(
-    cluster_name: str, region: str, kubernetes_version: str, role_arn: str
+    cluster_name: str, region: str, image_tag: str, role_arn: str
 ) -> dict[str, Any]:
     return {
         "cloudProvider": "aws",
         "awsRegion": region,
         "autoDiscovery": {"clusterName": cluster_name},
-        # The autoscaler's minor version must match the cluster's.
-        "image": {"tag": f"v{kubernetes_version}.0"},
+        # The autoscaler's minor version must match the cluster's (stack/versions.yaml).
+        "image": {"tag": image_tag},
         "rbac": {
             "serviceAccount": {
                 "create": True,
@@ -90,8 +90,8 @@ def autoscaler_values(
 class ClusterAutoscalerArgs:
     cluster_name: str
     region: str
-    kubernetes_version: str
     chart_version: str
+    image_tag: str
     oidc_provider_arn: pulumi.Input[str]
     oidc_provider_url: pulumi.Input[str]
     node_group_arns: Sequence[pulumi.Input[str]]
@@ -121,9 +121,7 @@ class ClusterAutoscaler(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         values = role.arn.apply(
-            lambda arn: autoscaler_values(
-                args.cluster_name, args.region, args.kubernetes_version, arn
-            )
+            lambda arn: autoscaler_values(args.cluster_name, args.region, args.image_tag, arn)
         )
         k8s.helm.v3.Release(
             f"{name}-chart",

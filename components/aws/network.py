@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from stack.config import NetworkConfig
+from stack.model import Vpc
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def plan_subnets(vpc_cidr: str, availability_zones: Sequence[str]) -> tuple[Subn
 
 @dataclass(frozen=True)
 class NetworkArgs:
-    config: NetworkConfig
+    config: Vpc
     cluster_name: str
     tags: Mapping[str, str]
 
@@ -62,10 +62,8 @@ class Network(pulumi.ComponentResource):
         cfg = args.config
         if not cfg.creates_vpc:
             self.vpc_id = pulumi.Output.from_input(cfg.existing_vpc_id or "")
-            self.private_subnet_ids = pulumi.Output.from_input(
-                list(cfg.existing_private_subnet_ids)
-            )
-            self.public_subnet_ids = pulumi.Output.from_input(list(cfg.existing_public_subnet_ids))
+            self.private_subnet_ids = pulumi.Output.from_input(list(cfg.private_subnet_ids))
+            self.public_subnet_ids = pulumi.Output.from_input(list(cfg.public_subnet_ids))
             self.register_outputs({"vpc_id": self.vpc_id})
             return
 
@@ -74,7 +72,7 @@ class Network(pulumi.ComponentResource):
         tags = {**args.tags, **shared_tag}
         vpc = aws.ec2.Vpc(
             f"{name}-vpc",
-            cidr_block=cfg.vpc_cidr,
+            cidr_block=cfg.cidr,
             enable_dns_hostnames=True,
             enable_dns_support=True,
             tags={**tags, "Name": f"{args.cluster_name}"},
@@ -93,7 +91,7 @@ class Network(pulumi.ComponentResource):
 
         public: dict[str, aws.ec2.Subnet] = {}
         private: dict[str, aws.ec2.Subnet] = {}
-        for plan in plan_subnets(cfg.vpc_cidr, cfg.availability_zones):
+        for plan in plan_subnets(cfg.cidr, cfg.availability_zones):
             kind = "public" if plan.public else "private"
             role = "kubernetes.io/role/elb" if plan.public else "kubernetes.io/role/internal-elb"
             subnet = aws.ec2.Subnet(

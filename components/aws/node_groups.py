@@ -9,7 +9,7 @@ from typing import Literal
 import pulumi
 import pulumi_aws as aws
 
-from components.gpu.scheduling import Taint
+from stack.model import Taint
 
 _EKS_TAINT_EFFECTS = {
     "NoSchedule": "NO_SCHEDULE",
@@ -57,15 +57,6 @@ class ManagedNodeGroupArgs:
     gpus_per_node: int = 0
     autoscaler_tags: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.instance_types:
-            raise ValueError("ManagedNodeGroupArgs.instance_types: list at least one instance type")
-        if not 0 <= self.min_size <= self.desired_size <= self.max_size:
-            raise ValueError(
-                f"ManagedNodeGroupArgs: need 0 <= min_size <= desired_size <= max_size, got "
-                f"{self.min_size}/{self.desired_size}/{self.max_size}"
-            )
 
 
 class ManagedNodeGroup(pulumi.ComponentResource):

@@ -7,7 +7,6 @@ taints are typed once, in the node-group config. The chart's values are an input
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,63 +14,26 @@ import pulumi
 import yaml
 from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
 
-from components.gpu.scheduling import (
-    GPU_RESOURCE,
-    GpuScheduling,
-    check_unique_names,
-    groups_node_affinity,
-    union_tolerations,
-)
-from stack.naming import is_dns_label
+from components.gpu.scheduling import groups_node_affinity, union_tolerations
+from stack.model import GPU_RESOURCE, GpuGroup
 
 DEVICE_PLUGIN_CHART = "nvidia-device-plugin"
 DEVICE_PLUGIN_REPO = "https://nvidia.github.io/k8s-device-plugin"
-DEFAULT_CHART_VERSION = "0.20.0"
+DEVICE_PLUGIN_NAMESPACE = "nvidia-device-plugin"
 TIME_SLICING_CONFIG_NAME = "time-slicing"
-
-
-class DevicePluginConfigError(ValueError):
-    """An argument of the device plugin component is invalid."""
 
 
 @dataclass(frozen=True)
 class DevicePluginArgs:
-    """Which chart to install where, for which GPU groups; optional time-slicing."""
+    """Which chart to install for which GPU groups; optional time-slicing (validated values)."""
 
-    gpu_groups: tuple[GpuScheduling, ...]
-    chart_version: str = DEFAULT_CHART_VERSION
-    namespace: str = "nvidia-device-plugin"
+    gpu_groups: tuple[GpuGroup, ...]
+    chart_version: str
     # 0 = off; N >= 2 advertises each GPU N times (pods share it, with no memory isolation).
     time_slicing_replicas: int = 0
 
-    def __post_init__(self) -> None:
-        if not re.fullmatch(r"0\.20\.\d+", self.chart_version):
-            raise DevicePluginConfigError(
-                f"chart_version {self.chart_version!r} is not allowed: this stack is tested "
-                "with the 0.20.x series (e.g. '0.20.0')"
-            )
-        if not is_dns_label(self.namespace):
-            raise DevicePluginConfigError(
-                f"namespace {self.namespace!r} is not a valid namespace name"
-            )
-        if (
-            not isinstance(self.time_slicing_replicas, int)
-            or isinstance(self.time_slicing_replicas, bool)
-            or self.time_slicing_replicas < 0
-            or self.time_slicing_replicas == 1
-        ):
-            raise DevicePluginConfigError(
-                f"time_slicing_replicas {self.time_slicing_replicas!r} is not allowed: use 0 "
-                "(off) or an integer >= 2 (pods per GPU)"
-            )
-        if not isinstance(self.gpu_groups, tuple):
-            raise DevicePluginConfigError(
-                f"gpu_groups must be a tuple of GpuScheduling, got {type(self.gpu_groups).__name__}"
-            )
-        check_unique_names(self.gpu_groups, "gpu_groups")
-
     @property
-    def served_groups(self) -> tuple[GpuScheduling, ...]:
+    def served_groups(self) -> tuple[GpuGroup, ...]:
         """Groups our plugin must run on: those whose node image has no plugin of its own."""
         return tuple(g for g in self.gpu_groups if not g.bundles_device_plugin)
 
@@ -96,10 +58,6 @@ def time_slicing_config(replicas: int) -> str:
 def device_plugin_values(args: DevicePluginArgs) -> dict[str, Any]:
     """Helm values: tolerate exactly the served groups' taints, run only on their nodes."""
     groups = args.served_groups
-    if not groups:
-        raise DevicePluginConfigError(
-            "no GPU group needs the device plugin (all bundle their own); don't install it"
-        )
     values: dict[str, Any] = {
         # Replace the chart's defaults (which tolerate any nvidia.com/gpu taint and
         # CriticalAddonsOnly) with exactly our taints.
@@ -138,7 +96,7 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
                     chart=DEVICE_PLUGIN_CHART,
                     version=args.chart_version,
                     repository_opts=RepositoryOptsArgs(repo=DEVICE_PLUGIN_REPO),
-                    namespace=args.namespace,
+                    namespace=DEVICE_PLUGIN_NAMESPACE,
                     create_namespace=True,
                     values=device_plugin_values(args),
                 ),

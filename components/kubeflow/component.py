@@ -19,7 +19,7 @@ import pulumi
 import pulumi_random as random
 from pulumi_kubernetes.yaml.v2 import ConfigGroup, ConfigGroupArgs
 
-from components.kubeflow.manifests import render_manifests
+from components.kubeflow.manifests import RenderedManifests, render_manifests
 from components.kubeflow.phases import Phase, split_phases
 from components.kubeflow.transform import (
     KubeflowArgs,
@@ -140,6 +140,7 @@ class Kubeflow(pulumi.ComponentResource):
         *,
         admin_password: pulumi.Input[str],
         docker_config_json: pulumi.Input[str] | None = None,
+        rendered: RenderedManifests | None = None,
         cache_dir: Path | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -149,7 +150,9 @@ class Kubeflow(pulumi.ComponentResource):
                 "registry_access 'docker-config' needs docker_config_json (a stack secret)"
             )
         child = pulumi.ResourceOptions(parent=self)
-        rendered = render_manifests(args.source, args.components, cache_dir=cache_dir)
+        # The program renders first (so a bad selection fails before any resource exists).
+        if rendered is None:
+            rendered = render_manifests(args.source, args.components, cache_dir=cache_dir)
 
         def secret(suffix: str, length: int) -> random.RandomPassword:
             return random.RandomPassword(

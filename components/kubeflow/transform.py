@@ -17,17 +17,13 @@ from typing import Any
 
 import yaml
 
-from components.gpu.scheduling import (
-    GPU_RESOURCE,
-    GpuScheduling,
-    check_unique_names,
-)
 from components.kubeflow.manifests import (
     DEFAULT_KUBEFLOW_RELEASE,
     YAML_DUMPER,
     YAML_LOADER,
     KubeObject,
 )
+from stack.model import GPU_RESOURCE, GpuGroup
 from stack.naming import is_dns_label, is_email
 
 REGISTRY_ACCESS_MODES = ("none", "docker-config", "ecr")
@@ -118,7 +114,7 @@ class KubeflowArgs:
     # Entries of upstream example/kustomization.yaml `resources`; None = upstream's set.
     components: tuple[str, ...] | None = None
     http_mode: bool = False
-    gpu_groups: tuple[GpuScheduling, ...] = ()
+    gpu_groups: tuple[GpuGroup, ...] = ()
     notebook_images: tuple[str, ...] = ()
     profiles: tuple[ProfileSpec, ...] = ()
     registry_access: str = "none"
@@ -141,7 +137,6 @@ class KubeflowArgs:
             raise KubeflowConfigError(f"http_mode {self.http_mode!r} must be true or false")
         if not is_email(self.admin_email):
             raise KubeflowConfigError(f"admin_email {self.admin_email!r} is not an email address")
-        check_unique_names(self.gpu_groups, "gpu_groups")
         for image in self.notebook_images:
             if not image or any(c.isspace() for c in image):
                 raise KubeflowConfigError(
@@ -489,7 +484,7 @@ def find_default_credentials(objects: Iterable[Mapping[str, Any]]) -> list[str]:
 
 def apply_spawner_config(
     objects: Sequence[Mapping[str, Any]],
-    gpu_groups: tuple[GpuScheduling, ...],
+    gpu_groups: tuple[GpuGroup, ...],
     notebook_images: tuple[str, ...],
 ) -> list[KubeObject]:
     """One toleration group and affinity option per GPU group; NVIDIA GPUs; extra images."""

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from components.gpu.scheduling import GpuScheduling, Taint
 from components.kubeflow.component import bcrypt_hash_with_seed
 from components.kubeflow.manifests import RenderedManifests, render_manifests
 from components.kubeflow.transform import KubeflowArgs, KubeflowCredentials, ProfileSpec
+from stack.model import EksGpuGroup, Taint
 
 FIXTURE_SOURCE = Path(__file__).resolve().parent.parent / "fixtures" / "kubeflow-manifests"
 ADMIN_EMAIL = "ada@research.example.org"
@@ -38,15 +38,15 @@ def credentials() -> KubeflowCredentials:
     )
 
 
-GPU_A10 = GpuScheduling(
-    name="a10g",
-    labels={"team": "vision"},
-    taints=(Taint("nvidia.com/gpu", "true", "NoSchedule"),),
+GPU_TAINT = Taint(key="nvidia.com/gpu", value="true", effect="NoSchedule")
+GPU_A10 = EksGpuGroup(
+    name="a10g", instance_types=("g5.xlarge",), labels={"team": "vision"}, taints=(GPU_TAINT,)
 )
-GPU_BOTTLEROCKET = GpuScheduling(
+GPU_BOTTLEROCKET = EksGpuGroup(
     name="l4-bottlerocket",
-    taints=(Taint("nvidia.com/gpu", "true", "NoSchedule"), Taint("dedicated", "ml", "NoExecute")),
-    bundles_device_plugin=True,
+    instance_types=("g6.xlarge",),
+    ami_type="BOTTLEROCKET_x86_64_NVIDIA",
+    taints=(GPU_TAINT, Taint(key="dedicated", value="ml", effect="NoExecute")),
 )
 
 

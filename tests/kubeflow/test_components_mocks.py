@@ -13,22 +13,16 @@ import pulumi_kubernetes as k8s
 import pytest
 
 import components.kubeflow.component as kubeflow_module
-from components.gpu.device_plugin import DevicePluginArgs, NvidiaDevicePlugin
 from components.kubeflow.component import Kubeflow, bcrypt_hash_with_seed
 from tests.kubeflow.conftest import (
     ADMIN_PASSWORD,
     DOCKER_CONFIG,
-    GPU_A10,
-    GPU_BOTTLEROCKET,
     make_args,
 )
 from tests.pulumi_mocks import RecordingMocks, is_secret, run_program
 
 CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
 RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
-
-
-RELEASE = "kubernetes:helm.sh/v3:Release"
 
 
 def _decode(value: Any) -> Any:
@@ -152,35 +146,3 @@ def test_docker_config_mode_requires_the_docker_config(tmp_path: Path) -> None:
 
     with pytest.raises(Exception, match="docker_config_json"):
         run_program({}, program, mocks=RecordingMocks())
-
-
-def _device_plugin_program(*groups: Any, replicas: int = 0) -> Any:
-    def program() -> dict[str, Any]:
-        provider = k8s.Provider("k8s", kubeconfig="{}")
-        NvidiaDevicePlugin(
-            "gpu",
-            DevicePluginArgs(gpu_groups=tuple(groups), time_slicing_replicas=replicas),
-            opts=pulumi.ResourceOptions(providers=[provider]),
-        )
-        return {}
-
-    return program
-
-
-def test_device_plugin_release_inputs() -> None:
-    run = run_program({}, _device_plugin_program(GPU_A10, GPU_BOTTLEROCKET, replicas=2))
-    [release] = run.mocks.of_type(RELEASE)
-    inputs = release.inputs
-    assert inputs["chart"] == "nvidia-device-plugin"
-    assert inputs["version"] == "0.20.0"
-    assert inputs["repositoryOpts"]["repo"] == "https://nvidia.github.io/k8s-device-plugin"
-    assert inputs["namespace"] == "nvidia-device-plugin"
-    assert inputs["values"]["tolerations"] == GPU_A10.tolerations()
-    assert "replicas: 2" in next(iter(inputs["values"]["config"]["map"].values()))
-
-
-def test_no_release_when_every_group_bundles_the_plugin() -> None:
-    mocks = RecordingMocks()
-    run_program({}, _device_plugin_program(GPU_BOTTLEROCKET), mocks=mocks)
-    assert mocks.of_type(RELEASE) == []
-    assert len(mocks.of_type("kubeflow-eks:device_plugin:NvidiaDevicePlugin")) == 1

@@ -12,7 +12,6 @@ import bcrypt
 import pytest
 import yaml
 
-from components.gpu.scheduling import GpuScheduling, Taint
 from components.kubeflow.manifests import RenderedManifests
 from components.kubeflow.transform import (
     DefaultCredentialError,
@@ -23,11 +22,11 @@ from components.kubeflow.transform import (
     secret_values,
     transform_manifests,
 )
+from stack.model import OnpremGpuGroup, Taint
 from tests.kubeflow.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     DOCKER_CONFIG,
-    GPU_A10,
     GPU_BOTTLEROCKET,
     make_args,
 )
@@ -210,11 +209,10 @@ def test_spawner_appends_extra_notebook_images_after_upstreams(
 def test_onprem_group_affinity_uses_its_configured_labels(
     rendered: RenderedManifests, credentials: KubeflowCredentials
 ) -> None:
-    onprem = GpuScheduling(
+    onprem = OnpremGpuGroup(
         name="lab-rtx",
         labels={"lab.example/gpu": "rtx4090"},
-        taints=(Taint("lab.example/gpu", "", "NoSchedule"),),
-        managed_labels=False,
+        taints=(Taint(key="lab.example/gpu", effect="NoSchedule"),),
     )
     out = transform_manifests(rendered.objects, make_args(gpu_groups=(onprem,)), credentials)
     form = spawner(out)
@@ -294,7 +292,6 @@ def test_profile_clashing_with_upstreams_is_rejected(
         ({"components": ()}, "components"),
         ({"source": " "}, "source"),
         ({"notebook_images": ("bad image",)}, "notebook_images entry 'bad image'"),
-        ({"gpu_groups": (GPU_A10, GPU_A10)}, "repeated: a10g"),
     ],
 )
 def test_invalid_args_are_rejected(overrides: dict[str, object], message: str) -> None:

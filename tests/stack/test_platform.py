@@ -6,7 +6,7 @@ from functools import cache
 
 import pytest
 
-from stack.config import load_stack_file
+from stack.load import load_stack_file
 from tests.pulumi_mocks import (
     STACKS,
     Registered,

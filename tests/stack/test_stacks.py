@@ -12,7 +12,8 @@ import yaml
 
 from components.aws.network import plan_subnets
 from components.aws.storage import default_storage_class
-from stack.config import load_stack_file
+from stack import versions
+from stack.load import load_stack_file
 from tests.pulumi_mocks import (
     STACKS,
     RecordingMocks,
@@ -199,8 +200,10 @@ def test_autoscaler_may_only_resize_this_clusters_groups(stack: str) -> None:
     ]
     values = release.inputs["values"]
     assert values["autoDiscovery"]["clusterName"] == cfg.cluster_name
-    assert values["image"]["tag"] == "v1.34.0"
-    assert release.inputs["version"] == cfg.cluster_autoscaler.chart_version
+    # The autoscaler's minor version must match the cluster's; the patch is the table's latest.
+    assert values["image"]["tag"].startswith(f"v{cfg.kubernetes_version}.")
+    assert values["image"]["tag"] == versions.pins(cfg.kubernetes_version).autoscaler_image
+    assert release.inputs["version"] == cfg.autoscaler_chart
 
 
 @pytest.mark.parametrize("stack", EKS_STACKS)

@@ -1,0 +1,46 @@
+"""``python -m stack.check stacks/Pulumi.<stack>.yaml ...``: check stack files offline.
+
+Prints every problem of each file at once (exit 1), or ``ok`` and the secrets still to set.
+Nothing is created, nothing is read from AWS or a cluster.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from stack.load import load_stack_file, unset_secrets
+from stack.problems import StackConfigError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: python -m stack.check stacks/Pulumi.<stack>.yaml ...", file=sys.stderr)
+        return 2
+    status = 0
+    for name in args:
+        try:
+            cfg = load_stack_file(name, require_secrets=False)
+        except StackConfigError as error:
+            print(f"{name}: {error}", file=sys.stderr)
+            status = 1
+        except (OSError, yaml.YAMLError) as error:
+            print(f"{name}: cannot read: {error}", file=sys.stderr)
+            status = 1
+        else:
+            groups = ", ".join(g.name for g in cfg.gpu_node_groups) or "none"
+            mode = "eks" if cfg.is_eks else "onprem"
+            print(f"{name}: ok ({mode}, cluster {cfg.cluster_name}, GPU groups: {groups})")
+            for key in unset_secrets(name):
+                print(
+                    f"{name}: note: secret {key} is not set yet; before deploying run: "
+                    f"pulumi config set --secret {key} ..."
+                )
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

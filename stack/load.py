@@ -1,0 +1,164 @@
+"""Read a stack's configuration, from the running Pulumi program or from its stack file.
+
+Both feed ``parse_stack_config``, which validates with the one model (``stack.model``) and
+raises ``StackConfigError`` listing every problem at once. Offline (from the file), secret
+values stay opaque: a set secret counts as present.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from stack.model import PROJECT, SECRET_PRESENT, EksStack, OnpremStack, StackBase, StackConfig
+from stack.problems import Problem, StackConfigError, problems_from, show
+
+SECRET_KEYS = StackBase.secret_keys
+_ADAPTER: TypeAdapter[EksStack | OnpremStack] = TypeAdapter(StackConfig)
+
+
+def parse_stack_config(
+    raw: Mapping[str, Any],
+    *,
+    stack: str,
+    region: str | None = None,
+    secrets: Mapping[str, str] | None = None,
+) -> EksStack | OnpremStack:
+    """Validate project keys (without the ``kubeflow-eks:`` prefix), ``aws:region`` and the
+    secrets' plain text (or ``SECRET_PRESENT`` when only their presence is known)."""
+    data: dict[str, Any] = {**raw, "stack": stack}
+    for key in ("stack",):
+        if key in raw:
+            raise StackConfigError([Problem(key, show(raw[key]), "unknown key")])
+    if region is not None:
+        data["aws:region"] = region
+    for key, value in (secrets or {}).items():
+        data[key] = value
+    variant = str(data.get("mode", "eks"))
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as error:
+        raise StackConfigError(problems_from(error, variant=variant)) from None
+
+
+def _decode(value: Any) -> Any:
+    """Pulumi hands structured values to the program as JSON text."""
+    if isinstance(value, str) and (value[:1] in ("{", "[") or value in ("true", "false")):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
+        return int(value)
+    return value
+
+
+def _split(values: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
+    for full_key, value in values.items():
+        namespace, _, key = full_key.partition(":")
+        yield namespace, key, value
+
+
+def load_stack_config() -> EksStack | OnpremStack:
+    """Read and validate the running Pulumi program's configuration."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    values: dict[str, Any] = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    raw: dict[str, Any] = {}
+    secrets: dict[str, str] = {}
+    region: str | None = None
+    for namespace, key, value in _split(values):
+        if namespace == "aws" and key == "region":
+            region = str(value)
+        elif namespace == PROJECT and key in SECRET_KEYS:
+            secrets[key] = str(value)
+        elif namespace == PROJECT:
+            raw[key] = _decode(value)
+    return parse_stack_config(raw, stack=pulumi.get_stack(), region=region, secrets=secrets)
+
+
+def stack_name_of(path: Path) -> str:
+    match = re.fullmatch(r"Pulumi\.(.+)\.yaml", path.name)
+    if match is None:
+        raise StackConfigError(
+            [Problem(str(path), show(path.name), "name stack files Pulumi.<stack>.yaml")]
+        )
+    return match.group(1)
+
+
+def _stack_file_config(path: Path) -> Mapping[str, Any]:
+    document = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(document, Mapping):
+        raise StackConfigError([Problem(str(path), None, "a stack file is a YAML object")])
+    config = document.get("config") or {}
+    if not isinstance(config, Mapping):
+        raise StackConfigError([Problem("config", show(config), "expected an object of keys")])
+    return config
+
+
+def load_stack_file(path: str | Path, *, require_secrets: bool = True) -> EksStack | OnpremStack:
+    """Validate a ``stacks/Pulumi.<stack>.yaml`` file offline (secret values stay opaque).
+
+    With ``require_secrets=False``, secrets not set yet count as set (``unset_secrets`` lists
+    them), so an example stack file checks clean before its secrets are chosen.
+    """
+    path = Path(path)
+    stack = stack_name_of(path)
+    config = _stack_file_config(path)
+    raw: dict[str, Any] = {}
+    secrets: dict[str, str] = {}
+    region: str | None = None
+    problems: list[Problem] = []
+    for namespace, key, value in _split(config):
+        is_secure = isinstance(value, Mapping) and set(value) == {"secure"}
+        if namespace == "aws" and key == "region":
+            region = str(value)
+        elif namespace == PROJECT and key in SECRET_KEYS:
+            if not is_secure:
+                problems.append(
+                    Problem(
+                        key, "(plain text)", f"make it a secret: pulumi config set --secret {key}"
+                    )
+                )
+            secrets[key] = SECRET_PRESENT
+        elif namespace == PROJECT:
+            raw[key] = value
+        elif namespace not in ("aws", "pulumi", "kubernetes"):
+            problems.append(
+                Problem(f"{namespace}:{key}", None, f"unknown namespace; write {PROJECT}:{key}")
+            )
+    if not require_secrets:
+        for key in unset_secrets(path):
+            secrets[key] = SECRET_PRESENT
+    try:
+        parsed = parse_stack_config(raw, stack=stack, region=region, secrets=secrets)
+    except StackConfigError as error:
+        raise StackConfigError([*problems, *error.problems]) from None
+    if problems:
+        raise StackConfigError(problems)
+    return parsed
+
+
+def unset_secrets(path: str | Path) -> tuple[str, ...]:
+    """The secrets a stack file's settings call for that it does not hold yet."""
+    config = _stack_file_config(Path(path))
+    kubeflow = config.get(f"{PROJECT}:kubeflow") or {}
+    if not isinstance(kubeflow, Mapping):
+        kubeflow = {}
+    needed = []
+    if kubeflow.get("enabled", True):
+        needed.append("kubeflowAdminPassword")
+        if kubeflow.get("registryAccess") == "docker-config":
+            needed.append("registryDockerConfig")
+    onprem = config.get(f"{PROJECT}:onprem") or {}
+    has_path = isinstance(onprem, Mapping) and onprem.get("kubeconfigPath")
+    if config.get(f"{PROJECT}:mode") == "onprem" and not has_path:
+        needed.append("onpremKubeconfig")
+    return tuple(key for key in needed if f"{PROJECT}:{key}" not in config)

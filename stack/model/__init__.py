@@ -1,0 +1,62 @@
+"""The stack's one typed model: every key, default and rule, written once.
+
+A stack is ``EksStack`` (the stack creates the cluster on AWS) or ``OnpremStack`` (an existing
+cluster), told apart by ``mode``. Models are frozen and refuse unknown keys. Rules that span
+several fields are collected by ``Rules`` so every broken rule of an object is reported at
+once, each under its own key; ``stack.problems`` turns them into messages that name the key
+and what to write instead, and never show a secret. Components receive these validated
+values and do not check them again.
+"""
+
+from stack.model.aws import ClusterAutoscaler, Endpoint, SystemNodeGroup, Vpc
+from stack.model.gpu import (
+    ACCELERATOR_LABEL,
+    DEFAULT_GPU_TAINT,
+    GPU_GROUP_LABEL,
+    GPU_PRESENT_LABEL,
+    GPU_RESOURCE,
+    DevicePlugin,
+    EksGpuGroup,
+    GpuGroup,
+    OnpremGpuGroup,
+    Taint,
+)
+from stack.model.kubeflow import Kubeflow, Profile
+from stack.model.stacks import (
+    PROJECT,
+    SECRET_PRESENT,
+    EksStack,
+    Onprem,
+    OnpremStack,
+    StackBase,
+    StackConfig,
+)
+
+Stack = EksStack | OnpremStack
+
+__all__ = [
+    "ACCELERATOR_LABEL",
+    "DEFAULT_GPU_TAINT",
+    "GPU_GROUP_LABEL",
+    "GPU_PRESENT_LABEL",
+    "GPU_RESOURCE",
+    "PROJECT",
+    "SECRET_PRESENT",
+    "ClusterAutoscaler",
+    "DevicePlugin",
+    "EksGpuGroup",
+    "EksStack",
+    "Endpoint",
+    "GpuGroup",
+    "Kubeflow",
+    "Onprem",
+    "OnpremGpuGroup",
+    "OnpremStack",
+    "Profile",
+    "Stack",
+    "StackBase",
+    "StackConfig",
+    "SystemNodeGroup",
+    "Taint",
+    "Vpc",
+]

@@ -1,0 +1,164 @@
+"""Kubeflow: release, components, login, profiles, registry access."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import AfterValidator, Field, model_validator
+
+from stack import versions
+from stack.model.base import (
+    MISSING,
+    Model,
+    Rules,
+    UniqueStrings,
+    custom,
+    dns_label,
+    email,
+    matches,
+    no_float,
+    unique,
+)
+
+# Namespaces a profile may not take: the cluster's own and the platform's.
+RESERVED_NAMESPACES = frozenset(
+    {
+        "default",
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        "kubeflow",
+        "kubeflow-system",
+        "auth",
+        "oauth2-proxy",
+        "istio-system",
+        "cert-manager",
+        "knative-serving",
+        "knative-eventing",
+        "nvidia-device-plugin",
+    }
+)
+RESERVED_NAMESPACE_PREFIXES = ("kube-", "kubeflow-", "istio-", "knative-")
+UPSTREAM_DEFAULT_USER = "user@example.com"
+_RELEASES_FILE = Path(__file__).parent.parent / "kubeflow_releases.yaml"
+_IMAGE_REFERENCE = (
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)+"
+    r"(:\w[\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+)
+
+
+def _profile_name(value: str) -> str:
+    if value in RESERVED_NAMESPACES or value.startswith(RESERVED_NAMESPACE_PREFIXES):
+        raise custom(
+            "reserved_namespace",
+            f"choose another name: {value} is a namespace of the cluster or the platform "
+            f"(reserved: {', '.join(sorted(RESERVED_NAMESPACES))}, and names starting "
+            f"{', '.join(RESERVED_NAMESPACE_PREFIXES)})",
+        )
+    return value
+
+
+class Profile(Model):
+    """A Kubeflow user namespace and the person who owns it."""
+
+    name: Annotated[str, dns_label(63, "team-ml"), AfterValidator(_profile_name)] = Field(
+        description="the namespace (a DNS label, not a system or platform namespace)"
+    )
+    owner: Annotated[str, email("someone@example.org")] = Field(
+        description="the owner's login email"
+    )
+
+
+def _admin_email(value: str) -> str:
+    if value == UPSTREAM_DEFAULT_USER:
+        raise custom("upstream_user", "choose your own login; user@example.com is upstream's")
+    return value
+
+
+ImageReference = Annotated[
+    str, matches(_IMAGE_REFERENCE, "ghcr.io/org/notebook:1.0 (optional @sha256:digest)")
+]
+
+
+@functools.cache
+def known_components(version: str) -> tuple[str, ...] | None:
+    """The entries of upstream's example for a release the stack knows offline, else None."""
+    releases = yaml.safe_load(_RELEASES_FILE.read_text())["releases"]
+    entry = releases.get(version)
+    return tuple(entry["components"]) if entry else None
+
+
+class Kubeflow(Model):
+    enabled: bool = Field(default=True, description="deploy Kubeflow")
+    version: Annotated[
+        str,
+        no_float("version", versions.kubeflow_release()),
+        matches(r"^v?\d+\.\d+(\.\d+)?(-rc\.?\d+)?$", '"26.03" or "v1.11.0"'),
+    ] = Field(default=versions.kubeflow_release(), description="kubeflow/manifests release tag")
+    local_path: str | None = Field(
+        default=None, description="a local kubeflow/manifests checkout instead of the release"
+    )
+    components: UniqueStrings | None = Field(
+        default=None,
+        description="entries of upstream example/kustomization.yaml to install (default: all)",
+    )
+    protocol: Literal["http", "https"] = Field(
+        default="https",
+        description="http turns secure cookies off in the web apps and oauth2-proxy",
+    )
+    admin_email: Annotated[str, email("admin@example.org"), AfterValidator(_admin_email)] | None = (
+        Field(default=None, description="login of the Kubeflow admin (replaces user@example.com)")
+    )
+    notebook_images: Annotated[tuple[ImageReference, ...], AfterValidator(unique)] = Field(
+        default=(), description="images added to the notebook form"
+    )
+    profiles: tuple[Profile, ...] = Field(
+        default=(), description="{name, owner}: user namespaces to create"
+    )
+    registry_access: Literal["none", "docker-config", "ecr"] = Field(
+        default="none",
+        description="docker-config: pull secret per profile; ecr: nodes pull with their role",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Kubeflow:
+        rules = Rules()
+        if self.enabled and self.admin_email is None:
+            rules.add(
+                "adminEmail", MISSING, "set the admin's login, e.g. adminEmail: admin@example.org"
+            )
+        names = [p.name for p in self.profiles]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            rules.add(
+                "profiles",
+                names,
+                f"give each profile its own name; repeated: {', '.join(repeated)}",
+            )
+        known = None if self.local_path is not None else known_components(self.version)
+        for index, entry in enumerate(self.components or ()):
+            if known is not None and entry not in known:
+                rules.add(f"components[{index}]", entry, _closest(entry, known, self.version))
+        rules.raise_if_any()
+        return self
+
+    @property
+    def http_mode(self) -> bool:
+        return self.protocol == "http"
+
+    @property
+    def source(self) -> str:
+        """What the manifests are rendered from: the local checkout or the release tag."""
+        return self.local_path or self.version
+
+
+def _closest(value: str, options: tuple[str, ...], version: str) -> str:
+    what = f"not an entry of Kubeflow {version}'s example/kustomization.yaml"
+    close = difflib.get_close_matches(value, options, n=2, cutoff=0.6)
+    if close:
+        return f"{what}; did you mean {' or '.join(close)}?"
+    return f"{what}; allowed: {', '.join(options)}"

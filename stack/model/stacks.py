@@ -1,0 +1,339 @@
+"""The two kinds of stack, told apart by ``mode``, and their secrets."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from stack import versions
+from stack.model.aws import ClusterAutoscaler, Endpoint, SystemNodeGroup, Vpc
+from stack.model.base import (
+    Model,
+    Rules,
+    custom,
+    dns_label,
+    matches,
+    no_float,
+    section,
+    unique,
+)
+from stack.model.gpu import DevicePlugin, EksGpuGroup, GpuGroup, OnpremGpuGroup
+from stack.model.kubeflow import Kubeflow
+from stack.versions import DEFAULT_KUBERNETES_VERSION, SUPPORTED_KUBERNETES_VERSIONS
+
+PROJECT = "kubeflow-eks"
+# The value offline checks see for a secret that is set (its ciphertext cannot be read).
+SECRET_PRESENT = "<secure>"
+# dex stores a bcrypt hash of the admin password; bcrypt refuses more than 72 bytes.
+ADMIN_PASSWORD_MIN_CHARS = 12
+ADMIN_PASSWORD_MAX_BYTES = 72
+# Names derived from the cluster's (roles, node groups, load balancers) must fit AWS limits.
+CLUSTER_NAME_MAX = 40
+IAM_ROLE_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$"
+
+
+class Onprem(Model):
+    kubeconfig_path: str | None = Field(
+        default=None, description="kubeconfig file of the existing cluster"
+    )
+    context: str | None = Field(default=None, description="kubeconfig context (default: current)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object_form(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            raise custom("onprem_string", f"write an object: onprem: {{kubeconfigPath: {data}}}")
+        return data
+
+
+def _admin_password(value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+    kubeflow = info.data.get("kubeflow")
+    if value is None:
+        if kubeflow is None or kubeflow.enabled:
+            raise custom(
+                "secret_missing", "set it: pulumi config set --secret kubeflowAdminPassword"
+            )
+        return value
+    text = value.get_secret_value()
+    if text == SECRET_PRESENT:
+        return value
+    if len(text) < ADMIN_PASSWORD_MIN_CHARS:
+        raise custom("password_short", f"use at least {ADMIN_PASSWORD_MIN_CHARS} characters")
+    if len(text.encode()) > ADMIN_PASSWORD_MAX_BYTES:
+        raise custom(
+            "password_long",
+            f"use at most {ADMIN_PASSWORD_MAX_BYTES} bytes; bcrypt, which stores it, refuses more",
+        )
+    return value
+
+
+def _docker_config(value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+    kubeflow = info.data.get("kubeflow")
+    if value is None:
+        if (
+            kubeflow is not None
+            and kubeflow.enabled
+            and kubeflow.registry_access == "docker-config"
+        ):
+            raise custom(
+                "secret_missing",
+                "registryAccess docker-config needs it: "
+                'pulumi config set --secret registryDockerConfig "$(cat config.json)"',
+            )
+        return value
+    if value.get_secret_value() == SECRET_PRESENT:
+        return value
+    try:
+        parsed = json.loads(value.get_secret_value())
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("auths"), dict):
+        raise custom("docker_config", 'use a docker config.json: {"auths": {"REGISTRY": {...}}}')
+    return value
+
+
+class StackBase(Model):
+    """Keys both kinds of stack carry. Secrets come last: their rules read ``kubeflow``."""
+
+    secret_keys: ClassVar[tuple[str, ...]] = (
+        "kubeflowAdminPassword",
+        "registryDockerConfig",
+        "onpremKubeconfig",
+    )
+
+    stack: str = Field(exclude=True, description="the Pulumi stack name")
+    cluster_name: Annotated[str, dns_label(CLUSTER_NAME_MAX, "ml-platform-dev")] = Field(
+        default_factory=lambda data: default_cluster_name(data.get("stack", "")),
+        description="cluster name (default kubeflow-<stack>)",
+    )
+    gpu_node_groups: tuple[GpuGroup, ...] = ()
+    device_plugin: DevicePlugin = section()
+    kubeflow: Kubeflow = section()
+    kubeflow_admin_password: Annotated[SecretStr | None, AfterValidator(_admin_password)] = Field(
+        default=None,
+        validate_default=True,
+        description="(secret) the admin's password, 12 characters to 72 bytes",
+    )
+    registry_docker_config: Annotated[SecretStr | None, AfterValidator(_docker_config)] = Field(
+        default=None,
+        validate_default=True,
+        description="(secret) docker config.json for registryAccess: docker-config",
+    )
+
+    @field_validator("gpu_node_groups", mode="after")
+    @classmethod
+    def _distinct_groups(cls, groups: tuple[GpuGroup, ...]) -> tuple[GpuGroup, ...]:
+        names = [g.name for g in groups]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise custom(
+                "unique", f"give each GPU group its own name; repeated: {', '.join(repeated)}"
+            )
+        return groups
+
+    @property
+    def is_eks(self) -> bool:
+        return isinstance(self, EksStack)
+
+
+def default_cluster_name(stack: str) -> str:
+    name = re.sub(r"[^a-z0-9-]+", "-", f"kubeflow-{stack}".lower()).strip("-")
+    return name[:CLUSTER_NAME_MAX].rstrip("-")
+
+
+def _required(fix: str) -> Any:
+    def check(value: Any) -> Any:
+        if value is None:
+            raise custom("required", fix)
+        return value
+
+    return check
+
+
+def _region(value: str) -> str:
+    if not re.match(r"^[a-z]{2}(-gov)?-[a-z]+-\d$", value):
+        raise custom("region", "use a region such as us-west-2")
+    return value
+
+
+def _aws_tag_key(key: str) -> str:
+    if key.lower().startswith("aws:"):
+        raise custom("aws_tag", "remove the aws: prefix; AWS reserves it for its own tags")
+    if not 1 <= len(key) <= 128:
+        raise custom("aws_tag", "use 1 to 128 characters")
+    return key
+
+
+class EksStack(StackBase):
+    """The stack creates the cluster on AWS."""
+
+    mode: Literal["eks"] = "eks"
+    region: Annotated[
+        str | None,
+        AfterValidator(_required("set it: pulumi config set aws:region us-west-2")),
+        AfterValidator(lambda v: v if v is None else _region(v)),
+    ] = Field(default=None, validate_default=True, alias="aws:region", description="AWS region")
+    kubernetes_version: Annotated[str, no_float("kubernetesVersion", "1.34")] = Field(
+        default=DEFAULT_KUBERNETES_VERSION,
+        description=f"one of {', '.join(SUPPORTED_KUBERNETES_VERSIONS)}",
+    )
+    tags: Mapping[Annotated[str, AfterValidator(_aws_tag_key)], str] = Field(
+        default_factory=dict, description="AWS tags added to every resource"
+    )
+    vpc: Vpc = section()
+    endpoint: Endpoint = section()
+    control_plane_logs: Annotated[
+        tuple[Literal["api", "audit", "authenticator", "controllerManager", "scheduler"], ...],
+        AfterValidator(unique),
+    ] = Field(
+        default=(),
+        description="any of api, audit, authenticator, controllerManager, scheduler",
+    )
+    secrets_encryption: bool = Field(
+        default=True, description="KMS envelope encryption of Kubernetes secrets"
+    )
+    admin_role_arns: Annotated[
+        tuple[
+            Annotated[str, matches(IAM_ROLE_ARN, "arn:aws:iam::123456789012:role/platform-admin")],
+            ...,
+        ],
+        AfterValidator(unique),
+    ] = Field(default=(), description="IAM roles given cluster-admin through EKS access entries")
+    system_node_group: SystemNodeGroup = section()
+    gpu_node_groups: tuple[EksGpuGroup, ...] = ()
+    cluster_autoscaler: ClusterAutoscaler = section()
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if value not in SUPPORTED_KUBERNETES_VERSIONS:
+            raise custom("k8s_version", f"use one of {', '.join(SUPPORTED_KUBERNETES_VERSIONS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _rules(self) -> EksStack:
+        rules = Rules()
+        if self.region is not None and self.vpc.creates_vpc:
+            for index, zone in enumerate(self.vpc.availability_zones):
+                if not zone.startswith(self.region):
+                    rules.add(
+                        f"vpc.availabilityZones[{index}]",
+                        zone,
+                        f"use an AZ of {self.region}, e.g. {self.region}a",
+                    )
+        for index, group in enumerate(self.gpu_node_groups):
+            if group.min_size == 0 and not self.cluster_autoscaler.enabled:
+                rules.add(
+                    f"gpuNodeGroups[{index}].minSize",
+                    0,
+                    "set minSize 1 or clusterAutoscaler.enabled: true; a group at zero never "
+                    "scales up without the autoscaler",
+                )
+        if self.cluster_autoscaler.image_tag is not None:
+            minor = self.cluster_autoscaler.image_tag.lstrip("v").rsplit(".", 1)[0]
+            if minor != self.kubernetes_version:
+                rules.add(
+                    "clusterAutoscaler.imageTag",
+                    self.cluster_autoscaler.image_tag,
+                    f"use a v{self.kubernetes_version}.x image; the autoscaler's minor version "
+                    "must match the cluster's",
+                )
+        rules.raise_if_any()
+        return self
+
+    @property
+    def autoscaler_chart(self) -> str:
+        return (
+            self.cluster_autoscaler.chart_version
+            or versions.pins(self.kubernetes_version).autoscaler_chart
+        )
+
+    @property
+    def autoscaler_image(self) -> str:
+        return (
+            self.cluster_autoscaler.image_tag
+            or versions.pins(self.kubernetes_version).autoscaler_image
+        )
+
+    @property
+    def zones(self) -> tuple[str, ...]:
+        """The node groups' placement units: AZ names (new VPC) or private subnet ids."""
+        return self.vpc.availability_zones if self.vpc.creates_vpc else self.vpc.private_subnet_ids
+
+
+class OnpremStack(StackBase):
+    """An existing cluster, reached through a kubeconfig: no AWS resource at all."""
+
+    mode: Literal["onprem"]
+    onprem: Onprem = section()
+    gpu_node_groups: tuple[OnpremGpuGroup, ...] = Field(
+        default=(), validate_default=True, description="the GPU servers' labels and taints"
+    )
+    onprem_kubeconfig: SecretStr | None = Field(
+        default=None,
+        validate_default=True,
+        description="(secret) kubeconfig content, instead of onprem.kubeconfigPath",
+    )
+
+    @field_validator("gpu_node_groups", mode="after")
+    @classmethod
+    def _described(cls, groups: tuple[OnpremGpuGroup, ...]) -> tuple[OnpremGpuGroup, ...]:
+        if not groups:
+            raise custom(
+                "required", "describe the GPU servers: at least one {name, labels, taints}"
+            )
+        return groups
+
+    @field_validator("kubeflow", mode="after")
+    @classmethod
+    def _no_ecr(cls, kubeflow: Kubeflow) -> Kubeflow:
+        if kubeflow.registry_access == "ecr":
+            raise PydanticCustomError(
+                "rules_broken",
+                "1 rule broken",
+                {"problems": [("registryAccess", "ecr", "use docker-config; ecr needs EKS nodes")]},
+            )
+        return kubeflow
+
+    @field_validator("onprem_kubeconfig", mode="after")
+    @classmethod
+    def _reachable(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        onprem = info.data.get("onprem")
+        if value is None and onprem is not None and onprem.kubeconfig_path is None:
+            raise custom(
+                "required",
+                "set onprem.kubeconfigPath, or this secret: "
+                'pulumi config set --secret onpremKubeconfig "$(cat kubeconfig)"',
+            )
+        return value
+
+
+def _mode_of(data: Any) -> str:
+    if isinstance(data, Mapping):
+        return str(data.get("mode", "eks"))
+    return "onprem" if isinstance(data, OnpremStack) else "eks"
+
+
+StackConfig = Annotated[
+    Annotated[EksStack, Tag("eks")] | Annotated[OnpremStack, Tag("onprem")],
+    Discriminator(
+        _mode_of,
+        custom_error_type="mode",
+        custom_error_message="use eks (create the cluster on AWS) or onprem (an existing cluster)",
+        custom_error_context={"discriminator": "mode"},
+    ),
+]

@@ -1,0 +1,256 @@
+"""Turn pydantic's validation errors into problems a user can act on.
+
+Each problem names the key path as the user wrote it (``gpuNodeGroups[0].taints[1]``), shows
+the value (never a secret's, never an unknown key's, which may be a pasted password) and
+says what to write instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from stack.model import EksStack, OnpremStack, StackBase
+
+# Keys whose values are never shown.
+SECRET_KEYS = StackBase.secret_keys
+_SECRET_LOOKING = re.compile(r"pass(word)?|secret|token|credential|kubeconfig|auth", re.I)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad value: where it is, what it was, what to write instead."""
+
+    path: str
+    shown: str | None
+    fix: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.path}: got {self.shown}; {self.fix}"
+            if self.shown
+            else f"{self.path}: {self.fix}"
+        )
+
+
+class StackConfigError(ValueError):
+    """The stack configuration is invalid; ``problems`` lists every bad value."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"invalid stack configuration ({count} {noun}):\n{lines}")
+
+
+def show(value: Any) -> str:
+    if repr(value) == "(missing)":
+        return "(missing)"
+    text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _path(parts: Sequence[str | int]) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*|aws:region", part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The model classes an annotation can hold (through Annotated, Optional, tuples, maps)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[Any] = []
+    if origin in (typing.Union, types.UnionType, tuple, list) or (
+        origin is not None and isinstance(origin, type) and issubclass(origin, Mapping)
+    ):
+        for arg in typing.get_args(annotation):
+            if arg is not Ellipsis:
+                found += _unwrap(arg)
+    return found
+
+
+def _walk(
+    model: type[BaseModel], loc: Sequence[str | int]
+) -> tuple[list[str | int], type[BaseModel] | None]:
+    """The path as the user writes it (aliases, not field names) and the model it ends in."""
+    parts: list[str | int] = []
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            parts.append(part)
+            continue
+        found = next(
+            ((name, f) for name, f in current.model_fields.items() if part in (name, f.alias)),
+            None,
+        )
+        if found is None:
+            parts.append(part)
+            current = None
+            continue
+        name, field = found
+        parts.append(field.alias or name)
+        models = _unwrap(field.annotation)
+        current = models[0] if models else None
+    return parts, current
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    return [
+        f.alias or name
+        for name, f in model.model_fields.items()
+        if not f.exclude and (f.alias or name) not in ("stack", "mode")
+    ]
+
+
+def _description(model: type[BaseModel] | None, key: str) -> str | None:
+    if model is None:
+        return None
+    for name, field in model.model_fields.items():
+        if (field.alias or name) == key:
+            return field.description
+    return None
+
+
+def _expected(kind: str) -> str:
+    return {
+        "string_type": "text",
+        "int_type": "a whole number",
+        "int_parsing": "a whole number",
+        "int_from_float": "a whole number",
+        "bool_type": "true or false",
+        "bool_parsing": "true or false",
+        "list_type": "a list",
+        "tuple_type": "a list",
+        "dict_type": "an object",
+        "mapping_type": "an object",
+        "model_type": "an object",
+        "model_attributes_type": "an object",
+    }.get(kind, "another value")
+
+
+def _type_fix(kind: str, value: Any, model: type[BaseModel] | None) -> str:
+    want = _expected(kind)
+    if kind == "string_type" and isinstance(value, bool):
+        word = "true" if value else "false"
+        return f'quote it: "{word}" (YAML reads an unquoted {word} as a boolean)'
+    if kind == "string_type" and isinstance(value, int | float):
+        return f'quote it: "{value}" (YAML reads an unquoted {value} as a number)'
+    if want == "an object" and model is not None:
+        return f"expected an object with keys {', '.join(_keys(model))}"
+    return f"expected {want}"
+
+
+def problems_from(error: ValidationError, *, variant: str) -> list[Problem]:
+    """Problems of a failed validation of the stack model (``variant``: eks or onprem)."""
+    root: type[BaseModel] = EksStack if variant == "eks" else OnpremStack
+    other: type[BaseModel] = OnpremStack if variant == "eks" else EksStack
+    problems: list[Problem] = []
+    for item in error.errors(include_url=False):
+        loc = [p for p in item["loc"]]
+        if loc and loc[0] in ("eks", "onprem"):
+            loc = loc[1:]
+        kind = item["type"]
+        value = item.get("input")
+        ctx = item.get("ctx") or {}
+        if kind == "rules_broken":
+            base_loc, _ = _walk(root, loc)
+            for at, broken_value, fix in ctx["problems"]:
+                full = _path([*base_loc, *_split_at(at)])
+                is_secret = bool(base_loc) and str(base_loc[0]) in SECRET_KEYS
+                shown = None if is_secret else show(broken_value)
+                problems.append(Problem(full, shown, fix))
+            continue
+        if kind == "mode":
+            given = value.get("mode") if isinstance(value, Mapping) else value
+            problems.append(Problem("mode", show(given), str(item["msg"])))
+            continue
+        # A dict key's own error ends with "[key]"; report it at the key.
+        if loc and loc[-1] == "[key]":
+            loc = loc[:-1]
+            value = loc[-1]
+        user_loc, _ = _walk(root, loc)
+        secret = bool(user_loc) and str(user_loc[0]) in SECRET_KEYS
+        path = _path(user_loc)
+        shown = None if secret else show(value)
+        if value is None and kind in ("required", "secret_missing"):
+            shown = "(missing)"
+        _, parent = _walk(root, loc[:-1]) if loc else ([], root)
+        key = str(user_loc[-1]) if user_loc else ""
+        if kind == "extra_forbidden":
+            fix = _unknown_key_fix(key, parent, loc, other)
+            problems.append(Problem(path, None, fix))
+        elif kind == "missing":
+            hint = _description(parent, key)
+            problems.append(Problem(path, "(missing)", f"required: {hint}" if hint else "required"))
+        elif kind == "literal_error":
+            expected = ctx.get("expected", "")
+            problems.append(Problem(path, shown, f"use one of {expected.replace(' or ', ', ')}"))
+        elif "fix" in ctx:
+            problems.append(Problem(path, shown, str(ctx["fix"])))
+        elif kind.endswith(("_type", "_parsing", "_from_float")):
+            problems.append(Problem(path, shown, _type_fix(kind, value, _walk(root, loc)[1])))
+        elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+            problems.append(Problem(path, shown, _bound_fix(kind, ctx)))
+        elif kind in ("too_short", "too_long"):
+            problems.append(Problem(path, shown, _length_fix(kind, ctx)))
+        else:
+            problems.append(Problem(path, shown, str(item["msg"])))
+    return problems
+
+
+def _split_at(at: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for token in re.findall(r"[^.\[\]]+|\[\d+\]", at):
+        parts.append(int(token[1:-1]) if token.startswith("[") else token)
+    return parts
+
+
+def _bound_fix(kind: str, ctx: Mapping[str, Any]) -> str:
+    words = {
+        "greater_than_equal": ("at least", "ge"),
+        "less_than_equal": ("at most", "le"),
+        "greater_than": ("more than", "gt"),
+        "less_than": ("less than", "lt"),
+    }[kind]
+    return f"use a number {words[0]} {ctx.get(words[1])}"
+
+
+def _length_fix(kind: str, ctx: Mapping[str, Any]) -> str:
+    if kind == "too_short":
+        return f"list at least {ctx.get('min_length')} entries"
+    return f"list at most {ctx.get('max_length')} entries"
+
+
+def _unknown_key_fix(
+    key: str, parent: type[BaseModel] | None, loc: Sequence[Any], other: type[BaseModel]
+) -> str:
+    if len(loc) == 1:
+        other_mode = "onprem" if other is OnpremStack else "eks"
+        if key in _keys(other) and key not in ((parent and _keys(parent)) or []):
+            return f"remove it: only for mode: {other_mode}"
+    allowed = ", ".join(_keys(parent)) if parent is not None else "see the README"
+    fix = f"unknown key; allowed: {allowed}"
+    if _SECRET_LOOKING.search(key):
+        fix += (
+            ". Secrets are not written in the stack's objects: pulumi config set --secret "
+            "kubeflowAdminPassword (see the README's secrets)"
+        )
+    return fix

@@ -1,0 +1,58 @@
+"""Pinned versions, one table per supported Kubernetes version (``versions.yaml``).
+
+A ``pulumi up`` months later must install exactly what it installed the first time, so
+every chart, image and EKS add-on is pinned here and nowhere else. How to bump them is in
+the README ("Upgrading pinned versions").
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+_TABLE = Path(__file__).with_name("versions.yaml")
+
+
+@dataclass(frozen=True)
+class KubernetesPins:
+    """What runs on one Kubernetes minor version."""
+
+    kubernetes: str
+    autoscaler_chart: str
+    autoscaler_image: str
+    addons: Mapping[str, str]
+
+
+@functools.cache
+def _table() -> Mapping[str, object]:
+    data = yaml.safe_load(_TABLE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def pins(kubernetes_version: str) -> KubernetesPins:
+    entry = _table()["kubernetes"][kubernetes_version]  # type: ignore[index]
+    return KubernetesPins(
+        kubernetes=kubernetes_version,
+        autoscaler_chart=str(entry["clusterAutoscaler"]["chart"]),
+        autoscaler_image=str(entry["clusterAutoscaler"]["image"]),
+        addons={str(k): str(v) for k, v in entry["addons"].items()},
+    )
+
+
+def chart(name: str) -> str:
+    """The pinned version of a chart that does not depend on the Kubernetes version."""
+    return str(_table()["charts"][name])  # type: ignore[index]
+
+
+SUPPORTED_KUBERNETES_VERSIONS: tuple[str, ...] = tuple(_table()["kubernetes"])  # type: ignore[arg-type]
+DEFAULT_KUBERNETES_VERSION: str = str(_table()["default"])
+
+
+def kubeflow_release() -> str:
+    """The kubeflow/manifests release a stack installs unless it names another."""
+    return str(_table()["kubeflow"])
