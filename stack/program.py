@@ -13,6 +13,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.aws.addons import NodeAddons, NodeAddonsArgs
 from components.aws.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.aws.cluster import EksCluster, EksClusterArgs
 from components.aws.network import Network, NetworkArgs
@@ -26,7 +27,8 @@ from components.kubeflow.manifests import (
     render_manifests,
 )
 from components.kubeflow.transform import KubeflowArgs, ProfileSpec
-from stack.model import EksGpuGroup, EksStack, OnpremStack, SystemNodeGroup
+from stack import versions
+from stack.model import EksStack, OnpremStack, SystemNodeGroup
 from stack.model.aws import SYSTEM_NODE_LABEL
 from stack.problems import Problem, StackConfigError, show
 
@@ -63,35 +65,76 @@ def _stack_tags(cfg: EksStack) -> dict[str, str]:
     }
 
 
-def _gpu_group_args(
-    cfg: EksStack, group: EksGpuGroup, cluster: EksCluster, subnets: pulumi.Output[Any]
-) -> ManagedNodeGroupArgs:
-    return ManagedNodeGroupArgs(
-        cluster_name=cluster.cluster_name,
-        node_role_arn=cluster.node_role_arn,
-        subnet_ids=subnets,
-        kubernetes_version=cfg.kubernetes_version,
-        instance_types=group.instance_types,
-        ami_type=group.ami_type,
-        capacity_type=group.capacity_type,
-        min_size=group.min_size,
-        desired_size=group.desired_size,
-        max_size=group.max_size,
-        disk_size_gb=group.disk_size_gb,
-        labels=group.node_labels(),
-        taints=group.taints,
-        gpus_per_node=group.gpus_per_node,
-        autoscaler_tags=cfg.cluster_autoscaler.enabled,
-        tags={**_stack_tags(cfg), "kubeflow-eks:gpu-group": group.name},
-    )
+def _zone_suffix(cfg: EksStack, zone: str) -> str:
+    """A short, stable name for a placement unit: the AZ letter, or the subnet's position."""
+    if cfg.vpc.creates_vpc:
+        return zone.removeprefix(cfg.region or "")
+    return f"s{cfg.vpc.private_subnet_ids.index(zone) + 1}"
+
+
+def node_group_name_prefix(group: str, zone_suffix: str | None = None) -> str:
+    """The managed node group's name prefix: at most 37 characters (Pulumi appends 26).
+
+    The model keeps GPU group names to 28 characters, so ``<group>-<zone>-`` always fits.
+    """
+    prefix = f"{group}-{zone_suffix}-" if zone_suffix else f"{group}-"
+    assert len(prefix) <= 37, prefix
+    return prefix
+
+
+def _gpu_node_groups(
+    cfg: EksStack, cluster: EksCluster, network: Network, tags: dict[str, str]
+) -> dict[str, list[ManagedNodeGroup]]:
+    """One managed node group per GPU group, or per GPU group and AZ when zonal."""
+    created: dict[str, list[ManagedNodeGroup]] = {}
+    for group in cfg.gpu_node_groups:
+        placements: list[tuple[str | None, pulumi.Output[list[str]]]]
+        if group.placement == "zonal":
+            placements = [
+                (_zone_suffix(cfg, zone), pulumi.Output.all(network.private_subnet_by_zone[zone]))
+                for zone in cfg.zones
+            ]
+        else:
+            placements = [(None, network.private_subnet_ids)]
+        for suffix, subnets in placements:
+            logical = f"{cfg.cluster_name}-{group.name}" + (f"-{suffix}" if suffix else "")
+            created.setdefault(group.name, []).append(
+                ManagedNodeGroup(
+                    logical,
+                    ManagedNodeGroupArgs(
+                        cluster_name=cluster.cluster_name,
+                        name_prefix=node_group_name_prefix(group.name, suffix),
+                        node_role_arn=cluster.node_role_arn,
+                        subnet_ids=subnets,
+                        kubernetes_version=cfg.kubernetes_version,
+                        instance_types=group.instance_types,
+                        ami_type=group.ami_type,
+                        capacity_type=group.capacity_type,
+                        min_size=group.min_size,
+                        desired_size=group.desired_size,
+                        max_size=group.max_size,
+                        disk_size_gb=group.disk_size_gb,
+                        labels=group.node_labels(),
+                        taints=group.taints,
+                        gpus_per_node=group.gpus_per_node,
+                        autoscaler_tags=cfg.cluster_autoscaler.enabled,
+                        tags={**tags, "kubeflow-eks:gpu-group": group.name},
+                    ),
+                    opts=pulumi.ResourceOptions(depends_on=[cluster, network]),
+                )
+            )
+    return created
 
 
 def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
-    """VPC, EKS, node groups, storage and autoscaler; returns the platform and outputs."""
+    """VPC, EKS, node groups, add-ons, storage and autoscaler; the platform and outputs."""
     assert cfg.region is not None  # the model requires it
     name = cfg.cluster_name
+    pins = versions.pins(cfg.kubernetes_version)
     tags = _stack_tags(cfg)
-    network = Network(name, NetworkArgs(config=cfg.vpc, cluster_name=name, tags=tags))
+    network = Network(
+        name, NetworkArgs(config=cfg.vpc, cluster_name=name, region=cfg.region, tags=tags)
+    )
     cluster = EksCluster(
         name,
         EksClusterArgs(
@@ -105,6 +148,7 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
             control_plane_logs=cfg.control_plane_logs,
             secrets_encryption=cfg.secrets_encryption,
             admin_role_arns=cfg.admin_role_arns,
+            addon_versions=pins.addons,
             tags=tags,
         ),
     )
@@ -113,6 +157,7 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
         f"{name}-system",
         ManagedNodeGroupArgs(
             cluster_name=cluster.cluster_name,
+            name_prefix=node_group_name_prefix("system"),
             node_role_arn=cluster.node_role_arn,
             subnet_ids=network.private_subnet_ids,
             kubernetes_version=cfg.kubernetes_version,
@@ -126,16 +171,19 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
             labels={SYSTEM_NODE_LABEL: "system"},
             tags=tags,
         ),
-        opts=pulumi.ResourceOptions(depends_on=[cluster]),
+        opts=pulumi.ResourceOptions(depends_on=[cluster, network]),
     )
-    gpu_groups = [
-        ManagedNodeGroup(
-            f"{name}-{group.name}",
-            _gpu_group_args(cfg, group, cluster, network.private_subnet_ids),
-            opts=pulumi.ResourceOptions(depends_on=[cluster]),
-        )
-        for group in cfg.gpu_node_groups
-    ]
+    gpu_groups = _gpu_node_groups(cfg, cluster, network, tags)
+    all_gpu_groups = [ng for node_groups in gpu_groups.values() for ng in node_groups]
+    addons = NodeAddons(
+        f"{name}-addons",
+        NodeAddonsArgs(
+            cluster_name=cluster.cluster_name,
+            versions=pins.addons,
+            nodes=[system_group],
+            tags=tags,
+        ),
+    )
     storage = EbsStorage(
         f"{name}-ebs",
         EbsStorageArgs(
@@ -143,11 +191,13 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
             oidc_provider_arn=cluster.oidc_provider_arn,
             oidc_provider_url=cluster.oidc_provider_url,
             provider=cluster.provider,
+            addon_version=pins.addons["aws-ebs-csi-driver"],
             depends_on=[system_group],
             tags=tags,
         ),
     )
-    ready: list[pulumi.Resource] = [system_group, storage]
+    # Workloads land once nodes, DNS and storage for their volumes exist.
+    ready: list[pulumi.Resource] = [system_group, addons, storage]
     if cfg.cluster_autoscaler.enabled:
         ready.append(
             ClusterAutoscaler(
@@ -159,9 +209,9 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
                     image_tag=cfg.autoscaler_image,
                     oidc_provider_arn=cluster.oidc_provider_arn,
                     oidc_provider_url=cluster.oidc_provider_url,
-                    node_group_arns=[g.node_group_arn for g in [system_group, *gpu_groups]],
+                    node_group_arns=[g.node_group_arn for g in [system_group, *all_gpu_groups]],
                     provider=cluster.provider,
-                    depends_on=[system_group],
+                    depends_on=[system_group, addons, storage, *all_gpu_groups],
                     tags=tags,
                 ),
             )
@@ -173,10 +223,10 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
         "oidcProviderUrl": cluster.oidc_provider_url,
         "vpcId": network.vpc_id,
         "nodeGroups": pulumi.Output.all(
-            system=system_group.node_group_name,
+            system=pulumi.Output.all(system_group.node_group_name),
             **{
-                g.name: ng.node_group_name
-                for g, ng in zip(cfg.gpu_node_groups, gpu_groups, strict=True)
+                group: pulumi.Output.all(*[ng.node_group_name for ng in node_groups])
+                for group, node_groups in gpu_groups.items()
             },
         ),
         "connectCommand": pulumi.Output.concat(

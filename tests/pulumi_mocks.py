@@ -51,6 +51,15 @@ class StableMonitor(pulumi_mocks.MockMonitor):
         self.recording.dependencies[request.name] = [
             urn.rsplit("::", 1)[-1] for urn in request.dependencies
         ]
+        urn = self.make_urn(request.parent, request.type, request.name)
+        property_deps = {dep for deps in request.propertyDependencies.values() for dep in deps.urns}
+        self.recording.graph[urn] = Node(
+            urn=urn,
+            typ=request.type,
+            name=request.name,
+            parent=request.parent or None,
+            dependencies=frozenset(request.dependencies) | property_deps,
+        )
         return super().RegisterResource(request)
 
     def GetDeploymentInfo(self, request: Any) -> Any:
@@ -68,6 +77,17 @@ class StableMonitor(pulumi_mocks.MockMonitor):
         return super().SupportsFeature(request)
 
 
+@dataclass(frozen=True)
+class Node:
+    """A registered resource as the engine orders it: its parent and what it waits for."""
+
+    urn: str
+    typ: str
+    name: str
+    parent: str | None
+    dependencies: frozenset[str]
+
+
 @dataclass
 class Registered:
     typ: str
@@ -81,6 +101,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
     resources: list[Registered] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     dependencies: dict[str, list[str]] = field(default_factory=dict)
+    graph: dict[str, Node] = field(default_factory=dict)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.resources.append(Registered(args.typ, args.name, dict(args.inputs), args.provider))
@@ -119,6 +140,24 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def of_type(self, typ: str) -> list[Registered]:
         return [r for r in self.resources if r.typ == typ]
+
+    def waits_for(self, urn: str) -> set[str]:
+        """Every URN a resource waits for before it is created: its dependencies, its
+        parent's (a child is registered only once its parent is), transitively."""
+        seen: set[str] = set()
+        todo = [urn]
+        while todo:
+            node = self.graph.get(todo.pop())
+            if node is None:
+                continue
+            for dep in [*node.dependencies, *([node.parent] if node.parent else [])]:
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return seen
+
+    def nodes(self, typ: str, name_part: str = "") -> list[Node]:
+        return [n for n in self.graph.values() if n.typ == typ and name_part in n.name]
 
     def named(self, name: str) -> Registered:
         matches = [r for r in self.resources if r.name == name]

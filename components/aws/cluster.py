@@ -33,11 +33,14 @@ class EksClusterArgs:
     control_plane_logs: Sequence[str] = ()
     secrets_encryption: bool = True
     admin_role_arns: Sequence[str] = ()
+    # Pinned EKS add-on versions (stack/versions.yaml), by add-on name.
+    addon_versions: Mapping[str, str] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class EksCluster(pulumi.ComponentResource):
-    """An EKS cluster with access entries, IRSA's OIDC provider and the core add-ons."""
+    """An EKS cluster with access entries, IRSA's OIDC provider and the add-ons that run
+    without nodes (vpc-cni, kube-proxy); the others come with ``NodeAddons``."""
 
     cluster_name: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
@@ -117,9 +120,16 @@ class EksCluster(pulumi.ComponentResource):
             skip_default_node_group=True,
             enabled_cluster_log_types=list(args.control_plane_logs) or None,
             encryption_config_key_arn=encryption_key_arn,
-            coredns_addon_options=eks.CoreDnsAddonOptionsArgs(enabled=True),
-            kube_proxy_addon_options=eks.KubeProxyAddonOptionsArgs(enabled=True),
-            vpc_cni_options=eks.VpcCniOptionsArgs(enable_network_policy=True),
+            # CoreDNS pods need a node: it is created after the system node group (NodeAddons),
+            # or its add-on stays DEGRADED and times out the first `pulumi up`.
+            coredns_addon_options=eks.CoreDnsAddonOptionsArgs(enabled=False),
+            # DaemonSets: ready with zero nodes, and nodes need them to become Ready.
+            kube_proxy_addon_options=eks.KubeProxyAddonOptionsArgs(
+                enabled=True, version=args.addon_versions["kube-proxy"]
+            ),
+            vpc_cni_options=eks.VpcCniOptionsArgs(
+                addon_version=args.addon_versions["vpc-cni"], enable_network_policy=True
+            ),
             tags=dict(args.tags),
             opts=child,
         )

@@ -47,7 +47,13 @@ def plan_subnets(vpc_cidr: str, availability_zones: Sequence[str]) -> tuple[Subn
 class NetworkArgs:
     config: Vpc
     cluster_name: str
+    region: str
     tags: Mapping[str, str]
+
+
+# Interface endpoints that keep image pulls off NAT: ECR's API and its registry (the layers
+# themselves come from S3, through the gateway endpoint).
+ECR_ENDPOINT_SERVICES = ("ecr.api", "ecr.dkr")
 
 
 class Network(pulumi.ComponentResource):
@@ -56,6 +62,8 @@ class Network(pulumi.ComponentResource):
     vpc_id: pulumi.Output[str]
     private_subnet_ids: pulumi.Output[list[str]]
     public_subnet_ids: pulumi.Output[list[str]]
+    # Placement unit (an AZ of a new VPC, or an existing private subnet) -> its subnet id.
+    private_subnet_by_zone: dict[str, pulumi.Output[str]]
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("kubeflow-eks:network:Network", name, None, opts)
@@ -64,6 +72,9 @@ class Network(pulumi.ComponentResource):
             self.vpc_id = pulumi.Output.from_input(cfg.existing_vpc_id or "")
             self.private_subnet_ids = pulumi.Output.from_input(list(cfg.private_subnet_ids))
             self.public_subnet_ids = pulumi.Output.from_input(list(cfg.public_subnet_ids))
+            self.private_subnet_by_zone = {
+                subnet: pulumi.Output.from_input(subnet) for subnet in cfg.private_subnet_ids
+            }
             self.register_outputs({"vpc_id": self.vpc_id})
             return
 
@@ -134,6 +145,7 @@ class Network(pulumi.ComponentResource):
                 tags={**args.tags, "Name": f"{args.cluster_name}-{zone}"},
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
             )
+        private_routes: list[aws.ec2.RouteTable] = []
         for zone, subnet in private.items():
             nat = nat_by_zone.get(zone, nat_by_zone[nat_zones[0]])
             routes = aws.ec2.RouteTable(
@@ -146,10 +158,14 @@ class Network(pulumi.ComponentResource):
             aws.ec2.RouteTableAssociation(
                 f"{name}-private-{zone}", subnet_id=subnet.id, route_table_id=routes.id, opts=child
             )
+            private_routes.append(routes)
+        if cfg.endpoints:
+            self._endpoints(name, args, vpc, list(private.values()), private_routes, child)
 
         self.vpc_id = vpc.id
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private.values()])
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in public.values()])
+        self.private_subnet_by_zone = {zone: subnet.id for zone, subnet in private.items()}
         self.register_outputs(
             {
                 "vpc_id": self.vpc_id,
@@ -157,3 +173,48 @@ class Network(pulumi.ComponentResource):
                 "public_subnet_ids": self.public_subnet_ids,
             }
         )
+
+    @staticmethod
+    def _endpoints(
+        name: str,
+        args: NetworkArgs,
+        vpc: aws.ec2.Vpc,
+        subnets: list[aws.ec2.Subnet],
+        route_tables: list[aws.ec2.RouteTable],
+        child: pulumi.ResourceOptions,
+    ) -> None:
+        """S3 (gateway, free) and ECR (interface) endpoints: multi-GB CUDA image pulls stay
+        inside the VPC instead of paying NAT processing per GB."""
+        aws.ec2.VpcEndpoint(
+            f"{name}-s3",
+            vpc_id=vpc.id,
+            service_name=f"com.amazonaws.{args.region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[table.id for table in route_tables],
+            tags={**args.tags, "Name": f"{args.cluster_name}-s3"},
+            opts=child,
+        )
+        https_from_vpc = aws.ec2.SecurityGroup(
+            f"{name}-endpoints",
+            vpc_id=vpc.id,
+            description=f"HTTPS from {args.cluster_name}'s VPC to its interface endpoints",
+            ingress=[
+                aws.ec2.SecurityGroupIngressArgs(
+                    protocol="tcp", from_port=443, to_port=443, cidr_blocks=[vpc.cidr_block]
+                )
+            ],
+            tags={**args.tags, "Name": f"{args.cluster_name}-endpoints"},
+            opts=child,
+        )
+        for service in ECR_ENDPOINT_SERVICES:
+            aws.ec2.VpcEndpoint(
+                f"{name}-{service.replace('.', '-')}",
+                vpc_id=vpc.id,
+                service_name=f"com.amazonaws.{args.region}.{service}",
+                vpc_endpoint_type="Interface",
+                private_dns_enabled=True,
+                subnet_ids=[subnet.id for subnet in subnets],
+                security_group_ids=[https_from_vpc.id],
+                tags={**args.tags, "Name": f"{args.cluster_name}-{service}"},
+                opts=child,
+            )

@@ -42,6 +42,8 @@ def root_device_name(ami_type: str) -> str:
 @dataclass(frozen=True)
 class ManagedNodeGroupArgs:
     cluster_name: pulumi.Input[str]
+    # The node group's name prefix (at most 37 characters; Pulumi appends a unique suffix).
+    name_prefix: str
     node_role_arn: pulumi.Input[str]
     subnet_ids: pulumi.Input[Sequence[str]]
     kubernetes_version: str
@@ -100,7 +102,7 @@ class ManagedNodeGroup(pulumi.ComponentResource):
         node_group = aws.eks.NodeGroup(
             f"{name}-ng",
             cluster_name=args.cluster_name,
-            node_group_name_prefix=f"{name}-",
+            node_group_name_prefix=args.name_prefix,
             node_role_arn=args.node_role_arn,
             subnet_ids=args.subnet_ids,
             version=args.kubernetes_version,

@@ -45,6 +45,7 @@ class EbsStorageArgs:
     oidc_provider_arn: pulumi.Input[str]
     oidc_provider_url: pulumi.Input[str]
     provider: k8s.Provider
+    addon_version: str
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     tags: Mapping[str, str] = field(default_factory=dict)
 
@@ -70,6 +71,7 @@ class EbsStorage(pulumi.ComponentResource):
             f"{name}-csi",
             cluster_name=args.cluster_name,
             addon_name="aws-ebs-csi-driver",
+            addon_version=args.addon_version,
             service_account_role_arn=role.arn,
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",

@@ -42,7 +42,7 @@ SECRET_PRESENT = "<secure>"
 ADMIN_PASSWORD_MIN_CHARS = 12
 ADMIN_PASSWORD_MAX_BYTES = 72
 # Names derived from the cluster's (roles, node groups, load balancers) must fit AWS limits.
-CLUSTER_NAME_MAX = 40
+CLUSTER_NAME_MAX = 32
 IAM_ROLE_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$"
 
 

@@ -114,7 +114,7 @@ def test_defaults_are_resolved_once_in_the_model() -> None:
     assert group.ami_type == "AL2023_ARM_64_NVIDIA"
     assert (group.gpus_per_node, group.gpu_model) == (1, "NVIDIA T4G")
     assert group.desired_size == group.min_size == 0
-    assert cfg.cluster_name == "kubeflow-graviton-gpus-with-derived-ami"[:40].rstrip("-")
+    assert cfg.cluster_name == "kubeflow-graviton-gpus-with-derived-ami"[:32].rstrip("-")
 
 
 def test_check_command_exits_non_zero_naming_the_key(tmp_path: Path) -> None:

@@ -35,45 +35,82 @@ def _stack_yaml(stack: str) -> dict[str, Any]:
     return yaml.safe_load((STACKS / f"Pulumi.{stack}.yaml").read_text())["config"]
 
 
-def _gpu_node_groups(mocks: RecordingMocks) -> dict[str, dict[str, Any]]:
+def _gpu_node_groups(mocks: RecordingMocks) -> dict[str, list[Any]]:
+    """Registered managed node groups, by the GPU group they belong to."""
+    groups: dict[str, list[Any]] = {}
+    for r in mocks.of_type("aws:eks/nodeGroup:NodeGroup"):
+        name = r.inputs.get("labels", {}).get("kubeflow-eks.io/gpu-group")
+        if name is not None:
+            groups.setdefault(name, []).append(r)
+    return groups
+
+
+def _private_subnet_ids(mocks: RecordingMocks) -> dict[str, str]:
+    """Private subnet id (as the mocks name it) -> its AZ."""
     return {
-        r.inputs["labels"]["kubeflow-eks.io/gpu-group"]: r.inputs
-        for r in mocks.of_type("aws:eks/nodeGroup:NodeGroup")
-        if "kubeflow-eks.io/gpu-group" in r.inputs.get("labels", {})
+        f"{r.name}-id": r.inputs["availabilityZone"]
+        for r in mocks.of_type("aws:ec2/subnet:Subnet")
+        if "private" in r.name
     }
 
 
 @pytest.mark.parametrize("stack", EKS_STACKS)
 def test_gpu_groups_get_nvidia_ami_labels_and_taints(stack: str) -> None:
-    groups = _gpu_node_groups(_run(stack).mocks)
-    configured = {g["name"]: g for g in _stack_yaml(stack)["kubeflow-eks:gpuNodeGroups"]}
-    assert set(groups) == set(configured)
-    for name, spec in configured.items():
-        inputs = groups[name]
-        assert inputs["amiType"] == spec["amiType"]
-        assert inputs["amiType"].endswith("_NVIDIA")
-        assert inputs["capacityType"] == spec["capacityType"]
-        assert inputs["instanceTypes"] == spec["instanceTypes"]
-        assert inputs["scalingConfig"] == {
-            "minSize": spec["minSize"],
-            "desiredSize": spec["desiredSize"],
-            "maxSize": spec["maxSize"],
-        }
-        assert inputs["labels"]["nvidia.com/gpu.present"] == "true"
-        for key, value in spec.get("labels", {}).items():
-            assert inputs["labels"][key] == value
-        expected_taints = spec.get("taints") or [
-            {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
-        ]
-        effects = {
-            "NoSchedule": "NO_SCHEDULE",
-            "NoExecute": "NO_EXECUTE",
-            "PreferNoSchedule": "PREFER_NO_SCHEDULE",
-        }
-        assert inputs["taints"] == [
-            {"key": t["key"], "value": t["value"], "effect": effects[t["effect"]]}
-            for t in expected_taints
-        ]
+    mocks = _run(stack).mocks
+    cfg = load_stack_file(STACKS / f"Pulumi.{stack}.yaml", require_secrets=False)
+    registered = _gpu_node_groups(mocks)
+    assert set(registered) == {g.name for g in cfg.gpu_node_groups}
+    effects = {
+        "NoSchedule": "NO_SCHEDULE",
+        "NoExecute": "NO_EXECUTE",
+        "PreferNoSchedule": "PREFER_NO_SCHEDULE",
+    }
+    for group in cfg.gpu_node_groups:
+        for node_group in registered[group.name]:
+            inputs = node_group.inputs
+            assert inputs["amiType"] == group.ami_type
+            assert inputs["amiType"].endswith("_NVIDIA")
+            assert inputs["capacityType"] == group.capacity_type
+            assert inputs["instanceTypes"] == list(group.instance_types)
+            assert inputs["scalingConfig"] == {
+                "minSize": group.min_size,
+                "desiredSize": group.desired_size,
+                "maxSize": group.max_size,
+            }
+            labels = inputs["labels"]
+            assert labels["nvidia.com/gpu.present"] == "true"
+            # The autoscaler waits for GPUs on nodes with this label before adding more.
+            assert labels["k8s.amazonaws.com/accelerator"] == group.accelerator
+            assert {k: labels[k] for k in group.labels} == dict(group.labels)
+            assert inputs["taints"] == [
+                {"key": t.key, "value": t.value, "effect": effects[t.effect]} for t in group.taints
+            ]
+            # 37 characters at most: Pulumi appends 26 to the prefix, EKS allows 63.
+            assert len(inputs["nodeGroupNamePrefix"]) <= 37
+
+
+@pytest.mark.parametrize("stack", EKS_STACKS)
+def test_zonal_gpu_groups_get_one_node_group_per_az(stack: str) -> None:
+    """A notebook's EBS volume lives in one AZ: a zonal group can bring a node back there."""
+    mocks = _run(stack).mocks
+    cfg = load_stack_file(STACKS / f"Pulumi.{stack}.yaml", require_secrets=False)
+    zones = _private_subnet_ids(mocks)
+    for group in cfg.gpu_node_groups:
+        node_groups = _gpu_node_groups(mocks)[group.name]
+        if group.placement == "zonal":
+            covered = [zones[s] for ng in node_groups for s in ng.inputs["subnetIds"]]
+            assert sorted(covered) == sorted(cfg.vpc.availability_zones)
+            assert all(len(ng.inputs["subnetIds"]) == 1 for ng in node_groups)
+        else:
+            [node_group] = node_groups
+            assert set(node_group.inputs["subnetIds"]) == set(zones)
+    release = next(
+        r
+        for r in mocks.of_type("kubernetes:helm.sh/v3:Release")
+        if r.inputs["chart"] == "cluster-autoscaler"
+    )
+    # Scale-ups are spread over the zonal groups of one GPU group, not piled into one AZ.
+    assert release.inputs["values"]["extraArgs"]["balance-similar-node-groups"] == "true"
 
 
 @pytest.mark.parametrize("stack", EKS_STACKS)
@@ -81,19 +118,21 @@ def test_gpu_groups_carry_autoscaler_node_template_tags(stack: str) -> None:
     mocks = _run(stack).mocks
     cfg = load_stack_file(STACKS / f"Pulumi.{stack}.yaml", require_secrets=False)
     tags = mocks.of_type("aws:autoscaling/tag:Tag")
+    prefix = "k8s.io/cluster-autoscaler/node-template"
     for group in cfg.gpu_node_groups:
-        asg = f"eks-{cfg.cluster_name}-{group.name}-ng-asg"
-        mine = {
-            t.inputs["tag"]["key"]: t.inputs["tag"]["value"]
-            for t in tags
-            if t.inputs["autoscalingGroupName"] == asg
-        }
-        prefix = "k8s.io/cluster-autoscaler/node-template"
-        assert mine[f"{prefix}/resources/nvidia.com/gpu"] == str(group.gpus_per_node)
-        assert mine[f"{prefix}/label/nvidia.com/gpu.present"] == "true"
-        assert mine[f"{prefix}/label/kubeflow-eks.io/gpu-group"] == group.name
-        for taint in group.taints:
-            assert mine[f"{prefix}/taint/{taint.key}"] == f"{taint.value}:{taint.effect}"
+        for node_group in _gpu_node_groups(mocks)[group.name]:
+            asg = f"eks-{node_group.name}-asg"
+            mine = {
+                t.inputs["tag"]["key"]: t.inputs["tag"]["value"]
+                for t in tags
+                if t.inputs["autoscalingGroupName"] == asg
+            }
+            assert mine[f"{prefix}/resources/nvidia.com/gpu"] == str(group.gpus_per_node)
+            assert mine[f"{prefix}/label/nvidia.com/gpu.present"] == "true"
+            assert mine[f"{prefix}/label/kubeflow-eks.io/gpu-group"] == group.name
+            assert mine[f"{prefix}/label/k8s.amazonaws.com/accelerator"] == group.accelerator
+            for taint in group.taints:
+                assert mine[f"{prefix}/taint/{taint.key}"] == f"{taint.value}:{taint.effect}"
     # The multi-GPU spot group advertises 4 GPUs per node.
     if stack == "prod":
         multi = next(g for g in cfg.gpu_node_groups if g.name == "gpu-multi-spot")
@@ -111,7 +150,7 @@ def test_nodes_live_in_private_subnets_with_imdsv2_and_encrypted_gp3(stack: str)
     for subnet in mocks.of_type("aws:ec2/subnet:Subnet"):
         assert subnet.inputs.get("mapPublicIpOnLaunch") is False
     for group in mocks.of_type("aws:eks/nodeGroup:NodeGroup"):
-        assert set(group.inputs["subnetIds"]) == private_ids
+        assert set(group.inputs["subnetIds"]) <= private_ids
     for template in mocks.of_type("aws:ec2/launchTemplate:LaunchTemplate"):
         assert template.inputs["metadataOptions"]["httpTokens"] == "required"
         (device,) = template.inputs["blockDeviceMappings"]
@@ -192,7 +231,10 @@ def test_autoscaler_may_only_resize_this_clusters_groups(stack: str) -> None:
     condition = write["Condition"]["StringEquals"]
     assert condition[f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cfg.cluster_name}"] == "owned"
     describe = [s for s in policy["Statement"] if s["Action"] == ["eks:DescribeNodegroup"]]
-    assert len(describe[0]["Resource"]) == 1 + len(cfg.gpu_node_groups)
+    node_groups = mocks.of_type("aws:eks/nodeGroup:NodeGroup")
+    assert sorted(describe[0]["Resource"]) == sorted(
+        f"arn:aws:eks:us-west-2:123456789012:nodegroup/{g.name}" for g in node_groups
+    )
     (release,) = [
         r
         for r in mocks.of_type("kubernetes:helm.sh/v3:Release")
@@ -209,8 +251,16 @@ def test_autoscaler_may_only_resize_this_clusters_groups(stack: str) -> None:
 @pytest.mark.parametrize("stack", EKS_STACKS)
 def test_default_storage_class_is_encrypted_gp3_on_the_ebs_csi_driver(stack: str) -> None:
     mocks = _run(stack).mocks
-    (addon,) = mocks.of_type("aws:eks/addon:Addon")
-    assert addon.inputs["addonName"] == "aws-ebs-csi-driver"
+    (addon,) = [
+        a
+        for a in mocks.of_type("aws:eks/addon:Addon")
+        if a.inputs["addonName"] == "aws-ebs-csi-driver"
+    ]
+    cfg = load_stack_file(STACKS / f"Pulumi.{stack}.yaml", require_secrets=False)
+    assert (
+        addon.inputs["addonVersion"]
+        == versions.pins(cfg.kubernetes_version).addons["aws-ebs-csi-driver"]
+    )
     assert addon.inputs["serviceAccountRoleArn"].endswith("-ebs-csi-role")
     (group,) = [
         g for g in mocks.of_type("kubernetes:yaml/v2:ConfigGroup") if g.name.endswith("-ebs-class")
@@ -240,6 +290,11 @@ def test_outputs_say_how_to_reach_the_cluster(stack: str) -> None:
     )
     assert outputs["oidcProviderArn"].startswith("arn:aws:iam::")
     assert set(outputs["nodeGroups"]) == {"system", *(g.name for g in cfg.gpu_node_groups)}
+    zones = len(cfg.vpc.availability_zones)
+    for group in cfg.gpu_node_groups:
+        assert len(outputs["nodeGroups"][group.name]) == (
+            zones if group.placement == "zonal" else 1
+        )
     assert json.loads(outputs["kubeconfig"])["kind"] == "Config"
 
 
@@ -267,3 +322,36 @@ def test_onprem_kubeconfig_secret_wins_over_path() -> None:
 def test_kubeconfig_is_a_secret_end_to_end() -> None:
     (provider,) = _run("dev").mocks.of_type("pulumi:providers:kubernetes")
     assert is_secret(provider.inputs["kubeconfig"])
+
+
+@pytest.mark.parametrize("stack", EKS_STACKS)
+def test_image_pulls_skip_nat_through_vpc_endpoints(stack: str) -> None:
+    mocks = _run(stack).mocks
+    cfg = load_stack_file(STACKS / f"Pulumi.{stack}.yaml", require_secrets=False)
+    endpoints = {
+        e.inputs["serviceName"]: e.inputs for e in mocks.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+    }
+    region = cfg.region
+    s3 = endpoints[f"com.amazonaws.{region}.s3"]
+    assert s3["vpcEndpointType"] == "Gateway"
+    private_tables = {
+        f"{r.name}-id"
+        for r in mocks.of_type("aws:ec2/routeTable:RouteTable")
+        if "private" in r.name
+    }
+    assert set(s3["routeTableIds"]) == private_tables
+    for service in ("ecr.api", "ecr.dkr"):
+        ecr = endpoints[f"com.amazonaws.{region}.{service}"]
+        assert ecr["vpcEndpointType"] == "Interface"
+        assert ecr["privateDnsEnabled"] is True
+        assert set(ecr["subnetIds"]) == set(_private_subnet_ids(mocks))
+    [group] = mocks.of_type("aws:ec2/securityGroup:SecurityGroup")
+    [rule] = group.inputs["ingress"]
+    assert (rule["fromPort"], rule["toPort"], rule["protocol"]) == (443, 443, "tcp")
+
+
+def test_vpc_endpoints_can_be_turned_off() -> None:
+    config = stack_file_config("dev")
+    config["kubeflow-eks:vpc"] = {**config["kubeflow-eks:vpc"], "endpoints": False}
+    mocks = run_program(config, stack="dev").mocks
+    assert mocks.of_type("aws:ec2/vpcEndpoint:VpcEndpoint") == []

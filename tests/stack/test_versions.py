@@ -1,0 +1,53 @@
+"""Everything the stack installs is pinned, per Kubernetes version, in stack/versions.yaml."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from components.aws.addons import NODE_ADDONS
+from stack import versions
+from tests.pulumi_mocks import run_program, stack_file_config
+
+EKS_ADDONS = {"vpc-cni", "kube-proxy", "aws-ebs-csi-driver", *NODE_ADDONS}
+# The chart version from which the cluster-autoscaler's ClusterRole can read resource.k8s.io
+# (DRA), which autoscaler 1.34 and later wait for before they scale anything.
+FIRST_CHART_WITH_DRA_RBAC = (9, 54, 0)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.lstrip("v").split("."))
+
+
+@pytest.mark.parametrize("kubernetes", versions.SUPPORTED_KUBERNETES_VERSIONS)
+def test_every_supported_version_pins_everything(kubernetes: str) -> None:
+    pins = versions.pins(kubernetes)
+    assert set(pins.addons) == EKS_ADDONS
+    for addon, version in pins.addons.items():
+        assert re.fullmatch(r"v\d+\.\d+\.\d+-eksbuild\.\d+", version), (addon, version)
+    assert pins.addons["kube-proxy"].startswith(f"v{kubernetes}.")
+    assert pins.autoscaler_image.startswith(f"v{kubernetes}.")
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", pins.autoscaler_image)
+    if _version(kubernetes) >= (1, 34):
+        assert _version(pins.autoscaler_chart) >= FIRST_CHART_WITH_DRA_RBAC
+
+
+@pytest.mark.parametrize("kubernetes", versions.SUPPORTED_KUBERNETES_VERSIONS)
+def test_the_program_installs_exactly_the_pins(kubernetes: str) -> None:
+    config = stack_file_config("dev", **{"kubeflow-eks:kubernetesVersion": kubernetes})
+    mocks = run_program(config, stack="dev").mocks
+    pins = versions.pins(kubernetes)
+    addons = {
+        a.inputs["addonName"]: a.inputs["addonVersion"]
+        for a in mocks.of_type("aws:eks/addon:Addon")
+    }
+    [cluster] = mocks.of_type("eks:index:Cluster")
+    addons["kube-proxy"] = cluster.inputs["kubeProxyAddonOptions"]["version"]
+    addons["vpc-cni"] = cluster.inputs["vpcCniOptions"]["addonVersion"]
+    assert addons == dict(pins.addons)
+    releases = {r.inputs["chart"]: r.inputs for r in mocks.of_type("kubernetes:helm.sh/v3:Release")}
+    assert releases["cluster-autoscaler"]["version"] == pins.autoscaler_chart
+    assert releases["nvidia-device-plugin"]["version"] == versions.chart("nvidia-device-plugin")
+    for release in releases.values():
+        assert release["version"], "every chart is pinned"
