@@ -24,6 +24,7 @@ class KubernetesPins:
     kubernetes: str
     autoscaler_chart: str
     autoscaler_image: str
+    kubectl: str
     addons: Mapping[str, str]
 
 
@@ -40,6 +41,7 @@ def pins(kubernetes_version: str) -> KubernetesPins:
         kubernetes=kubernetes_version,
         autoscaler_chart=str(entry["clusterAutoscaler"]["chart"]),
         autoscaler_image=str(entry["clusterAutoscaler"]["image"]),
+        kubectl=str(entry["kubectl"]),
         addons={str(k): str(v) for k, v in entry["addons"].items()},
     )
 
@@ -56,3 +58,8 @@ DEFAULT_KUBERNETES_VERSION: str = str(_table()["default"])
 def kubeflow_release() -> str:
     """The kubeflow/manifests release a stack installs unless it names another."""
     return str(_table()["kubeflow"])
+
+
+def notebook_base(flavor: str) -> str:
+    """The Kubeflow notebook image the stack's notebook image builds on."""
+    return str(_table()["notebookBases"][flavor])  # type: ignore[index]

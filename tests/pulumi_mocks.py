@@ -25,6 +25,7 @@ STACKS = ROOT / "stacks"
 # Tests never fetch kubeflow/manifests: stacks render our own fixture of the same shape.
 KUBEFLOW_FIXTURE = ROOT / "tests" / "fixtures" / "kubeflow-manifests"
 TEST_PASSWORD = "correct-horse-battery-staple"
+ACCOUNT = "123456789012"
 TEST_DOCKER_CONFIG = json.dumps({"auths": {"registry.example.org": {"auth": "dXNlcjpwYXNz"}}})
 
 
@@ -136,6 +137,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[Any]]:
         self.calls.append((args.token, dict(args.args)))
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {
+                "accountId": ACCOUNT,
+                "arn": f"arn:aws:iam::{ACCOUNT}:user/ci",
+                "userId": "AIDATEST",
+                "id": ACCOUNT,
+            }, []
+        if args.token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, []
         return {}, []
 
     def of_type(self, typ: str) -> list[Registered]:

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import AfterValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from stack import versions
 from stack.model.base import (
@@ -21,6 +22,7 @@ from stack.model.base import (
     email,
     matches,
     no_float,
+    section,
     unique,
 )
 
@@ -45,6 +47,7 @@ RESERVED_NAMESPACES = frozenset(
 RESERVED_NAMESPACE_PREFIXES = ("kube-", "kubeflow-", "istio-", "knative-")
 UPSTREAM_DEFAULT_USER = "user@example.com"
 _RELEASES_FILE = Path(__file__).parent.parent / "kubeflow_releases.yaml"
+_REGISTRY_PREFIX = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*$"
 _IMAGE_REFERENCE = (
     r"^[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)+"
     r"(:\w[\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
@@ -92,6 +95,32 @@ def known_components(version: str) -> tuple[str, ...] | None:
     return tuple(entry["components"]) if entry else None
 
 
+class NotebookImage(Model):
+    """The notebook image data scientists start from: built by the stack, or given."""
+
+    build: bool = Field(
+        default=False,
+        description="build images/notebook (BuildKit, where pulumi up runs) and push it to the "
+        "stack's ECR; EKS with registryAccess ecr",
+    )
+    flavor: Literal["pytorch-cuda", "scipy"] = Field(
+        default="pytorch-cuda", description="the Kubeflow notebook image the build starts from"
+    )
+    image: ImageReference | None = Field(
+        default=None, description="a prebuilt notebook image instead (pin it by @sha256 digest)"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NotebookImage:
+        if self.build and self.image is not None:
+            raise PydanticCustomError(
+                "rules_broken",
+                "1 rule broken",
+                {"problems": [("image", self.image, "remove it, or set build: false")]},
+            )
+        return self
+
+
 class Kubeflow(Model):
     enabled: bool = Field(default=True, description="deploy Kubeflow")
     version: Annotated[
@@ -121,8 +150,21 @@ class Kubeflow(Model):
     )
     registry_access: Literal["none", "docker-config", "ecr"] = Field(
         default="none",
-        description="docker-config: pull secret per profile; ecr: nodes pull with their role",
+        description="ecr: an ECR prefix and a push role per profile, nodes pull with their role; "
+        "docker-config: each profile's own registry credentials (secret registryDockerConfigs)",
     )
+    job_registry: Annotated[str, matches(_REGISTRY_PREFIX, "registry.example.org/ml")] | None = Field(
+        default=None,
+        description="docker-config: where fnjob pushes from notebooks, each profile under "
+        "<jobRegistry>/<profile> (ecr: the profile's ECR prefix, always)",
+    )
+    job_base_image: ImageReference | None = Field(
+        default=None, description="base image of fnjob jobs (default: the notebook image)"
+    )
+    keep_untagged_images: int = Field(
+        default=30, ge=1, le=1000, description="ecr: untagged job images kept per repository"
+    )
+    notebook_image: NotebookImage = section()
 
     @model_validator(mode="after")
     def _consistent(self) -> Kubeflow:
@@ -138,6 +180,19 @@ class Kubeflow(Model):
                 "profiles",
                 names,
                 f"give each profile its own name; repeated: {', '.join(repeated)}",
+            )
+        if self.job_registry is not None and self.registry_access != "docker-config":
+            rules.add(
+                "jobRegistry",
+                self.job_registry,
+                "remove it: only docker-config uses it (ecr gives each profile its prefix)",
+            )
+        if self.notebook_image.build and self.registry_access != "ecr":
+            rules.add(
+                "notebookImage.build",
+                True,
+                "set registryAccess: ecr (the stack pushes the image to its ECR), or give "
+                "notebookImage.image instead",
             )
         known = None if self.local_path is not None else known_components(self.version)
         for index, entry in enumerate(self.components or ()):

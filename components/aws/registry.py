@@ -1,0 +1,218 @@
+"""Where each profile's jobs live in ECR, and the identity its notebooks push with.
+
+Per profile:
+- an ECR prefix ``<cluster>/<profile>/``: the repository fnjob pushes to by default
+  (``<prefix>fnjob``: scan on push, a lifecycle that keeps the last N untagged images) and a
+  creation template, so a push to any other name under the prefix creates its repository with
+  the same lifecycle;
+- an IAM role for the profile's ``default-editor`` ServiceAccount, through EKS Pod Identity,
+  that may push and pull only under the prefix, and pull the stack's notebook image (the
+  default base of jobs).
+
+Why Pod Identity and not IRSA: the profile controller creates and owns ``default-editor``;
+IRSA would need a role annotation on it (a patch racing the controller), and a trust policy
+per role tied to the cluster's OIDC issuer. A Pod Identity association is an AWS resource
+naming the namespace and ServiceAccount; nothing on the cluster changes. The role's trust
+also requires the session tags of exactly that namespace, ServiceAccount and cluster, so
+associating it elsewhere gives nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components.aws.iam import policy_document
+
+JOB_REPOSITORY = "fnjob"
+PROFILE_SERVICE_ACCOUNT = "default-editor"
+PUSH_ACTIONS = (
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:BatchGetImage",
+    "ecr:CompleteLayerUpload",
+    "ecr:DescribeImages",
+    "ecr:DescribeRepositories",
+    "ecr:GetDownloadUrlForLayer",
+    "ecr:InitiateLayerUpload",
+    "ecr:PutImage",
+    "ecr:UploadLayerPart",
+    # A push to a new name under the prefix creates the repository (creation template).
+    "ecr:CreateRepository",
+)
+PULL_ACTIONS = (
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+)
+
+
+def keep_untagged_policy(count: int) -> str:
+    """ECR lifecycle: expire untagged images beyond the newest ``count``. fnjob pushes by
+    digest, so every build is an untagged image."""
+    return json.dumps(
+        {
+            "rules": [
+                {
+                    "rulePriority": 1,
+                    "description": f"keep the newest {count} untagged images",
+                    "selection": {
+                        "tagStatus": "untagged",
+                        "countType": "imageCountMoreThan",
+                        "countNumber": count,
+                    },
+                    "action": {"type": "expire"},
+                }
+            ]
+        },
+        sort_keys=True,
+    )
+
+
+def pod_identity_trust(cluster_arn: str, namespace: str, service_account: str) -> str:
+    """Trust for EKS Pod Identity, only for one ServiceAccount of one cluster."""
+    return policy_document(
+        [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "pods.eks.amazonaws.com"},
+                "Action": ["sts:AssumeRole", "sts:TagSession"],
+                "Condition": {
+                    "StringEquals": {
+                        "aws:RequestTag/eks-cluster-arn": cluster_arn,
+                        "aws:RequestTag/kubernetes-namespace": namespace,
+                        "aws:RequestTag/kubernetes-service-account": service_account,
+                    }
+                },
+            }
+        ]
+    )
+
+
+def profile_push_policy(arn_base: str, prefix: str, pullable: Sequence[str]) -> str:
+    """Push and pull under ``prefix`` only; pull the listed repositories (base images).
+
+    ``arn_base`` is ``arn:<partition>:ecr:<region>:<account>``.
+    """
+    repositories = f"{arn_base}:repository/{prefix}*"
+    statements: list[Mapping[str, Any]] = [
+        {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"},
+        {"Effect": "Allow", "Action": list(PUSH_ACTIONS), "Resource": repositories},
+    ]
+    if pullable:
+        statements.append(
+            {
+                "Effect": "Allow",
+                "Action": list(PULL_ACTIONS),
+                "Resource": [f"{arn_base}:repository/{name}" for name in pullable],
+            }
+        )
+    return policy_document(statements)
+
+
+def _trust_of_editor(namespace: str, cluster_arn: str) -> str:
+    return pod_identity_trust(cluster_arn, namespace, PROFILE_SERVICE_ACCOUNT)
+
+
+def _push_policy_from(prefix: str, values: list[str]) -> str:
+    return profile_push_policy(values[0], prefix, values[1:])
+
+
+@dataclass(frozen=True)
+class ProfileRegistriesArgs:
+    cluster_name: str
+    region: str
+    profiles: Sequence[str]
+    keep_untagged_images: int
+    # Repositories every profile may pull from (the stack's notebook image).
+    base_repositories: Sequence[pulumi.Input[str]] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class ProfileRegistries(pulumi.ComponentResource):
+    """ECR prefixes and Pod Identity push roles, one per profile."""
+
+    # profile -> where fnjob pushes (the registry host and prefix, without the image name)
+    registries: dict[str, pulumi.Output[str]]
+    role_arns: dict[str, pulumi.Output[str]]
+
+    def __init__(
+        self, name: str, args: ProfileRegistriesArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("kubeflow-eks:registry:ProfileRegistries", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        account = aws.get_caller_identity_output(opts=invoke).account_id
+        partition = aws.get_partition_output(opts=invoke).partition
+        cluster_arn = pulumi.Output.concat(
+            "arn:", partition, ":eks:", args.region, ":", account, ":cluster/", args.cluster_name
+        )
+        arn_base = pulumi.Output.concat("arn:", partition, ":ecr:", args.region, ":", account)
+        lifecycle = keep_untagged_policy(args.keep_untagged_images)
+        self.registries = {}
+        self.role_arns = {}
+        for profile in args.profiles:
+            prefix = f"{args.cluster_name}/{profile}/"
+            repository = aws.ecr.Repository(
+                f"{name}-{profile}",
+                name=f"{prefix}{JOB_REPOSITORY}",
+                image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
+                    scan_on_push=True
+                ),
+                image_tag_mutability="MUTABLE",
+                encryption_configurations=[
+                    aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")
+                ],
+                # Job images are rebuilt from code; the stack's destroy takes them along.
+                force_delete=True,
+                tags={**args.tags, "kubeflow-eks:profile": profile},
+                opts=child,
+            )
+            aws.ecr.LifecyclePolicy(
+                f"{name}-{profile}", repository=repository.name, policy=lifecycle, opts=child
+            )
+            aws.ecr.RepositoryCreationTemplate(
+                f"{name}-{profile}",
+                prefix=prefix.rstrip("/"),
+                applied_fors=["CREATE_ON_PUSH"],
+                description=f"fnjob images of profile {profile} in {args.cluster_name}",
+                image_tag_mutability="MUTABLE",
+                lifecycle_policy=lifecycle,
+                encryption_configurations=[
+                    aws.ecr.RepositoryCreationTemplateEncryptionConfigurationArgs(
+                        encryption_type="AES256"
+                    )
+                ],
+                opts=child,
+            )
+            trust = cluster_arn.apply(functools.partial(_trust_of_editor, profile))
+            role = aws.iam.Role(
+                f"{name}-{profile}",
+                assume_role_policy=trust,
+                description=f"fnjob pushes of {profile}/{PROFILE_SERVICE_ACCOUNT}",
+                tags=dict(args.tags),
+                opts=child,
+            )
+            policy = pulumi.Output.all(arn_base, *args.base_repositories).apply(
+                functools.partial(_push_policy_from, prefix)
+            )
+            aws.iam.RolePolicy(f"{name}-{profile}", role=role.id, policy=policy, opts=child)
+            aws.eks.PodIdentityAssociation(
+                f"{name}-{profile}",
+                cluster_name=args.cluster_name,
+                namespace=profile,
+                service_account=PROFILE_SERVICE_ACCOUNT,
+                role_arn=role.arn,
+                tags=dict(args.tags),
+                opts=child,
+            )
+            self.registries[profile] = repository.repository_url.apply(
+                lambda url: url.rsplit("/", 1)[0]
+            )
+            self.role_arns[profile] = role.arn
+        self.register_outputs({"registries": self.registries})
