@@ -7,7 +7,7 @@ under Pulumi's mocks.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -16,6 +16,12 @@ import pulumi_kubernetes as k8s
 from components.aws.addons import NodeAddons, NodeAddonsArgs
 from components.aws.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.aws.cluster import EksCluster, EksClusterArgs
+from components.aws.load_balancer import (
+    KubeflowLoadBalancer,
+    KubeflowLoadBalancerArgs,
+    LoadBalancerController,
+    LoadBalancerControllerArgs,
+)
 from components.aws.network import Network, NetworkArgs
 from components.aws.node_groups import ManagedNodeGroup, ManagedNodeGroupArgs
 from components.aws.storage import EbsStorage, EbsStorageArgs
@@ -40,6 +46,9 @@ class Platform:
     provider: k8s.Provider
     # Resources the cluster must have before workloads land (node groups, storage).
     ready: list[pulumi.Resource]
+    # EKS only: the VPC, and what the load balancer controller waits for.
+    network: Network | None = None
+    ingress_ready: list[pulumi.Resource] = field(default_factory=list)
 
 
 def kubeflow_args_from_config(cfg: EksStack | OnpremStack) -> KubeflowArgs:
@@ -233,7 +242,13 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
             "aws eks update-kubeconfig --region ", cfg.region, " --name ", cluster.cluster_name
         ),
     }
-    return Platform(provider=cluster.provider, ready=ready), outputs
+    platform = Platform(
+        provider=cluster.provider,
+        ready=ready,
+        network=network,
+        ingress_ready=[system_group, addons],
+    )
+    return platform, outputs
 
 
 def build_onprem(cfg: OnpremStack) -> tuple[Platform, dict[str, Any]]:
@@ -268,6 +283,46 @@ def _render_kubeflow(args: KubeflowArgs) -> RenderedManifests:
     except ComponentSelectionError as error:
         given = list(args.components or ())
         raise StackConfigError([Problem("kubeflow.components", show(given), str(error))]) from None
+
+
+def _kubeflow_load_balancer(
+    cfg: EksStack, platform: Platform, kubeflow: Kubeflow
+) -> pulumi.Output[str]:
+    """The AWS Load Balancer Controller and the ALB that serves https://<domain>/."""
+    assert platform.network is not None and cfg.region is not None and cfg.kubeflow.domain
+    name = cfg.cluster_name
+    tags = _stack_tags(cfg)
+    controller = LoadBalancerController(
+        f"{name}-lb-controller",
+        LoadBalancerControllerArgs(
+            cluster_name=name,
+            region=cfg.region,
+            vpc_id=platform.network.vpc_id,
+            chart_version=versions.chart("aws-load-balancer-controller"),
+            provider=platform.provider,
+            depends_on=platform.ingress_ready,
+            tags=tags,
+        ),
+    )
+    internal = cfg.kubeflow.load_balancer.scheme == "internal"
+    network = platform.network
+    balancer = KubeflowLoadBalancer(
+        f"{name}-kubeflow-lb",
+        KubeflowLoadBalancerArgs(
+            domain=cfg.kubeflow.domain,
+            internal=internal,
+            allowed_cidrs=cfg.kubeflow.load_balancer.allowed_cidrs,
+            vpc_id=network.vpc_id,
+            vpc_cidr=network.vpc_cidr,
+            subnet_ids=network.private_subnet_ids if internal else network.public_subnet_ids,
+            hosted_zone_id=cfg.kubeflow.hosted_zone_id,
+            certificate_arn=cfg.kubeflow.certificate_arn,
+            provider=platform.provider,
+            binding_after=[controller, kubeflow],
+            tags=tags,
+        ),
+    )
+    return balancer.dns_name
 
 
 def build_stack(cfg: EksStack | OnpremStack) -> dict[str, Any]:
@@ -305,6 +360,9 @@ def build_stack(cfg: EksStack | OnpremStack) -> dict[str, Any]:
             docker_config_json=pulumi.Output.secret(docker_config) if docker_config else None,
             opts=on_cluster,
         )
+        if isinstance(cfg, EksStack) and cfg.kubeflow.ingress == "load-balancer":
+            outputs["loadBalancerDnsName"] = _kubeflow_load_balancer(cfg, platform, kubeflow)
+        outputs["kubeflowUrl"] = cfg.kubeflow.url
         outputs["kubeflowAdmin"] = kubeflow.admin_email
         outputs["kubeflowDashboard"] = kubeflow.dashboard_url
         outputs["kubeflowPortForward"] = kubeflow.dashboard_port_forward

@@ -127,6 +127,31 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 arn=f"arn:aws:eks:us-west-2:123456789012:nodegroup/{args.name}",
                 resources=[{"autoscalingGroups": [{"name": f"eks-{args.name}-asg"}]}],
             )
+        elif args.typ == "aws:acm/certificate:Certificate":
+            domain = args.inputs["domainName"]
+            outputs.update(
+                arn=f"arn:aws:acm:us-west-2:{ACCOUNT}:certificate/{args.name}",
+                domainValidationOptions=[
+                    {
+                        "domainName": domain,
+                        "resourceRecordName": f"_0123abcd.{domain}.",
+                        "resourceRecordType": "CNAME",
+                        "resourceRecordValue": "_4567ef.acm-validations.aws.",
+                    }
+                ],
+            )
+        elif args.typ == "aws:route53/record:Record":
+            outputs.update(fqdn=str(args.inputs["name"]).rstrip("."))
+        elif args.typ == "aws:lb/loadBalancer:LoadBalancer":
+            outputs.update(
+                arn=f"arn:aws:elasticloadbalancing:us-west-2:{ACCOUNT}:loadbalancer/app/{args.name}",
+                dnsName=f"{args.name}-123.us-west-2.elb.amazonaws.com",
+                zoneId="Z1H1FL5HABSF5",
+            )
+        elif args.typ == "aws:lb/targetGroup:TargetGroup":
+            outputs.update(
+                arn=f"arn:aws:elasticloadbalancing:us-west-2:{ACCOUNT}:targetgroup/{args.name}"
+            )
         elif args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
             outputs.update(latestVersion=1)
         elif args.typ == "random:index/randomPassword:RandomPassword":
@@ -144,6 +169,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "userId": "AIDATEST",
                 "id": ACCOUNT,
             }, []
+        if args.token == "aws:ec2/getVpc:getVpc":
+            return {"id": args.args.get("id"), "cidrBlock": "10.99.0.0/16"}, []
         if args.token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, []
         return {}, []

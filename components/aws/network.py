@@ -64,6 +64,7 @@ class Network(pulumi.ComponentResource):
     public_subnet_ids: pulumi.Output[list[str]]
     # Placement unit (an AZ of a new VPC, or an existing private subnet) -> its subnet id.
     private_subnet_by_zone: dict[str, pulumi.Output[str]]
+    vpc_cidr: pulumi.Output[str]
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("kubeflow-eks:network:Network", name, None, opts)
@@ -75,6 +76,9 @@ class Network(pulumi.ComponentResource):
             self.private_subnet_by_zone = {
                 subnet: pulumi.Output.from_input(subnet) for subnet in cfg.private_subnet_ids
             }
+            self.vpc_cidr = aws.ec2.get_vpc_output(
+                id=cfg.existing_vpc_id, opts=pulumi.InvokeOutputOptions(parent=self)
+            ).cidr_block
             self.register_outputs({"vpc_id": self.vpc_id})
             return
 
@@ -163,6 +167,7 @@ class Network(pulumi.ComponentResource):
             self._endpoints(name, args, vpc, list(private.values()), private_routes, child)
 
         self.vpc_id = vpc.id
+        self.vpc_cidr = vpc.cidr_block
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private.values()])
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in public.values()])
         self.private_subnet_by_zone = {zone: subnet.id for zone, subnet in private.items()}

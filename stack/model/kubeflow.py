@@ -9,11 +9,13 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import AfterValidator, Field, model_validator
+from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from stack import versions
 from stack.model.base import (
     MISSING,
+    CidrV4,
     Model,
     Rules,
     UniqueStrings,
@@ -47,6 +49,8 @@ RESERVED_NAMESPACES = frozenset(
 RESERVED_NAMESPACE_PREFIXES = ("kube-", "kubeflow-", "istio-", "knative-")
 UPSTREAM_DEFAULT_USER = "user@example.com"
 _RELEASES_FILE = Path(__file__).parent.parent / "kubeflow_releases.yaml"
+_DOMAIN = r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+_ACM_ARN = r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$"
 _REGISTRY_PREFIX = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*$"
 _IMAGE_REFERENCE = (
     r"^[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)+"
@@ -121,6 +125,52 @@ class NotebookImage(Model):
         return self
 
 
+class LoadBalancer(Model):
+    """How the load balancer in front of Kubeflow is reached (ingress: load-balancer)."""
+
+    scheme: Literal["internet-facing", "internal"] = Field(
+        default="internet-facing", description="eks: the ALB's scheme"
+    )
+    allowed_cidrs: tuple[CidrV4, ...] = Field(
+        default=("0.0.0.0/0",), min_length=1, description="IPv4 CIDRs that may connect"
+    )
+    service_type: Literal["LoadBalancer", "NodePort"] = Field(
+        default="LoadBalancer", description="onprem: how the Istio gateway is exposed"
+    )
+    node_port: int | None = Field(
+        default=None, ge=30000, le=32767, description="onprem NodePort: the HTTPS node port"
+    )
+
+
+class Tls(Model):
+    """onprem: the certificate the Istio gateway serves for kubeflow.domain."""
+
+    cluster_issuer: Annotated[str, dns_label(253, "letsencrypt")] | None = Field(
+        default=None, description="a cert-manager ClusterIssuer that issues it"
+    )
+    secret_name: Annotated[str, dns_label(253, "kubeflow-tls")] | None = Field(
+        default=None, description="or an existing kubernetes.io/tls Secret in istio-system"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Tls:
+        if self.cluster_issuer is not None and self.secret_name is not None:
+            raise PydanticCustomError(
+                "rules_broken",
+                "1 rule broken",
+                {
+                    "problems": [
+                        (
+                            "secretName",
+                            self.secret_name,
+                            "give clusterIssuer or secretName, not both",
+                        )
+                    ]
+                },
+            )
+        return self
+
+
 class Kubeflow(Model):
     enabled: bool = Field(default=True, description="deploy Kubeflow")
     version: Annotated[
@@ -153,10 +203,12 @@ class Kubeflow(Model):
         description="ecr: an ECR prefix and a push role per profile, nodes pull with their role; "
         "docker-config: each profile's own registry credentials (secret registryDockerConfigs)",
     )
-    job_registry: Annotated[str, matches(_REGISTRY_PREFIX, "registry.example.org/ml")] | None = Field(
-        default=None,
-        description="docker-config: where fnjob pushes from notebooks, each profile under "
-        "<jobRegistry>/<profile> (ecr: the profile's ECR prefix, always)",
+    job_registry: Annotated[str, matches(_REGISTRY_PREFIX, "registry.example.org/ml")] | None = (
+        Field(
+            default=None,
+            description="docker-config: where fnjob pushes from notebooks, each profile under "
+            "<jobRegistry>/<profile> (ecr: the profile's ECR prefix, always)",
+        )
     )
     job_base_image: ImageReference | None = Field(
         default=None, description="base image of fnjob jobs (default: the notebook image)"
@@ -165,6 +217,26 @@ class Kubeflow(Model):
         default=30, ge=1, le=1000, description="ecr: untagged job images kept per repository"
     )
     notebook_image: NotebookImage = section()
+    ingress: Literal["port-forward", "load-balancer"] = Field(
+        default="port-forward",
+        description="port-forward (kubectl port-forward, nothing exposed) or load-balancer "
+        "(https://<domain>)",
+    )
+    domain: Annotated[str, matches(_DOMAIN, "kubeflow.example.org")] | None = Field(
+        default=None, description="the name Kubeflow is reached by (ingress: load-balancer)"
+    )
+    hosted_zone_id: (
+        Annotated[str, matches(r"^Z[A-Z0-9]{1,32}$", "Z0123456789ABCDEFGHIJ")] | None
+    ) = Field(
+        default=None,
+        description="eks: Route53 zone of the domain (certificate validation, alias record)",
+    )
+    certificate_arn: (
+        Annotated[str, matches(_ACM_ARN, "arn:aws:acm:us-west-2:123456789012:certificate/<id>")]
+        | None
+    ) = Field(default=None, description="eks: an existing ACM certificate for the domain instead")
+    load_balancer: LoadBalancer = section()
+    tls: Tls = section()
 
     @model_validator(mode="after")
     def _consistent(self) -> Kubeflow:
@@ -194,12 +266,42 @@ class Kubeflow(Model):
                 "set registryAccess: ecr (the stack pushes the image to its ECR), or give "
                 "notebookImage.image instead",
             )
+        self._ingress_rules(rules)
         known = None if self.local_path is not None else known_components(self.version)
         for index, entry in enumerate(self.components or ()):
             if known is not None and entry not in known:
                 rules.add(f"components[{index}]", entry, _closest(entry, known, self.version))
         rules.raise_if_any()
         return self
+
+    def _ingress_rules(self, rules: Rules) -> None:
+        if self.ingress == "port-forward":
+            for key in ("domain", "hosted_zone_id", "certificate_arn"):
+                if getattr(self, key) is not None:
+                    rules.add(
+                        to_camel(key),
+                        getattr(self, key),
+                        "set ingress: load-balancer, or remove it",
+                    )
+            return
+        if self.protocol == "http":
+            rules.add(
+                "protocol",
+                "http",
+                "use https with ingress: load-balancer; plain HTTP to a load balancer would send "
+                "logins and session cookies in clear",
+            )
+        if self.domain is None:
+            rules.add(
+                "domain", MISSING, "set the name to reach Kubeflow by, e.g. kubeflow.example.org"
+            )
+
+    @property
+    def url(self) -> str:
+        """Where users open Kubeflow."""
+        if self.ingress == "load-balancer" and self.domain:
+            return f"https://{self.domain}/"
+        return "http://localhost:8080/"
 
     @property
     def http_mode(self) -> bool:

@@ -17,11 +17,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic.alias_generators import to_camel
 
 from stack import versions
 from stack.model.aws import ClusterAutoscaler, Endpoint, SystemNodeGroup, Vpc
 from stack.model.base import (
+    MISSING,
     Model,
     Rules,
     custom,
@@ -217,6 +218,34 @@ class EksStack(StackBase):
     gpu_node_groups: tuple[EksGpuGroup, ...] = ()
     cluster_autoscaler: ClusterAutoscaler = section()
 
+    @field_validator("kubeflow", mode="after")
+    @classmethod
+    def _kubeflow_on_eks(cls, kubeflow: Kubeflow) -> Kubeflow:
+        rules = Rules()
+        for key in ("service_type", "node_port"):
+            if key in kubeflow.load_balancer.model_fields_set:
+                value = getattr(kubeflow.load_balancer, key)
+                rules.add(
+                    f"loadBalancer.{to_camel(key)}", value, "remove it: only for mode: onprem"
+                )
+        for key in ("cluster_issuer", "secret_name"):
+            if key in kubeflow.tls.model_fields_set:
+                rules.add(
+                    f"tls.{to_camel(key)}",
+                    getattr(kubeflow.tls, key),
+                    "remove it: on EKS the load balancer's ACM certificate is used",
+                )
+        lb = kubeflow.ingress == "load-balancer"
+        if lb and kubeflow.hosted_zone_id is None and kubeflow.certificate_arn is None:
+            rules.add(
+                "hostedZoneId",
+                MISSING,
+                "set the Route53 zone of the domain (the stack issues and validates an ACM "
+                "certificate and adds the DNS record), or certificateArn",
+            )
+        rules.raise_if_any()
+        return kubeflow
+
     @field_validator("kubernetes_version")
     @classmethod
     def _supported(cls, value: str) -> str:
@@ -300,13 +329,24 @@ class OnpremStack(StackBase):
 
     @field_validator("kubeflow", mode="after")
     @classmethod
-    def _no_ecr(cls, kubeflow: Kubeflow) -> Kubeflow:
+    def _kubeflow_on_prem(cls, kubeflow: Kubeflow) -> Kubeflow:
+        rules = Rules()
         if kubeflow.registry_access == "ecr":
-            raise PydanticCustomError(
-                "rules_broken",
-                "1 rule broken",
-                {"problems": [("registryAccess", "ecr", "use docker-config; ecr needs EKS nodes")]},
+            rules.add("registryAccess", "ecr", "use docker-config; ecr needs EKS nodes")
+        for key in ("hosted_zone_id", "certificate_arn"):
+            if getattr(kubeflow, key) is not None:
+                rules.add(to_camel(key), getattr(kubeflow, key), "remove it: only for mode: eks")
+        if "scheme" in kubeflow.load_balancer.model_fields_set:
+            rules.add("loadBalancer.scheme", kubeflow.load_balancer.scheme, "remove it: eks only")
+        tls = kubeflow.tls
+        if kubeflow.ingress == "load-balancer" and not (tls.cluster_issuer or tls.secret_name):
+            rules.add(
+                "tls",
+                MISSING,
+                "set tls.clusterIssuer (cert-manager issues the certificate) or tls.secretName "
+                "(an existing TLS Secret in istio-system)",
             )
+        rules.raise_if_any()
         return kubeflow
 
     @field_validator("onprem_kubeconfig", mode="after")

@@ -1,0 +1,159 @@
+"""Kubeflow by name over HTTPS on EKS: what the stack registers, read under mocks."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.aws.load_balancer import controller_policy, target_group_binding
+from stack import versions
+from tests.crd_schema import crd_errors
+from tests.pulumi_mocks import ACCOUNT, RecordingMocks, StackRun, file_config, run_program
+
+GOOD = Path(__file__).parent / "files" / "good"
+TGB_CRD = Path(__file__).parents[1] / "fixtures" / "crds" / "targetgroupbindings.elbv2.k8s.aws.yaml"
+ZONE = "https-by-name-with-a-zone"
+CERTIFICATE = "https-internal-with-a-certificate"
+
+
+@cache
+def _run(case: str) -> StackRun:
+    return run_program(file_config(GOOD / f"Pulumi.{case}.yaml"), stack=case)
+
+
+def _one(mocks: RecordingMocks, typ: str, name_part: str = "") -> Any:
+    [resource] = [r for r in mocks.of_type(typ) if name_part in r.name]
+    return resource.inputs
+
+
+def _listener(mocks: RecordingMocks, port: int) -> Any:
+    [listener] = [
+        r.inputs for r in mocks.of_type("aws:lb/listener:Listener") if r.inputs["port"] == port
+    ]
+    return listener
+
+
+def test_the_controller_has_exactly_its_documented_policy_through_pod_identity() -> None:
+    mocks = _run(ZONE).mocks
+    role = _one(mocks, "aws:iam/role:Role", "lb-controller")
+    [statement] = json.loads(role["assumeRolePolicy"])["Statement"]
+    assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+    assert statement["Action"] == ["sts:AssumeRole", "sts:TagSession"]
+    tags = statement["Condition"]["StringEquals"]
+    assert tags["aws:RequestTag/kubernetes-namespace"] == "kube-system"
+    assert tags["aws:RequestTag/kubernetes-service-account"] == "aws-load-balancer-controller"
+    assert tags["aws:RequestTag/eks-cluster-arn"] == (
+        f"arn:aws:eks:us-west-2:{ACCOUNT}:cluster/{_cluster(ZONE)}"
+    )
+    policy = _one(mocks, "aws:iam/rolePolicy:RolePolicy", "lb-controller")["policy"]
+    assert json.loads(policy) == json.loads(controller_policy())
+    association = _one(mocks, "aws:eks/podIdentityAssociation:PodIdentityAssociation", "lb-")
+    assert (association["namespace"], association["serviceAccount"]) == (
+        "kube-system",
+        "aws-load-balancer-controller",
+    )
+    release = next(
+        r.inputs
+        for r in mocks.of_type("kubernetes:helm.sh/v3:Release")
+        if r.inputs["chart"] == "aws-load-balancer-controller"
+    )
+    assert release["version"] == versions.chart("aws-load-balancer-controller")
+    assert release["values"]["enableServiceMutatorWebhook"] is False
+    assert release["values"]["clusterName"] == _cluster(ZONE)
+
+
+def test_https_listener_with_a_validated_certificate_and_http_redirected() -> None:
+    mocks = _run(ZONE).mocks
+    certificate = _one(mocks, "aws:acm/certificate:Certificate")
+    assert certificate["domainName"] == "kubeflow.example.org"
+    assert certificate["validationMethod"] == "DNS"
+    validation_record = _one(mocks, "aws:route53/record:Record", "-validation")
+    assert validation_record["zoneId"] == "Z0123456789ABC"
+    assert validation_record["type"] == "CNAME"
+    assert validation_record["records"] == ["_4567ef.acm-validations.aws."]
+    validation = _one(mocks, "aws:acm/certificateValidation:CertificateValidation")
+    assert validation["validationRecordFqdns"] == ["_0123abcd.kubeflow.example.org"]
+    https = _listener(mocks, 443)
+    assert (https["port"], https["protocol"]) == (443, "HTTPS")
+    assert https["sslPolicy"].startswith("ELBSecurityPolicy-TLS13")
+    # The listener serves the certificate only once it is validated.
+    assert https["certificateArn"] == validation["certificateArn"]
+    [forward] = https["defaultActions"]
+    assert forward["type"] == "forward"
+    http = _listener(mocks, 80)
+    [redirect] = http["defaultActions"]
+    assert redirect["redirect"] == {"protocol": "HTTPS", "port": "443", "statusCode": "HTTP_301"}
+
+
+def test_the_alias_record_points_the_domain_at_the_alb() -> None:
+    mocks = _run(ZONE).mocks
+    alias = _one(mocks, "aws:route53/record:Record", "-alias")
+    assert (alias["name"], alias["type"], alias["zoneId"]) == (
+        "kubeflow.example.org",
+        "A",
+        "Z0123456789ABC",
+    )
+    [target] = alias["aliases"]
+    alb = next(r for r in mocks.of_type("aws:lb/loadBalancer:LoadBalancer"))
+    assert target["name"] == f"{alb.name}-123.us-west-2.elb.amazonaws.com"
+    assert _run(ZONE).outputs["kubeflowUrl"] == "https://kubeflow.example.org/"
+
+
+def test_internet_facing_alb_admits_only_the_allowed_ranges() -> None:
+    mocks = _run(ZONE).mocks
+    alb = _one(mocks, "aws:lb/loadBalancer:LoadBalancer")
+    assert alb["internal"] is False
+    public = {f"{r.name}-id" for r in mocks.of_type("aws:ec2/subnet:Subnet") if "public" in r.name}
+    assert set(alb["subnets"]) == public
+    group = _one(mocks, "aws:ec2/securityGroup:SecurityGroup", "-alb")
+    assert {rule["fromPort"] for rule in group["ingress"]} == {80, 443}
+    assert all(rule["cidrBlocks"] == ["203.0.113.0/24"] for rule in group["ingress"])
+
+
+def test_internal_alb_with_an_existing_certificate_issues_none() -> None:
+    mocks = _run(CERTIFICATE).mocks
+    alb = _one(mocks, "aws:lb/loadBalancer:LoadBalancer")
+    assert alb["internal"] is True
+    private = {
+        f"{r.name}-id" for r in mocks.of_type("aws:ec2/subnet:Subnet") if "private" in r.name
+    }
+    assert set(alb["subnets"]) == private
+    assert mocks.of_type("aws:acm/certificate:Certificate") == []
+    assert mocks.of_type("aws:route53/record:Record") == []
+    https = _listener(mocks, 443)
+    assert https["certificateArn"].startswith("arn:aws:acm:us-west-2:123456789012:certificate/")
+
+
+def test_the_target_group_binding_is_valid_and_comes_after_istio_and_the_controller() -> None:
+    mocks = _run(ZONE).mocks
+    [binding_group] = [
+        g for g in mocks.nodes("kubernetes:yaml/v2:ConfigGroup") if "-binding" in g.name
+    ]
+    waits = mocks.waits_for(binding_group.urn)
+    controller = next(
+        r for r in mocks.nodes("kubernetes:helm.sh/v3:Release") if "lb-controller" in r.name
+    )
+    platform = [g for g in mocks.nodes("kubernetes:yaml/v2:ConfigGroup") if "-kubeflow-0" in g.name]
+    assert controller.urn in waits
+    assert platform and all(g.urn in waits for g in platform)
+    binding = target_group_binding("arn:aws:elasticloadbalancing:tg", "sg-0123")
+    assert binding["spec"]["serviceRef"] == {"name": "istio-ingressgateway", "port": 80}
+    # Valid against the CRD the controller's pinned chart installs.
+    crd = yaml.safe_load(TGB_CRD.read_text())
+    assert crd_errors(binding, crd) == []
+    broken = {**binding, "spec": {**binding["spec"], "targetGroupArn": "typo"}}
+    assert crd_errors(broken, crd)
+
+
+def test_port_forward_stacks_create_no_load_balancer() -> None:
+    run = run_program(file_config(GOOD / "Pulumi.minimal-eks.yaml"), stack="minimal-eks")
+    assert run.mocks.of_type("aws:lb/loadBalancer:LoadBalancer") == []
+    assert run.outputs["kubeflowUrl"] == "http://localhost:8080/"
+
+
+def _cluster(case: str) -> str:
+    return f"kubeflow-{case}"[:32].rstrip("-")
