@@ -779,4 +779,6 @@ class RegistryClient:
             if response.status_code not in (200, 204):
                 return None
             match = _RANGE.match(response.headers.get("Range", ""))
-        return int(match.group(1)) + 1 if match else 0
+        last = int(match.group(1)) if match else 0
+        # "0-0" means 0 or 1 bytes depending on the registry's version: start afresh then.
+        return last + 1 if last > 0 else None
