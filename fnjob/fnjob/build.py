@@ -201,6 +201,7 @@ def _scan_layers(
         if "zstd" not in str(layer.get("mediaType", ""))
     ]
     total = sum(int(layer.get("size", 0)) for layer in layers)
+    before = client.bytes_downloaded
 
     def members(layer: Mapping[str, Any]) -> Iterator[TarMember]:
         try:
@@ -215,7 +216,7 @@ def _scan_layers(
                 progress,
                 "check-python",
                 str(layer["digest"]),
-                bytes_done=client.bytes_downloaded,
+                bytes_done=client.bytes_downloaded - before,
                 bytes_total=total,
             )
 
