@@ -132,13 +132,15 @@ class _RegistryAccess:
     retry: RetryPolicy
     timeout: float
     chunk_size: int
-    # Looked up once per host and build (an ECR token costs an AWS call).
-    found: dict[str, Credentials] = field(default_factory=dict)
+    # Looked up once per repository and build (an ECR token costs an AWS call).
+    found: dict[tuple[str, str], Credentials] = field(default_factory=dict)
 
-    def credentials_for(self, host: str) -> Credentials:
-        if host not in self.found:
-            self.found[host] = find_credentials(host, explicit=self.credentials)
-        return self.found[host]
+    def credentials_for(self, host: str, repository: str) -> Credentials:
+        if (host, repository) not in self.found:
+            self.found[host, repository] = find_credentials(
+                host, repository, explicit=self.credentials
+            )
+        return self.found[host, repository]
 
     def client(
         self, host: str, repository: str, scopes: tuple[str, ...] = (), *, push: bool = False
@@ -146,7 +148,7 @@ class _RegistryAccess:
         return RegistryClient(
             host,
             repository,
-            credentials=self.credentials_for(host),
+            credentials=self.credentials_for(host, repository),
             insecure_registries=self.insecure_registries,
             retry=self.retry,
             timeout=self.timeout,
@@ -517,7 +519,9 @@ class DockerBuilder:
                     log.append(str(chunk["stream"]).rstrip())
                 if "error" in chunk:
                     raise DockerBuildFailed(f"docker build failed: {chunk['error']}", tuple(log))
-            credentials = find_credentials(target_ref.host, explicit=self.credentials)
+            credentials = find_credentials(
+                target_ref.host, target_ref.repository, explicit=self.credentials
+            )
             auth_config = (
                 {"username": credentials.username, "password": credentials.password}
                 if credentials.username

@@ -28,6 +28,7 @@ from tests.fnjob.conftest import (
     RegistryServer,
     copy_base_into,
     free_port,
+    make_podman_config,
     require_tool,
     running_registry,
 )
@@ -519,3 +520,44 @@ def test_push_progress_counts_only_acknowledged_bytes_and_never_twice(
     # The failed chunk was sent again, but the progress did not count it twice.
     assert proxy.count("PATCH", "/blobs/uploads/", 503) == 1
     assert built.bytes_uploaded is not None and built.bytes_uploaded > code_layer["size"]
+
+
+def test_podman_login_credentials_are_used(
+    password_registry: RegistryServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    podman = make_podman_config(tmp_path / "podman", [password_registry.host])
+    auth_file = tmp_path / "podman-auth.json"
+    login = subprocess.run(
+        [
+            require_tool("podman"),
+            "login",
+            "--tls-verify=false",
+            "--authfile",
+            str(auth_file),
+            "--username",
+            "alice",
+            "--password-stdin",
+            password_registry.host,
+        ],
+        input="s3cret-pass",
+        env=podman.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert login.returncode == 0, login.stderr
+    # Nothing in the Docker config: only what podman login wrote.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "empty"))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth_file))
+    builder = AppendBuilder(f"{password_registry.host}/{BASE_REPOSITORY}:3.11", cache_dir=tmp_path)
+    built = builder.build(_package(), f"{password_registry.host}/team/podman-login:v1")
+
+    check = requests.get(
+        f"{password_registry.url}/v2/team/podman-login/manifests/v1",
+        auth=("alice", "s3cret-pass"),
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        timeout=10,
+    )
+    assert check.headers["Docker-Content-Digest"] == built.digest
