@@ -33,6 +33,7 @@ from fnjob.image import (
     AppendedImage,
     ImageFormatError,
     append_layer,
+    image_links,
     image_tree,
     layer_tar,
     parse_platform,
@@ -429,7 +430,7 @@ def docker_context(package: CodePackage, base_image: str) -> bytes:
     """A tar build context: the Dockerfile plus the ``fnjob/`` tree the layer would hold."""
     tree = {path: data for path, data in image_tree(package).items()}
     tree["/Dockerfile"] = render_dockerfile(package, base_image).encode("utf-8")
-    return layer_tar(tree)
+    return layer_tar(tree, image_links(package))
 
 
 _PUSHED_DIGEST = re.compile(r"digest: (sha256:[a-f0-9]{64})")

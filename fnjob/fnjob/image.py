@@ -42,6 +42,7 @@ __all__ = [
     "Platform",
     "append_layer",
     "code_layer",
+    "image_links",
     "image_tree",
     "parse_platform",
     "select_platform",
@@ -174,33 +175,45 @@ def image_tree(package: CodePackage) -> dict[str, bytes]:
     return tree
 
 
-def _tar_info(name: str, is_dir: bool, size: int = 0) -> tarfile.TarInfo:
+def image_links(package: CodePackage) -> dict[str, str]:
+    """Absolute path in the image -> relative target, for the symlinks fnjob adds."""
+    return {f"{APP_DIR}/{path}": target for path, target in package.links.items()}
+
+
+def _tar_info(name: str, kind: bytes, size: int = 0, linkname: str = "") -> tarfile.TarInfo:
+    is_dir = kind == tarfile.DIRTYPE
     info = tarfile.TarInfo(name + ("/" if is_dir else ""))
-    info.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
-    info.mode = 0o755 if is_dir else 0o644
+    info.type = kind
+    info.mode = {tarfile.DIRTYPE: 0o755, tarfile.SYMTYPE: 0o777}.get(kind, 0o644)
     info.size = size
+    info.linkname = linkname
     info.mtime = _FIXED_MTIME
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     return info
 
 
-def layer_tar(tree: Mapping[str, bytes]) -> bytes:
-    """An uncompressed tar of tree: parent folders included, entries sorted, fixed
-    timestamps, owned by uid/gid 0, files 0644 and folders 0755."""
+def layer_tar(tree: Mapping[str, bytes], links: Mapping[str, str] | None = None) -> bytes:
+    """An uncompressed tar of tree (and symlinks: path -> target): parent folders included,
+    entries sorted, fixed timestamps, owned by uid/gid 0, files 0644 and folders 0755."""
+    links = links or {}
     folders: set[str] = set()
-    for path in tree:
+    for path in [*tree, *links]:
         parts = path.strip("/").split("/")[:-1]
         folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
-    entries = sorted([(name, True) for name in folders] + [(p.strip("/"), False) for p in tree])
+    entries = sorted(
+        [(name, tarfile.DIRTYPE) for name in folders]
+        + [(p.strip("/"), tarfile.REGTYPE) for p in tree]
+        + [(p.strip("/"), tarfile.SYMTYPE) for p in links]
+    )
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for name, is_dir in entries:
-            if is_dir:
-                archive.addfile(_tar_info(name, True))
-            else:
+        for name, kind in entries:
+            if kind == tarfile.REGTYPE:
                 data = tree["/" + name]
-                archive.addfile(_tar_info(name, False, len(data)), io.BytesIO(data))
+                archive.addfile(_tar_info(name, kind, len(data)), io.BytesIO(data))
+            else:
+                archive.addfile(_tar_info(name, kind, linkname=links.get("/" + name, "")))
     return buffer.getvalue()
 
 
@@ -222,7 +235,7 @@ class CodeLayer:
 
 def code_layer(package: CodePackage, media_type: str = OCI_LAYER) -> CodeLayer:
     """The deterministic gzip layer holding the runner, vendored cloudpickle and the code."""
-    tar = layer_tar(image_tree(package))
+    tar = layer_tar(image_tree(package), image_links(package))
     return CodeLayer(blob=Blob(_gzip(tar), media_type), diff_id=sha256_digest(tar))
 
 

@@ -208,3 +208,78 @@ def test_module_importing_fnjob_is_pickled_by_value(
     package = package_function(notebook_job.fit)
     assert package.entry == "pickle:fnjob_function.pkl"
     assert pickle.loads(package.files["fnjob_function.pkl"])(1) == 2
+
+
+# -- symlinks in shipped folders ---------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_home(tmp_path: Path) -> Path:
+    """A home folder with secrets a link could point at."""
+    home = tmp_path / "home"
+    (home / ".docker").mkdir(parents=True)
+    (home / ".docker" / "config.json").write_text('{"auths": {"reg": {"auth": "c2VjcmV0"}}}')
+    (home / ".aws").mkdir()
+    (home / ".aws" / "credentials").write_text("aws_secret_access_key = SECRET\n")
+    return home
+
+
+def test_link_out_of_an_extra_folder_is_refused_naming_it(tmp_path: Path, fake_home: Path) -> None:
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / "labels.txt").write_text("cat\n")
+    (assets / "registry.json").symlink_to(fake_home / ".docker" / "config.json")
+    train = import_sample("train_module").train
+
+    with pytest.raises(
+        UnshippableFunction, match=r"assets/registry.json' is a symlink to .*outside"
+    ):
+        package_function(train, extra_files=[assets])
+    (assets / "registry.json").unlink()
+    # Relative links that climb out are refused the same way.
+    (assets / "up.json").symlink_to(Path("..") / "home" / ".docker" / "config.json")
+    with pytest.raises(UnshippableFunction, match=r"assets/up.json"):
+        package_function(train, extra_files=[assets])
+
+
+def test_symlinked_folder_is_refused_not_silently_dropped(tmp_path: Path, fake_home: Path) -> None:
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / "aws").symlink_to(fake_home / ".aws", target_is_directory=True)
+    with pytest.raises(UnshippableFunction, match=r"assets/aws' is a symlink to .*\.aws"):
+        package_function(import_sample("train_module").train, extra_files=[assets])
+
+
+def test_links_inside_the_folder_ship_as_links(tmp_path: Path) -> None:
+    import gzip
+    import io
+    import tarfile
+
+    from fnjob.image import code_layer
+
+    data = tmp_path / "data"
+    (data / "v2").mkdir(parents=True)
+    (data / "v2" / "train.csv").write_text("x,y\n1,2\n")
+    (data / "latest.csv").symlink_to(Path("v2") / "train.csv")
+    (data / "current").symlink_to(data / "v2", target_is_directory=True)  # absolute, inside
+    package = package_function(import_sample("train_module").train, extra_files=[data])
+
+    assert package.files["data/v2/train.csv"] == b"x,y\n1,2\n"
+    assert dict(package.links) == {"data/latest.csv": "v2/train.csv", "data/current": "v2"}
+    assert "data/latest.csv" not in package.files
+    layer = code_layer(package)
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer.blob.data))) as archive:
+        link = archive.getmember("fnjob/app/data/latest.csv")
+        folder_link = archive.getmember("fnjob/app/data/current")
+    assert link.issym() and link.linkname == "v2/train.csv"
+    assert folder_link.issym() and folder_link.linkname == "v2"
+
+
+def test_code_package_refuses_links_that_leave_the_app() -> None:
+    with pytest.raises(ValueError, match=r"must be relative and stay inside"):
+        CodePackage(
+            files={"job.py": b""},
+            entry="module:job:f",
+            needs_exact_python=False,
+            links={"data/key": "../../root/.ssh/id_rsa"},
+        )
