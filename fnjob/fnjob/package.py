@@ -33,6 +33,7 @@ from typing import Any
 
 import cloudpickle
 
+from fnjob import stablepickle
 from fnjob.errors import FnJobError
 from fnjob.runner import PICKLE_PROTOCOL
 
@@ -364,7 +365,7 @@ def _pickle_by_value(func: Callable[..., Any], module_name: str | None) -> bytes
     if register:
         cloudpickle.register_pickle_by_value(module)
     try:
-        data: bytes = cloudpickle.dumps(func, protocol=PICKLE_PROTOCOL)
+        data = stablepickle.dumps(func, PICKLE_PROTOCOL)
     finally:
         if register:
             cloudpickle.unregister_pickle_by_value(module)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import threading
 from pathlib import Path
@@ -283,3 +284,113 @@ def test_code_package_refuses_links_that_leave_the_app() -> None:
             needs_exact_python=False,
             links={"data/key": "../../root/.ssh/id_rsa"},
         )
+
+
+# -- pickles are the same in every process -----------------------------------------------------
+
+NOTEBOOK_STYLE = """
+import json
+import sys
+from dataclasses import dataclass
+from enum import Enum
+
+from fnjob.image import append_layer
+from fnjob.package import package_function
+
+
+class Scaler:
+    kinds = {"linear", "log", "sqrt"}
+
+    def __init__(self, factor):
+        self.factor = factor
+
+
+@dataclass
+class Settings:
+    lr: float = 0.1
+
+
+class Mode(Enum):
+    TRAIN = "train"
+
+
+def score(x):
+    if x in {"alpha", "beta", "gamma"}:
+        return None
+    return Scaler(2).factor * x, Settings().lr, Mode.TRAIN
+
+
+base_manifest = {
+    "schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {
+        "mediaType": "application/vnd.oci.image.config.v1+json",
+        "digest": "sha256:" + "0" * 64,
+        "size": 2,
+    },
+    "layers": [],
+}
+base_config = {"rootfs": {"type": "layers", "diff_ids": []}, "config": {}}
+package = package_function(score)
+assert package.entry.startswith("pickle:"), package.entry
+print(append_layer(base_manifest, base_config, package).digest)
+"""
+
+
+def test_notebook_style_pickle_has_the_same_digest_in_every_process(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "notebook_style.py"
+    script.write_text(NOTEBOOK_STYLE)
+    digests = set()
+    for seed in ("1", "2", "random"):
+        completed = subprocess.run(
+            [sys.executable, str(script)],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert completed.returncode == 0, completed.stderr
+        digests.add(completed.stdout.strip())
+    assert len(digests) == 1, digests
+
+
+def test_notebook_cells_from_other_kernels_pickle_alike() -> None:
+    source = "def area(r):\n    return 3.14159 * r * r\n"
+    pickles = []
+    for pid in (1234, 98765):
+        namespace: dict[str, object] = {"__name__": "__main__"}
+        exec(compile(source, f"/tmp/ipykernel_{pid}/2847561.py", "exec"), namespace)
+        package = package_function(namespace["area"])  # type: ignore[arg-type]
+        pickles.append(package.files["fnjob_function.pkl"])
+    assert pickles[0] == pickles[1]
+    assert b"ipykernel" not in pickles[0]
+
+
+def test_arguments_pickled_later_name_the_same_class_as_the_function() -> None:
+    import cloudpickle
+
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    exec("class Box:\n    pass\n\ndef is_box(x):\n    return isinstance(x, Box)\n", namespace)
+    package = package_function(namespace["is_box"])  # type: ignore[arg-type]
+    argument = cloudpickle.dumps(namespace["Box"]())  # type: ignore[operator]
+    # In a fresh process both pickles must resolve to one class.
+    check = (
+        "import pickle, sys\n"
+        "function = pickle.loads(bytes.fromhex(sys.argv[1]))\n"
+        "print(function(pickle.loads(bytes.fromhex(sys.argv[2]))))\n"
+    )
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-c", check, package.files["fnjob_function.pkl"].hex(), argument.hex()],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert completed.stdout.strip() == "True", completed.stderr
