@@ -21,7 +21,7 @@ from typing import Any
 
 import cloudpickle
 
-from fnjob import runner
+from fnjob import inimage, runner
 from fnjob.errors import FnJobError
 from fnjob.package import APP_DIR, CodePackage
 
@@ -168,6 +168,8 @@ def image_tree(package: CodePackage) -> dict[str, bytes]:
     """Absolute path in the image -> content, for everything fnjob adds to the base."""
     tree = {RUNNER_PATH: Path(runner.__file__).read_bytes()}
     tree.update(_vendored_cloudpickle())
+    # Shipped code may import fnjob; in the image that import gets fnjob.inimage.
+    tree[f"{VENDOR_DIR}/fnjob/__init__.py"] = Path(inimage.__file__).read_bytes()
     for path, data in package.files.items():
         tree[f"{APP_DIR}/{path}"] = data
     if package.requirements:

@@ -333,28 +333,11 @@ def _importable_source(func: Callable[..., Any]) -> tuple[str, Path] | None:
     target: Any = module
     for part in qualname.split("."):
         target = getattr(target, part, None)
-    if target is not func:
+    # A decorator such as @job keeps the function as __wrapped__; inside the image the
+    # decorator gives the function back, so the module's name still finds it.
+    if target is not func and getattr(target, "__wrapped__", None) is not func:
         return None
     return module_name, Path(module_file)
-
-
-def _imports_fnjob(module_file: Path) -> bool:
-    """Whether a module imports fnjob (not installed in base images, so the container could
-    not import the module)."""
-    try:
-        tree = ast.parse(module_file.read_bytes())
-    except (OSError, SyntaxError, ValueError):
-        return False
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        else:
-            continue
-        if any(name == "fnjob" or name.startswith("fnjob.") for name in names):
-            return True
-    return False
 
 
 def _pickle_by_value(func: Callable[..., Any], module_name: str | None) -> bytes:
@@ -382,10 +365,10 @@ def package_function(
     """Package a function: as source when importable from a ``.py`` file, else pickled.
 
     ``by_value=True`` pickles even an importable function (needs the same Python in the
-    image). A module that imports ``fnjob`` is always pickled by value, since the container
-    cannot import fnjob; its sibling modules are still shipped as source for the pickle's
-    imports. ``extra_files`` are files or folders placed under ``/fnjob/app/<their name>``;
-    ``requirements`` is a list of pip requirement lines or the path of a requirements file.
+    image). A module that imports ``fnjob`` ships as source too: the image's ``fnjob`` runs
+    functions in place (``fnjob.inimage``). ``extra_files`` are files or folders placed under
+    ``/fnjob/app/<their name>``; ``requirements`` is a list of pip requirement lines or the
+    path of a requirements file.
     Raises ``UnshippableFunction`` when the function is not callable or cannot be pickled,
     or an extra file is missing.
     """
@@ -400,7 +383,7 @@ def package_function(
         module_name, module_file = importable
         if not _is_installed_library(module_file):
             code = _module_sources(module_file, module_name)
-        if not by_value and not _imports_fnjob(module_file):
+        if not by_value:
             merged = _merge(code, extra)
             return CodePackage(
                 files=merged.files,

@@ -197,18 +197,20 @@ def test_by_value_pickles_an_importable_function_and_still_ships_its_siblings() 
     assert b"training with lr=" in package.files["fnjob_function.pkl"]
 
 
-def test_module_importing_fnjob_is_pickled_by_value(
+def test_module_importing_fnjob_ships_as_source(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "notebook_job.py").write_text(
-        "from fnjob.protocol import encode_call\n\ndef fit(x):\n    return x + 1\n"
+        "from fnjob import job\n\n@job(base_image='b', registry='r.example')\n"
+        "def fit(x):\n    return x + 1\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     import notebook_job  # type: ignore[import-not-found]
 
-    package = package_function(notebook_job.fit)
-    assert package.entry == "pickle:fnjob_function.pkl"
-    assert pickle.loads(package.files["fnjob_function.pkl"])(1) == 2
+    # Decorated with @job: the module's name still finds the function (as __wrapped__).
+    package = package_function(notebook_job.fit.local)
+    assert package.entry == "module:notebook_job:fit"
+    assert not package.needs_exact_python
 
 
 # -- symlinks in shipped folders ---------------------------------------------------------------
