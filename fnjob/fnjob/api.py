@@ -123,6 +123,9 @@ class Job:
     registry_timeout: float | None = None
     # Not part of the description: where things go, and how to reach the cluster.
     on_log: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+    # The function's stderr lines, where the deployer can tell them apart (local deployer;
+    # Kubernetes logs merge both streams). None: with the rest, to on_log.
+    on_stderr: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
     reporter: Reporter | None = field(default=None, compare=False, repr=False)
     api_client: Any = field(default=None, compare=False, repr=False)
 
@@ -271,7 +274,17 @@ class Job:
     def run_image(self, image: str, call: str, *, function_name: str) -> Any:
         """Run a built image with an encoded call (``fnjob.protocol.encode_call``)."""
         status = self.reporter.status if self.reporter else None
-        return self._deployer().run(
+        deployer = self._deployer()
+        if isinstance(deployer, LocalDeployer) and self.on_stderr is not None:
+            return deployer.run(
+                image,
+                call,
+                function_name=function_name,
+                on_log=self.on_log or print_log_line,
+                on_status=status,
+                on_stderr=self.on_stderr,
+            )
+        return deployer.run(
             image,
             call,
             function_name=function_name,

@@ -83,6 +83,8 @@ class CodePackage:
     - ``requirements``: pip requirement lines installed when the container starts (append
       builder) or at build time (docker builder).
     - ``description``: a short human name (``train.fit (source)``) for progress and errors.
+    - ``pickle_hint``: for a pickle, how this function could ship as source instead (said
+      when the base image's Python differs).
     """
 
     files: Mapping[str, bytes]
@@ -92,6 +94,7 @@ class CodePackage:
     requirements: tuple[str, ...] = ()
     description: str = ""
     links: Mapping[str, str] = field(default_factory=dict)
+    pickle_hint: str = ""
 
     def __post_init__(self) -> None:
         for path, content in self.files.items():
@@ -355,6 +358,23 @@ def _pickle_by_value(func: Callable[..., Any], module_name: str | None) -> bytes
     return data
 
 
+def _pickle_hint(func: Callable[..., Any], qualname: str, importable: bool) -> str:
+    """What to do so that func ships as source (then any Python 3 base will do)."""
+    if importable:
+        return "leave out by_value=True so it ships as source"
+    if "<" in qualname:
+        return "define it at module level in a .py file so it ships as source"
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if getattr(func, "__module__", None) == "__main__" and main_file:
+        script = Path(main_file).name
+        return (
+            f"{qualname} is defined in the script being run ({script}), and functions of the "
+            f"running script are pickled: run `fnjob run {script} --function {qualname}`, or "
+            f"move {qualname} into a module that {script} imports, so it ships as source"
+        )
+    return "define it in a .py module that you import (not in the notebook) so it ships as source"
+
+
 def package_function(
     func: Callable[..., Any],
     *,
@@ -402,6 +422,7 @@ def package_function(
         ) from error
     merged = _merge(_Tree({**code.files, PICKLE_FILE: pickled}, code.links), extra)
     return CodePackage(
+        pickle_hint=_pickle_hint(func, qualname, importable is not None),
         files=merged.files,
         links=merged.links,
         entry=f"pickle:{PICKLE_FILE}",

@@ -257,8 +257,9 @@ def check_python(package: CodePackage, base_python: str | None, base_name: str) 
             raise PythonVersionMismatch(
                 f"{package.description or 'the function'} is pickled with Python {local} but "
                 f"base image {base_name} has Python {base_python}; pickles need the same "
-                f"major.minor: use a Python {local} base image, or define the function at module "
-                "level in a .py file so it ships as source",
+                f"major.minor: use a Python {local} base image, or "
+                + (package.pickle_hint or "define the function at module level in a .py file")
+                + ("; if the base image's Python was misread, pass base_python= (--base-python)"),
                 base_python=base_python,
                 local_python=local,
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fnjob.package import CodePackage
@@ -192,3 +194,25 @@ def test_truncated_layer_is_refused() -> None:
     data = _tar(tarfile.PAX_FORMAT, compress=True)
     with pytest.raises(ValueError, match="ended before the end"):
         list(tar_members([data[: len(data) // 2]]))
+
+
+def test_hint_for_a_function_of_the_script_being_run_names_fnjob_run(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(
+        "from fnjob.package import package_function\n"
+        "from fnjob.pythonversion import PythonVersionMismatch, check_python\n\n"
+        "def main():\n    return 1\n\n"
+        "try:\n    check_python(package_function(main), '3.9', 'python:3.9')\n"
+        "except PythonVersionMismatch as error:\n    print(error)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=False, timeout=60
+    )
+    message = completed.stdout
+    assert "main is defined in the script being run (train.py)" in message, completed.stderr
+    assert "fnjob run train.py --function main" in message
+    # The old advice was wrong here: main already is at module level in a .py file.
+    assert "define the function at module level" not in message
