@@ -61,6 +61,7 @@ from fnjob.registry import (
     parse_reference,
     timeout_from_env,
 )
+from fnjob.requirements import vendor_requirements
 
 __all__ = [
     "AppendBuilder",
@@ -335,8 +336,13 @@ class AppendBuilder:
         access = self._access()
         base, python = self._resolve(access)
         check_python(package, python, str(base_ref))
+        site = None
+        if package.requirements:
+            assert python is not None  # check_python refuses a base without Python
+            _emit(self.progress, "install-requirements", ", ".join(package.requirements))
+            site = vendor_requirements(package.requirements, python, self.platform)
         _emit(self.progress, "build-layer", package.description)
-        image = append_layer(base.manifest, base.config, package)
+        image = append_layer(base.manifest, base.config, package, site)
         tag = target_ref.tag or f"fnjob-{image.digest.split(':', 1)[1][:16]}"
         same_registry = base_ref.host == target_ref.host
         mount_scope = (f"repository:{base_ref.repository}:pull",) if same_registry else ()
@@ -417,7 +423,6 @@ def render_dockerfile(package: CodePackage, base_image: str) -> str:
     lines = [f"FROM {base_image}", "COPY fnjob /fnjob"]
     if package.requirements:
         lines.append("RUN python3 -m pip install --no-cache-dir -r /fnjob/requirements.txt")
-        env.pop("FNJOB_REQUIREMENTS", None)
     for key, value in env.items():
         lines.append(f"ENV {key}={json.dumps(value)}")
     lines.append(f"WORKDIR {APP_DIR}")

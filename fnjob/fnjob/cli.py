@@ -377,7 +377,7 @@ class RichReporter:
 
     def progress(self, event: ProgressEvent) -> None:
         stage = event.stage
-        if stage in ("resolve-base", "check-python", "build-layer"):
+        if stage in ("resolve-base", "check-python", "install-requirements", "build-layer"):
             if stage == "check-python" and event.bytes_total:
                 label = (
                     f"build: read {event.bytes_done / 1e6:.1f} of {event.bytes_total / 1e6:.1f} "
@@ -387,6 +387,7 @@ class RichReporter:
                 label = {
                     "resolve-base": f"build: reading base image {event.detail}",
                     "check-python": "build: finding the base image's Python",
+                    "install-requirements": f"build: pip install {event.detail}",
                     "build-layer": f"build: code layer for {event.detail}",
                 }[stage]
             if not self.live:

@@ -9,6 +9,7 @@ __all__ = ["STAGES", "ProgressCallback", "ProgressEvent"]
 
 # resolve-base: read the base manifest/config; check-python: find the base's Python
 # (bytes_done: base layer bytes downloaded so far for it, of bytes_total in all layers);
+# install-requirements: pip installs the requirements for the base (detail: what);
 # build-layer: make the code layer/config/manifest; mount: cross-repository mount of a base
 # layer and skip: blob already in the target repository (both move no bytes: bytes_done 0,
 # bytes_total the blob's size); upload: bytes_done is what the registry has acknowledged of
@@ -17,6 +18,7 @@ __all__ = ["STAGES", "ProgressCallback", "ProgressEvent"]
 STAGES = (
     "resolve-base",
     "check-python",
+    "install-requirements",
     "build-layer",
     "mount",
     "upload",

@@ -314,18 +314,54 @@ def test_notebook_function_runs_in_podman(
     assert run_image(podman, built.ref, [1, 2, 3, 6]).unwrap() == 3
 
 
-def test_requirements_on_a_base_without_pip_fail_clearly_in_the_container(
-    registry: RegistryServer, python_base: str, podman: PodmanConfig, builder_for
+def test_requirements_are_installed_at_build_time_and_the_job_needs_no_network(
+    registry: RegistryServer, python_base: str, podman: PodmanConfig, builder_for, tmp_path: Path
 ) -> None:
-    train_module = import_sample("train_module")
-    built = builder_for(python_base).build(
-        package_function(train_module.train, requirements=["six==1.16.0"]),
-        f"{registry.host}/team/needs-pip",
+    import gzip
+    import io
+    import tarfile
+
+    from fnjob.package import package_file
+    from fnjob.protocol import encode_call, parse_outcome
+
+    script = tmp_path / "uses_six.py"
+    script.write_text("import six\n\n\ndef version():\n    return six.__version__\n")
+    events = EventLog()
+    # A pure-Python wheel from PyPI, on a base image that has no pip at all.
+    built = builder_for(python_base, progress=events).build(
+        package_file(script, function="version", requirements=["six==1.17.0"]),
+        f"{registry.host}/team/with-six",
     )
-    run = run_image(podman, built.ref, 0.1)
-    assert run.exit_code == 1
-    with pytest.raises(RuntimeError, match=r"the base image has no pip"):
-        run.unwrap()
+    assert [event.detail for event in events.stages("install-requirements")] == ["six==1.17.0"]
+    manifest = registry.manifest("team/with-six", built.digest).json()
+    layer = requests.get(
+        f"{registry.url}/v2/team/with-six/blobs/{manifest['layers'][-1]['digest']}", timeout=30
+    ).content
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer))) as archive:
+        names = archive.getnames()
+    assert "fnjob/site/six.py" in names
+    assert "fnjob/requirements.txt" not in names
+
+    completed = podman.run(
+        *("run", "--rm", "--tls-verify=false", "--network", "none"),
+        *("-e", f"FNJOB_CALL={encode_call((), {})}", built.ref),
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert parse_outcome(completed.stdout.splitlines()).unwrap() == "1.17.0"
+
+
+def test_requirements_pip_cannot_install_fail_before_any_push(
+    registry: RegistryServer, python_base: str, builder_for
+) -> None:
+    from fnjob.requirements import RequirementsNotInstallable
+
+    train_module = import_sample("train_module")
+    with pytest.raises(RequirementsNotInstallable, match=r"pip could not install six==0\.0\.0"):
+        builder_for(python_base).build(
+            package_function(train_module.train, requirements=["six==0.0.0"]),
+            f"{registry.host}/team/no-such-version",
+        )
+    assert registry.tags("team/no-such-version") == []
 
 
 def test_function_pickled_by_value_finds_its_shipped_sibling_modules(
