@@ -28,6 +28,7 @@ import hashlib
 import io
 import pickle
 import threading
+import types
 import typing
 from typing import Any
 
@@ -50,6 +51,28 @@ def _sorted_items(items: Any) -> list[Any]:
 class _StablePickler(pickle._Pickler):
     """The pure-Python pickler with cloudpickle's reducers and the rules above."""
 
+    # The standard library's own savers, named here: other libraries (dill) replace entries
+    # of the shared pure-Python table, and their output would need them in the image.
+    dispatch: typing.ClassVar[dict[type, Any]] = {
+        kind: getattr(pickle._Pickler, name)
+        for kind, name in (
+            (type(None), "save_none"),
+            (bool, "save_bool"),
+            (int, "save_long"),
+            (float, "save_float"),
+            (bytes, "save_bytes"),
+            (bytearray, "save_bytearray"),
+            (pickle.PickleBuffer, "save_picklebuffer"),
+            (str, "save_str"),
+            (tuple, "save_tuple"),
+            (list, "save_list"),
+            (dict, "save_dict"),
+            (set, "save_set"),
+            (frozenset, "save_frozenset"),
+            (types.FunctionType, "save_global"),
+            (type, "save_type"),
+        )
+    }
     _dynamic_function_reduce = cloudpickle.Pickler._dynamic_function_reduce
     _function_reduce = cloudpickle.Pickler._function_reduce
     _function_getnewargs = cloudpickle.Pickler._function_getnewargs
@@ -87,8 +110,9 @@ class _StablePickler(pickle._Pickler):
             obj
         ):
             self._track(obj)
-        if isinstance(obj, typing.TypeVar):
-            return NotImplemented  # cloudpickle's dispatch table reduces it
+        reducer = cloudpickle.Pickler.dispatch_table.get(kind)
+        if reducer is not None:
+            return reducer(obj)
         return cloudpickle.Pickler.reducer_override(self, obj)
 
 
