@@ -11,7 +11,11 @@ Figures:
 - buildah bud + push of the equivalent Containerfile into a new repository, cold (fresh
   private storage: the base is pulled) and warm (base already in storage);
 - bytes uploaded by append vs code layer + config + manifest;
-- bytes uploaded when the unchanged code is pushed again.
+- bytes uploaded when the unchanged code is pushed again;
+- bytes downloaded to find a base's Python (no PYTHON_VERSION): reading every layer to its
+  end (what fnjob did before) vs newest layer first, stopping once python3 on PATH is known;
+  for the Debian base and for a base with a small Python layer on top of it (as CUDA
+  images get Python on top of gigabytes of libraries).
 """
 
 from __future__ import annotations
@@ -112,6 +116,80 @@ def _storage(root: Path, registry: RegistryServer) -> Iterator[PodmanConfig]:
         release_podman_storage(config)
 
 
+def _detection_bytes(base: str, registry_host: str, workdir: Path) -> tuple[int, int, float]:
+    """(bytes read by reading every layer to its end, bytes read by fnjob's scan, its
+    seconds) for finding base's Python; both measured, nothing cached."""
+    from fnjob.auth import Credentials
+    from fnjob.registry import RegistryClient, parse_reference
+
+    reference = parse_reference(base)
+    manifest = json.loads(
+        RegistryClient(
+            reference.host, reference.repository, credentials=Credentials()
+        ).get_manifest(reference.reference)[0]
+    )
+    with RegistryClient(reference.host, reference.repository, credentials=Credentials()) as full:
+        for layer in manifest["layers"]:
+            for _chunk in full.iter_blob(layer["digest"]):
+                pass
+        every_layer = full.bytes_downloaded
+    read: list[int] = [0]
+
+    def record(event: ProgressEvent) -> None:
+        if event.stage == "check-python" and event.bytes_total:
+            read[0] = max(read[0], event.bytes_done)
+
+    started = time.perf_counter()
+    _, python = AppendBuilder(
+        base, cache_dir=workdir / f"detect-{time.monotonic_ns()}", progress=record
+    ).resolve_base()
+    seconds = time.perf_counter() - started
+    assert python is not None, f"{base}: no Python found"
+    return every_layer, read[0], seconds
+
+
+def _stacked_base(registry: RegistryServer) -> str:
+    """The Debian base with a small layer on top holding /usr/local/bin/python3."""
+    import gzip
+    import hashlib
+
+    from fnjob.auth import Credentials
+    from fnjob.image import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, sha256_digest
+    from fnjob.registry import RegistryClient
+
+    manifest = registry.manifest(BASE_REPOSITORY, "3.11").json()
+    with RegistryClient(registry.host, BASE_REPOSITORY, credentials=Credentials()) as source:
+        config = json.loads(source.get_blob(manifest["config"]["digest"]))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        link = tarfile.TarInfo("usr/local/bin/python3")
+        link.type, link.linkname = tarfile.SYMTYPE, "python3.11"
+        archive.addfile(link)
+    top = gzip.compress(buffer.getvalue(), mtime=0)
+    config["rootfs"]["diff_ids"].append("sha256:" + hashlib.sha256(buffer.getvalue()).hexdigest())
+    config.pop("history", None)
+    config_data = json.dumps(config).encode()
+    stacked = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": OCI_CONFIG,
+            "digest": sha256_digest(config_data),
+            "size": len(config_data),
+        },
+        "layers": [
+            *manifest["layers"],
+            {"mediaType": OCI_LAYER, "digest": sha256_digest(top), "size": len(top)},
+        ],
+    }
+    with RegistryClient(registry.host, "bench/stacked", credentials=Credentials()) as client:
+        client.mount_blob(BASE_REPOSITORY, manifest["layers"][0]["digest"])
+        client.push_blob(sha256_digest(top), lambda: iter([top]))
+        client.push_blob(sha256_digest(config_data), lambda: iter([config_data]))
+        client.put_manifest("v1", json.dumps(stacked).encode(), OCI_MANIFEST)
+    return f"{registry.host}/bench/stacked:v1"
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -130,6 +208,17 @@ def main() -> None:
             base_manifest = registry.manifest(BASE_REPOSITORY, "3.11").json()
             base_bytes = sum(layer["size"] for layer in base_manifest["layers"])
             print(f"base image: {base} ({base_bytes / 2**20:.1f} MiB compressed)")
+            detection = {}
+            for label, image in (
+                ("Debian base, Python in its one layer", base),
+                ("small Python layer on top of it", _stacked_base(registry)),
+            ):
+                every, scanned, seconds = _detection_bytes(image, registry.host, workdir)
+                detection[label] = (every, scanned)
+                print(
+                    f"find the base's Python, {label}: every layer read {every / 1e6:6.1f} MB"
+                    f" (before) -> {scanned:,} bytes read now ({seconds:.2f} s)"
+                )
 
             first_times, cached_times = [], []
             for run in range(options.repeats):
@@ -199,6 +288,7 @@ def main() -> None:
                 "new_bytes": new_bytes,
                 "repush_blobs": again_uploads,
                 "repush_bytes": again_bytes,
+                "python_detection_bytes": detection,
             }
         )
     )

@@ -116,8 +116,16 @@ class Job:
     engine_env: Mapping[str, str] = field(default_factory=dict)
     credentials: Mapping[str, Credentials] | None = None
     cache_dir: Path | None = None
+    # Build side, passed through to the builder: the base's Python when known (skips reading
+    # its layers) and how long one registry operation may wait (None: $FNJOB_REGISTRY_TIMEOUT
+    # or 30 s).
+    base_python: str | None = None
+    registry_timeout: float | None = None
     # Not part of the description: where things go, and how to reach the cluster.
     on_log: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+    # The function's stderr lines, where the deployer can tell them apart (local deployer;
+    # Kubernetes logs merge both streams). None: with the rest, to on_log.
+    on_stderr: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
     reporter: Reporter | None = field(default=None, compare=False, repr=False)
     api_client: Any = field(default=None, compare=False, repr=False)
 
@@ -157,8 +165,10 @@ class Job:
             object.__setattr__(self, name, MappingProxyType(dict(value)))
         object.__setattr__(self, "tolerations", tuple(self.tolerations))
         object.__setattr__(self, "gpu_tolerations", tuple(self.gpu_tolerations))
-        # Build the deployer options now, so every bad value fails at construction.
+        # Build the deployer options and the builder now, so every bad value fails at
+        # construction.
         self._deployer_options()
+        self._builder()
 
     # -- the pieces ------------------------------------------------------------------------
 
@@ -205,6 +215,8 @@ class Job:
             "insecure_registries": self.insecure_registries,
             "credentials": self.credentials,
             "cache_dir": self.cache_dir,
+            "base_python": self.base_python,
+            "registry_timeout": self.registry_timeout,
             "progress": progress,
         }
         return AppendBuilder(**common) if self.builder == "append" else DockerBuilder(**common)
@@ -262,7 +274,17 @@ class Job:
     def run_image(self, image: str, call: str, *, function_name: str) -> Any:
         """Run a built image with an encoded call (``fnjob.protocol.encode_call``)."""
         status = self.reporter.status if self.reporter else None
-        return self._deployer().run(
+        deployer = self._deployer()
+        if isinstance(deployer, LocalDeployer) and self.on_stderr is not None:
+            return deployer.run(
+                image,
+                call,
+                function_name=function_name,
+                on_log=self.on_log or print_log_line,
+                on_status=status,
+                on_stderr=self.on_stderr,
+            )
+        return deployer.run(
             image,
             call,
             function_name=function_name,

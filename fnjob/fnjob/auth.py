@@ -5,9 +5,14 @@ Order, for a registry host:
 1. credentials passed explicitly (``credentials={"host": Credentials(...)}``);
 2. for an Amazon ECR host (``<account>.dkr.ecr.<region>.amazonaws.com``): a token from
    ``boto3``'s ``ecr.get_authorization_token`` (boto3 is imported only then);
-3. the Docker config file ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``:
-   ``credHelpers``/``credsStore`` (``docker-credential-<name> get``) or ``auths`` entries
-   (``auth``, ``username``/``password``, ``identitytoken``, ``registrytoken``);
+3. the auth files ``podman login``, ``skopeo login`` and ``docker login`` write, read in the
+   order containers-auth.json(5) documents, the first one with an entry for the registry
+   winning: ``$REGISTRY_AUTH_FILE`` (else ``$XDG_RUNTIME_DIR/containers/auth.json``),
+   ``$XDG_CONFIG_HOME/containers/auth.json`` (``~/.config/containers/auth.json``), the
+   Docker config ``$DOCKER_CONFIG/config.json`` (``~/.docker/config.json``), ``~/.dockercfg``.
+   Each may hold ``credHelpers``/``credsStore`` (``docker-credential-<name> get``) or
+   ``auths`` entries (``auth``, ``username``/``password``, ``identitytoken``,
+   ``registrytoken``) keyed by host or by ``host/namespace`` (the most specific wins);
 4. anonymous.
 
 Credentials are sent as HTTP basic auth when the registry asks for basic, or exchanged for a
@@ -39,7 +44,8 @@ __all__ = [
     "AuthError",
     "Challenge",
     "Credentials",
-    "credentials_from_docker_config",
+    "auth_files",
+    "credentials_from_auth_file",
     "docker_config_path",
     "ecr_credentials",
     "fetch_bearer_token",
@@ -139,6 +145,28 @@ def docker_config_path(env: Mapping[str, str] | None = None) -> Path:
     return Path(environ.get("HOME", str(Path.home()))) / ".docker" / "config.json"
 
 
+def auth_files(env: Mapping[str, str] | None = None) -> list[Path]:
+    """The registry auth files, in the order containers-auth.json(5) reads them."""
+    environ = os.environ if env is None else env
+    home = Path(environ.get("HOME", str(Path.home())))
+    override = environ.get("REGISTRY_AUTH_FILE")
+    runtime_dir = environ.get("XDG_RUNTIME_DIR")
+    if override:
+        first = Path(override)
+    elif runtime_dir:
+        first = Path(runtime_dir) / "containers" / "auth.json"
+    else:
+        first = Path(f"/run/containers/{os.getuid()}/auth.json")
+    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
+    files = [
+        first,
+        config_home / "containers" / "auth.json",
+        docker_config_path(environ),
+        home / ".dockercfg",
+    ]
+    return list(dict.fromkeys(files))
+
+
 def _config_key_host(key: str) -> str:
     """``https://host:port/v1/`` or ``host`` -> ``host:port`` (Docker Hub normalised)."""
     netloc = urlsplit(key).netloc if "://" in key else key.split("/", 1)[0]
@@ -199,30 +227,55 @@ def _from_auths_entry(entry: Mapping[str, Any], source: str) -> Credentials | No
     )
 
 
-def credentials_from_docker_config(host: str, config: Path) -> Credentials | None:
-    """Credentials for host from a Docker config file, or None when it has none.
+def _key_specificity(key: str, host: str, repository: str) -> int:
+    """How well an auths key matches ``host/repository``: -1 not at all, else the length of
+    the namespace it names (0 for a bare host)."""
+    if _config_key_host(key) != _config_key_host(host):
+        return -1
+    path = key.split("://", 1)[-1].partition("/")[2].strip("/")
+    if path in ("", "v1", "v2"):
+        return 0
+    return len(path) if repository == path or repository.startswith(path + "/") else -1
 
-    Raises ``AuthError`` when the file is unreadable or a named credential helper fails.
-    """
+
+def credentials_from_auth_file(host: str, config: Path, repository: str = "") -> Credentials | None:
+    """Credentials for host (and repository, for ``host/namespace`` keys) from one auth file
+    (Docker ``config.json``, containers ``auth.json`` or legacy ``.dockercfg``), or None when
+    it has none. Raises ``AuthError`` when the file is unreadable or a named credential
+    helper fails."""
     if not config.is_file():
         return None
+    kind = "Docker config" if config.name in ("config.json", ".dockercfg") else "auth file"
     try:
         document = json.loads(config.read_text())
     except (OSError, ValueError) as error:
-        raise AuthError(f"cannot read Docker config {config}: {error}", host=host) from error
+        raise AuthError(f"cannot read {kind} {config}: {error}", host=host) from error
+    if not isinstance(document, dict):
+        raise AuthError(f"cannot read {kind} {config}: not a JSON object", host=host)
     wanted = _config_key_host(host)
     helpers = document.get("credHelpers") or {}
     for key, helper in helpers.items():
         if _config_key_host(key) == wanted:
             return _credential_helper(str(helper), host, config)
-    for key, entry in (document.get("auths") or {}).items():
-        if _config_key_host(key) == wanted and isinstance(entry, dict):
-            try:
-                found = _from_auths_entry(entry, f"Docker config {config} (auths.{key})")
-            except ValueError as error:
-                raise AuthError(str(error), host=host) from error
-            if found is not None:
-                return found
+    # The legacy ~/.dockercfg holds the entries at the top level.
+    auths = document.get("auths") if "auths" in document else document
+    candidates = sorted(
+        (
+            (_key_specificity(str(key), host, repository), str(key), entry)
+            for key, entry in (auths or {}).items()
+            if isinstance(entry, dict)
+        ),
+        key=lambda item: -item[0],
+    )
+    for specificity, key, entry in candidates:
+        if specificity < 0:
+            continue
+        try:
+            found = _from_auths_entry(entry, f"{kind} {config} (auths.{key})")
+        except ValueError as error:
+            raise AuthError(str(error), host=host) from error
+        if found is not None:
+            return found
     store = document.get("credsStore")
     if store:
         return _credential_helper(str(store), host, config)
@@ -259,23 +312,32 @@ def ecr_credentials(host: str) -> Credentials:
 
 def find_credentials(
     host: str,
+    repository: str = "",
     *,
     explicit: Mapping[str, Credentials] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Credentials:
-    """Credentials for host, in the order described in this module's docstring."""
+    """Credentials for host (and repository), in the order described in this module's
+    docstring."""
     if explicit and host in explicit:
         return explicit[host]
-    config = docker_config_path(env)
+
+    def from_files() -> Credentials | None:
+        for path in auth_files(env):
+            found = credentials_from_auth_file(host, path, repository)
+            if found is not None:
+                return found
+        return None
+
     if is_ecr_host(host):
         try:
             return ecr_credentials(host)
         except AuthError:
-            found = credentials_from_docker_config(host, config)
+            found = from_files()
             if found is None:
                 raise
             return found
-    found = credentials_from_docker_config(host, config)
+    found = from_files()
     return found if found is not None else ANONYMOUS
 
 

@@ -13,11 +13,12 @@ Both check the base image's Python against the package before building anything.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from fnjob.image import (
     AppendedImage,
     ImageFormatError,
     append_layer,
+    image_links,
     image_tree,
     layer_tar,
     parse_platform,
@@ -43,18 +45,23 @@ from fnjob.package import APP_DIR, CodePackage
 from fnjob.progress import ProgressCallback, ProgressEvent
 from fnjob.pythonversion import (
     PythonVersionCache,
-    TarPythonScan,
+    TarMember,
     check_python,
+    find_python,
+    path_dirs,
     python_from_config,
     tar_members,
 )
 from fnjob.registry import (
+    DEFAULT_CHUNK_SIZE,
     ImageReference,
     ManifestNotFound,
     RegistryClient,
     RetryPolicy,
     parse_reference,
+    timeout_from_env,
 )
+from fnjob.requirements import vendor_requirements
 
 __all__ = [
     "AppendBuilder",
@@ -126,13 +133,16 @@ class _RegistryAccess:
     credentials: Mapping[str, Credentials] | None
     retry: RetryPolicy
     timeout: float
-    # Looked up once per host and build (an ECR token costs an AWS call).
-    found: dict[str, Credentials] = field(default_factory=dict)
+    chunk_size: int
+    # Looked up once per repository and build (an ECR token costs an AWS call).
+    found: dict[tuple[str, str], Credentials] = field(default_factory=dict)
 
-    def credentials_for(self, host: str) -> Credentials:
-        if host not in self.found:
-            self.found[host] = find_credentials(host, explicit=self.credentials)
-        return self.found[host]
+    def credentials_for(self, host: str, repository: str) -> Credentials:
+        if (host, repository) not in self.found:
+            self.found[host, repository] = find_credentials(
+                host, repository, explicit=self.credentials
+            )
+        return self.found[host, repository]
 
     def client(
         self, host: str, repository: str, scopes: tuple[str, ...] = (), *, push: bool = False
@@ -140,10 +150,11 @@ class _RegistryAccess:
         return RegistryClient(
             host,
             repository,
-            credentials=self.credentials_for(host),
+            credentials=self.credentials_for(host, repository),
             insecure_registries=self.insecure_registries,
             retry=self.retry,
             timeout=self.timeout,
+            chunk_size=self.chunk_size,
             scopes=scopes,
             push=push,
         )
@@ -182,32 +193,53 @@ def _resolve_base(client: RegistryClient, reference: ImageReference, platform: s
     )
 
 
-def _scan_layers(client: RegistryClient, base: BaseImage) -> str | None:
-    """Stream the base layers' tar headers to find its Python (file data is skipped)."""
-    scan = TarPythonScan()
-    for layer in base.manifest.get("layers") or []:
-        media_type = str(layer.get("mediaType", ""))
-        if "zstd" in media_type:
-            continue  # the standard library cannot read zstd; PYTHON_VERSION is the way then
+def _scan_layers(
+    client: RegistryClient, base: BaseImage, progress: ProgressCallback | None
+) -> str | None:
+    """Stream the base layers' tar headers, newest first, until the python3 on PATH is
+    known; older layers are never downloaded and the last one read is cut short."""
+    layers = [
+        layer
+        for layer in base.manifest.get("layers") or []
+        # The standard library cannot read zstd; PYTHON_VERSION or base_python is the way then.
+        if "zstd" not in str(layer.get("mediaType", ""))
+    ]
+    total = sum(int(layer.get("size", 0)) for layer in layers)
+    before = client.bytes_downloaded
+
+    def members(layer: Mapping[str, Any]) -> Iterator[TarMember]:
         try:
-            for name, linkname in tar_members(client.iter_blob(str(layer["digest"]))):
-                scan.add(name, linkname)
+            yield from tar_members(client.iter_blob(str(layer["digest"])))
         except ValueError as error:
             raise ImageFormatError(
                 f"base image {base.reference}: layer {layer['digest']} is not a readable tar "
                 f"({error})"
             ) from error
-    return scan.version()
+        finally:
+            _emit(
+                progress,
+                "check-python",
+                str(layer["digest"]),
+                bytes_done=client.bytes_downloaded - before,
+                bytes_total=total,
+            )
+
+    return find_python((members(layer) for layer in reversed(layers)), path_dirs(base.config))
 
 
-def _base_python(client: RegistryClient, base: BaseImage, cache: PythonVersionCache) -> str | None:
+def _base_python(
+    client: RegistryClient,
+    base: BaseImage,
+    cache: PythonVersionCache,
+    progress: ProgressCallback | None,
+) -> str | None:
     from_config = python_from_config(base.config)
     if from_config is not None:
         return from_config
     found, cached = cache.get(base.manifest_digest)
     if found:
         return cached
-    version = _scan_layers(client, base)
+    version = _scan_layers(client, base, progress)
     cache.put(base.manifest_digest, version)
     return version
 
@@ -217,21 +249,27 @@ class AppendBuilder:
     """Build by appending one code layer to ``base_image`` directly in the registry.
 
     - ``base_image``: e.g. ``registry.example.com/ml/python:3.11`` (tag or ``@sha256:``);
+    - ``base_python``: the base's Python ``MAJOR.MINOR`` when you know it; skips reading the
+      base's layers (otherwise found from ``PYTHON_VERSION`` or the layers, and cached);
     - ``platform``: chosen when the base is a multi-platform index;
     - ``insecure_registries``: hosts allowed over plain HTTP besides loopback;
-    - ``credentials``: per-host credentials overriding the Docker config / ECR lookup;
+    - ``credentials``: per-host credentials overriding the ECR / auth file lookup;
     - ``cache_dir``: where base Python versions are cached (``~/.cache/fnjob``);
-    - ``retry``/``timeout``: for idempotent registry requests;
+    - ``registry_timeout``: seconds one registry operation may wait in total, retries
+      included (default ``$FNJOB_REGISTRY_TIMEOUT`` or 30); ``retry``: how retries back off;
+    - ``upload_chunk_size``: bytes per upload request (progress is reported per chunk);
     - ``progress``: called with ``ProgressEvent``s; never printed.
     """
 
     base_image: str
+    base_python: str | None = None
     platform: str = "linux/amd64"
     insecure_registries: tuple[str, ...] = ()
     credentials: Mapping[str, Credentials] | None = None
     cache_dir: Path | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    timeout: float = 120.0
+    registry_timeout: float | None = None
+    upload_chunk_size: int = DEFAULT_CHUNK_SIZE
     progress: ProgressCallback | None = None
 
     def __post_init__(self) -> None:
@@ -243,12 +281,25 @@ class AppendBuilder:
             parse_platform(self.platform)
         except ValueError as error:
             raise ValueError(f"platform: {error}") from error
-        if self.timeout <= 0:
-            raise ValueError(f"timeout: {self.timeout} must be > 0 seconds")
+        if self.base_python is not None and not re.fullmatch(r"3\.\d+", self.base_python):
+            raise ValueError(f"base_python: {self.base_python!r} is not like '3.11'")
+        if self.registry_timeout is None:
+            object.__setattr__(self, "registry_timeout", timeout_from_env())
+        elif not self.registry_timeout > 0:
+            raise ValueError(f"registry_timeout: {self.registry_timeout} must be > 0 seconds")
+        if self.upload_chunk_size < 1:
+            raise ValueError(f"upload_chunk_size: {self.upload_chunk_size} must be >= 1 byte")
         object.__setattr__(self, "insecure_registries", tuple(self.insecure_registries))
 
     def _access(self) -> _RegistryAccess:
-        return _RegistryAccess(self.insecure_registries, self.credentials, self.retry, self.timeout)
+        assert self.registry_timeout is not None  # resolved in __post_init__
+        return _RegistryAccess(
+            self.insecure_registries,
+            self.credentials,
+            self.retry,
+            self.registry_timeout,
+            self.upload_chunk_size,
+        )
 
     def _cache(self) -> PythonVersionCache:
         return PythonVersionCache((self.cache_dir or default_cache_dir()) / "python-versions")
@@ -265,8 +316,10 @@ class AppendBuilder:
         with access.client(reference.host, reference.repository) as client:
             _emit(self.progress, "resolve-base", str(reference))
             base = _resolve_base(client, reference, self.platform)
+            if self.base_python is not None:
+                return base, self.base_python
             _emit(self.progress, "check-python", base.manifest_digest)
-            return base, _base_python(client, base, self._cache())
+            return base, _base_python(client, base, self._cache(), self.progress)
 
     def build(self, package: CodePackage, target: str) -> BuiltImage:
         """Append package to the base image and push it as ``target`` (``host/repo[:tag]``).
@@ -283,8 +336,13 @@ class AppendBuilder:
         access = self._access()
         base, python = self._resolve(access)
         check_python(package, python, str(base_ref))
+        site = None
+        if package.requirements:
+            assert python is not None  # check_python refuses a base without Python
+            _emit(self.progress, "install-requirements", ", ".join(package.requirements))
+            site = vendor_requirements(package.requirements, python, self.platform)
         _emit(self.progress, "build-layer", package.description)
-        image = append_layer(base.manifest, base.config, package)
+        image = append_layer(base.manifest, base.config, package, site)
         tag = target_ref.tag or f"fnjob-{image.digest.split(':', 1)[1][:16]}"
         same_registry = base_ref.host == target_ref.host
         mount_scope = (f"repository:{base_ref.repository}:pull",) if same_registry else ()
@@ -327,31 +385,31 @@ class AppendBuilder:
             if layer.get("urls"):
                 continue  # foreign layers (Windows bases) stay where their URLs point
             if target.blob_exists(digest):
-                _emit(self.progress, "skip", digest, bytes_done=size, bytes_total=size)
+                _emit(self.progress, "skip", digest, bytes_total=size)
                 continue
             mountable = same_registry and base_ref.repository != target.repository
             if mountable and target.mount_blob(base_ref.repository, digest):
-                _emit(self.progress, "mount", digest, bytes_done=size, bytes_total=size)
+                _emit(self.progress, "mount", digest, bytes_total=size)
                 continue
-            self._upload(target, digest, size, lambda d=digest: source.iter_blob(d))
+            self._upload(target, digest, size, functools.partial(source.iter_blob, digest))
         for blob in (image.layer.blob, image.config):
             if target.blob_exists(blob.digest):
-                _emit(
-                    self.progress, "skip", blob.digest, bytes_done=blob.size, bytes_total=blob.size
-                )
+                _emit(self.progress, "skip", blob.digest, bytes_total=blob.size)
                 continue
-            data = blob.data
-            self._upload(target, blob.digest, blob.size, lambda data=data: iter((data,)))
+            self._upload(target, blob.digest, blob.size, functools.partial(iter, (blob.data,)))
 
-    def _upload(self, target: RegistryClient, digest: str, size: int, chunks: Any) -> None:
-        sent = [0]
+    def _upload(
+        self,
+        target: RegistryClient,
+        digest: str,
+        size: int,
+        chunks: Callable[[], Iterable[bytes]],
+    ) -> None:
+        def acknowledged(done: int) -> None:
+            _emit(self.progress, "upload", digest, bytes_done=done, bytes_total=size)
 
-        def on_bytes(count: int) -> None:
-            sent[0] += count
-            _emit(self.progress, "upload", digest, bytes_done=sent[0], bytes_total=size)
-
-        _emit(self.progress, "upload", digest, bytes_done=0, bytes_total=size)
-        target.push_blob(digest, chunks, on_bytes=on_bytes)
+        acknowledged(0)
+        target.push_blob(digest, chunks, on_progress=acknowledged)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +423,6 @@ def render_dockerfile(package: CodePackage, base_image: str) -> str:
     lines = [f"FROM {base_image}", "COPY fnjob /fnjob"]
     if package.requirements:
         lines.append("RUN python3 -m pip install --no-cache-dir -r /fnjob/requirements.txt")
-        env.pop("FNJOB_REQUIREMENTS", None)
     for key, value in env.items():
         lines.append(f"ENV {key}={json.dumps(value)}")
     lines.append(f"WORKDIR {APP_DIR}")
@@ -378,7 +435,7 @@ def docker_context(package: CodePackage, base_image: str) -> bytes:
     """A tar build context: the Dockerfile plus the ``fnjob/`` tree the layer would hold."""
     tree = {path: data for path, data in image_tree(package).items()}
     tree["/Dockerfile"] = render_dockerfile(package, base_image).encode("utf-8")
-    return layer_tar(tree)
+    return layer_tar(tree, image_links(package))
 
 
 _PUSHED_DIGEST = re.compile(r"digest: (sha256:[a-f0-9]{64})")
@@ -388,17 +445,20 @@ _PUSHED_DIGEST = re.compile(r"digest: (sha256:[a-f0-9]{64})")
 class DockerBuilder:
     """Build with a Docker-compatible daemon from a generated Dockerfile, then push.
 
-    ``docker_host`` overrides ``DOCKER_HOST``; the base image's Python is checked through
-    its registry first, like ``AppendBuilder``.
+    ``docker_host`` overrides ``DOCKER_HOST`` and ``timeout`` is the daemon's; the base
+    image's Python is checked through its registry first, like ``AppendBuilder`` (same
+    ``base_python`` and ``registry_timeout``).
     """
 
     base_image: str
+    base_python: str | None = None
     platform: str = "linux/amd64"
     insecure_registries: tuple[str, ...] = ()
     credentials: Mapping[str, Credentials] | None = None
     cache_dir: Path | None = None
     docker_host: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    registry_timeout: float | None = None
     timeout: float = 600.0
     progress: ProgressCallback | None = None
 
@@ -436,11 +496,13 @@ class DockerBuilder:
         client = self._client()
         appender = AppendBuilder(
             self.base_image,
+            base_python=self.base_python,
             platform=self.platform,
             insecure_registries=self.insecure_registries,
             credentials=self.credentials,
             cache_dir=self.cache_dir,
             retry=self.retry,
+            registry_timeout=self.registry_timeout,
             progress=self.progress,
         )
         _, python = appender.resolve_base()
@@ -463,7 +525,9 @@ class DockerBuilder:
                     log.append(str(chunk["stream"]).rstrip())
                 if "error" in chunk:
                     raise DockerBuildFailed(f"docker build failed: {chunk['error']}", tuple(log))
-            credentials = find_credentials(target_ref.host, explicit=self.credentials)
+            credentials = find_credentials(
+                target_ref.host, target_ref.repository, explicit=self.credentials
+            )
             auth_config = (
                 {"username": credentials.username, "password": credentials.password}
                 if credentials.username

@@ -31,7 +31,12 @@ from rich.status import Status
 
 from fnjob.api import BUILDERS, Job
 from fnjob.auth import AuthError
-from fnjob.build import BaseImageNotFound, DockerBuildFailed, DockerDaemonUnavailable
+from fnjob.build import (
+    BaseImageNotFound,
+    BuiltImage,
+    DockerBuildFailed,
+    DockerDaemonUnavailable,
+)
 from fnjob.deploy_job import ClusterError, JobFailed, JobTimeout
 from fnjob.deploy_local import ContainerEngineError, ContainerEngineNotFound
 from fnjob.errors import FnJobError
@@ -103,9 +108,13 @@ def _epilog() -> str:
     return (
         "exit codes:\n"
         f"{codes}\n\n"
-        "defaults from the environment: FNJOB_BASE_IMAGE, FNJOB_REGISTRY, FNJOB_NAMESPACE.\n"
-        "registry credentials: ~/.docker/config.json (or $DOCKER_CONFIG), ECR through boto3;\n"
-        "cluster: in-cluster service account inside a pod, else ~/.kube/config ($KUBECONFIG)."
+        "defaults from the environment: FNJOB_BASE_IMAGE, FNJOB_REGISTRY, FNJOB_NAMESPACE,\n"
+        "FNJOB_REGISTRY_TIMEOUT.\n"
+        "registry credentials: podman/skopeo auth files ($REGISTRY_AUTH_FILE,\n"
+        "$XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json), then\n"
+        "~/.docker/config.json (or $DOCKER_CONFIG); ECR through boto3;\n"
+        "cluster: in-cluster service account inside a pod, else ~/.kube/config ($KUBECONFIG).\n"
+        "--json / --output FILE: {status, exit_code, image, digest, value, value_repr, error}."
     )
 
 
@@ -135,10 +144,31 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
         help="allow plain HTTP to this registry host (loopback always is)",
     )
     parser.add_argument(
-        "--requirements", help="a requirements file installed at start (base image needs pip)"
+        "--base-python",
+        metavar="X.Y",
+        help="the base image's Python, when you know it (skips reading its layers)",
+    )
+    parser.add_argument(
+        "--registry-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long one registry operation may wait in total, retries included "
+        "($FNJOB_REGISTRY_TIMEOUT, default 30)",
+    )
+    parser.add_argument(
+        "--requirements",
+        help="a requirements file, installed into the image when it is built",
     )
     parser.add_argument(
         "--extra-file", action="append", default=[], metavar="PATH", help="ship this file too"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print only a JSON result on stdout (the function's output goes to stderr)",
+    )
+    parser.add_argument(
+        "--output", type=Path, metavar="FILE", help="also write the JSON result to FILE"
     )
 
 
@@ -236,6 +266,8 @@ def _job(args: argparse.Namespace, reporter: RichReporter) -> Job:
         "image_name": args.image_name,
         "builder": args.builder,
         "insecure_registries": tuple(args.insecure_registry),
+        "base_python": args.base_python,
+        "registry_timeout": args.registry_timeout,
         "reporter": reporter,
     }
     if args.command == "run":
@@ -252,6 +284,7 @@ def _job(args: argparse.Namespace, reporter: RichReporter) -> Job:
             env=parse_key_values(args.env, option="--env", as_json=False),
             keep_job=args.keep_job,
             on_log=reporter.log,
+            on_stderr=reporter.log_stderr,
         )
     return Job(**settings)
 
@@ -261,15 +294,21 @@ def _job(args: argparse.Namespace, reporter: RichReporter) -> Job:
 
 
 class RichReporter:
-    """Build/push progress bars and run status lines on stderr; logs go to stdout.
+    """Build/push progress and run status on stderr; the function's output lines as it wrote
+    them: stdout lines to ``out`` (stdout, or stderr with ``--json``), stderr lines to stderr.
 
+    On a terminal the push is a live progress bar; otherwise each step is one plain line that
+    is never wrapped or cut, so references stay whole for logs and scripts. Pushed bytes are
+    the ones the registry acknowledged; mounted and already-present blobs are counted apart.
     When both stdout and stderr are terminals, a spinner shows the run's state and the log
     lines are printed above it (through the same console, so they do not garble it).
     """
 
-    def __init__(self, console: Console, out: TextIO) -> None:
+    def __init__(self, console: Console, out: TextIO, err: TextIO) -> None:
         self.console = console
         self.out = out
+        self.err = err
+        self.live = console.is_terminal
         self._progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -281,8 +320,9 @@ class RichReporter:
         )
         self._build: TaskID | None = None
         self._push: TaskID | None = None
-        self._blobs: dict[str, tuple[int, int]] = {}
-        self._reused = 0
+        self._uploads: dict[str, tuple[int, int]] = {}
+        self._mounted: set[str] = set()
+        self._present: set[str] = set()
         self._started = time.monotonic()
         self._spinner: Status | None = None
 
@@ -300,54 +340,93 @@ class RichReporter:
                 self._spinner = None
 
     def log(self, line: str) -> None:
-        """One line of the function's output."""
+        """One line the function wrote to stdout."""
         if self._spinner is not None:
             self.console.print(line, markup=False, highlight=False, soft_wrap=True)
         else:
             print(line, file=self.out, flush=True)
 
+    def log_stderr(self, line: str) -> None:
+        """One line the function wrote to stderr."""
+        if self._spinner is not None:
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(line, file=self.err, flush=True)
+
+    def _line(self, text: str) -> None:
+        if self.live:
+            self._progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(text, file=self.err, flush=True)
+
     def __enter__(self) -> RichReporter:
-        self._progress.start()
+        if self.live:
+            self._progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+        if self.live:
+            self._progress.stop()
+
+    def _summary(self) -> str:
+        done = sum(d for d, _t in self._uploads.values())
+        return (
+            f"push: {len(self._uploads)} uploaded ({done / 1e6:.1f} MB acknowledged), "
+            f"{len(self._mounted)} mounted, {len(self._present)} already there"
+        )
 
     def progress(self, event: ProgressEvent) -> None:
-        if event.stage in ("resolve-base", "check-python", "build-layer"):
-            label = {
-                "resolve-base": "build: reading base image",
-                "check-python": "build: checking base Python",
-                "build-layer": f"build: code layer for {event.detail}",
-            }[event.stage]
-            if self._build is None:
+        stage = event.stage
+        if stage in ("resolve-base", "check-python", "install-requirements", "build-layer"):
+            if stage == "check-python" and event.bytes_total:
+                label = (
+                    f"build: read {event.bytes_done / 1e6:.1f} of {event.bytes_total / 1e6:.1f} "
+                    "MB of base layers to find its Python"
+                )
+            else:
+                label = {
+                    "resolve-base": f"build: reading base image {event.detail}",
+                    "check-python": "build: finding the base image's Python",
+                    "install-requirements": f"build: pip install {event.detail}",
+                    "build-layer": f"build: code layer for {event.detail}",
+                }[stage]
+            if not self.live:
+                self._line(label)
+            elif self._build is None:
                 self._build = self._progress.add_task(label, total=None)
             else:
                 self._progress.update(self._build, description=label)
             return
-        if self._build is not None and event.stage in ("mount", "skip", "upload", "manifest"):
+        if stage == "mount":
+            self._mounted.add(event.detail)
+        elif stage == "skip":
+            self._present.add(event.detail)
+        elif stage == "upload":
+            self._uploads[event.detail] = (event.bytes_done, event.bytes_total or 0)
+        if not self.live:
+            if stage == "done":
+                self._line(self._summary())
+                self._line(f"pushed {event.detail}")
+            return
+        if self._build is not None:
             self._progress.update(self._build, description="build: done", total=1, completed=1)
-        if event.stage in ("mount", "skip"):
-            self._reused += 1
-            self._blobs[event.detail] = (event.bytes_total or 0, event.bytes_total or 0)
-        elif event.stage == "upload":
-            self._blobs[event.detail] = (event.bytes_done, event.bytes_total or 0)
-        elif event.stage == "done":
-            self._blobs = {k: (total, total) for k, (_done, total) in self._blobs.items()}
-        done = sum(d for d, _t in self._blobs.values())
-        total = sum(t for _d, t in self._blobs.values())
-        description = f"push: {len(self._blobs)} blobs ({self._reused} already there)"
-        if event.stage == "done":
-            description = f"pushed {event.detail}"
+        done = sum(d for d, _t in self._uploads.values())
+        total = sum(t for _d, t in self._uploads.values())
         if self._push is None:
-            self._push = self._progress.add_task(description, total=total or None)
-        self._progress.update(self._push, description=description, completed=done, total=total)
+            self._push = self._progress.add_task(self._summary(), total=total or None)
+        self._progress.update(
+            self._push, description=self._summary(), completed=done, total=total or None
+        )
+        if stage == "done":
+            self._line(f"pushed {event.detail}")
 
     def status(self, text: str) -> None:
         elapsed = time.monotonic() - self._started
-        self.console.print(f"[dim]{elapsed:6.1f}s[/dim] run: {escape(text)}", highlight=False)
         if self._spinner is not None:
+            self.console.print(f"[dim]{elapsed:6.1f}s[/dim] run: {escape(text)}", highlight=False)
             self._spinner.update(f"run: {escape(text)}")
+        else:
+            self._line(f"{elapsed:6.1f}s run: {text}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -361,28 +440,62 @@ def _format_result(value: Any) -> str:
         return repr(value)
 
 
+def result_record(
+    status: str,
+    exit_code: int,
+    *,
+    image: BuiltImage | None = None,
+    value: Any = None,
+    error: BaseException | None = None,
+) -> dict[str, Any]:
+    """The machine-readable result of ``--json`` / ``--output``."""
+    record: dict[str, Any] = {
+        "status": status,
+        "exit_code": exit_code,
+        "image": image.ref if image else None,
+        "digest": image.digest if image else None,
+        "value": None,
+        "value_repr": None,
+        "error": None,
+    }
+    if status == "returned":
+        record["value_repr"] = repr(value)
+        try:
+            json.dumps(value)
+            record["value"] = value
+        except (TypeError, ValueError):
+            pass
+    if error is not None:
+        record["error"] = {"type": type(error).__name__, "message": str(error)}
+    return record
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fnjob``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     console = Console(stderr=True)
-    out = sys.stdout
+    # With --json, stdout carries only the result; the function's output moves to stderr.
+    out = sys.stderr if args.json else sys.stdout
+    image: BuiltImage | None = None
+    value: Any = None
     try:
         call = ""
         if args.command == "run":
             call = encode_call((), parse_key_values(args.arg, option="--arg", as_json=True))
-        reporter = RichReporter(console, out)
+        reporter = RichReporter(console, out, sys.stderr)
         job = _job(args, reporter)
         package = _package(args)
         with reporter:
             image = job.build_package(package)
-        if args.command == "build":
-            print(image.ref, file=out)
-            return EXIT_OK
-        with reporter.running():
-            value = job.run_image(image.ref, call, function_name=args.function or args.file.stem)
+        if args.command == "run":
+            with reporter.running():
+                value = job.run_image(
+                    image.ref, call, function_name=args.function or args.file.stem
+                )
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: fnjob removed what it had started")
+        _emit_result(args, result_record("interrupted", EXIT_INTERRUPTED, image=image))
         return EXIT_INTERRUPTED
     except Exception as error:
         remote = _remote_traceback(error)
@@ -390,10 +503,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         # else is a bug in fnjob and keeps its traceback).
         code = EXIT_FUNCTION_RAISED if remote is not None else exit_code_for(error)
         _report_error(console, error, remote)
+        status = "raised" if code == EXIT_FUNCTION_RAISED else "failed"
+        _emit_result(args, result_record(status, code, image=image, error=error))
         return code
-    if value is not None:
-        print(_format_result(value), file=out)
+    if args.command == "build":
+        record = result_record("built", EXIT_OK, image=image)
+        if not args.json:
+            print(image.ref, file=sys.stdout, flush=True)
+    else:
+        record = result_record("returned", EXIT_OK, image=image, value=value)
+        if value is not None and not args.json:
+            print(_format_result(value), file=sys.stdout, flush=True)
+    _emit_result(args, record)
     return EXIT_OK
+
+
+def _emit_result(args: argparse.Namespace, record: dict[str, Any]) -> None:
+    text = json.dumps(record)
+    if args.json:
+        print(text, file=sys.stdout, flush=True)
+    if args.output is not None:
+        args.output.write_text(text + "\n")
 
 
 def _remote_traceback(error: BaseException) -> str | None:

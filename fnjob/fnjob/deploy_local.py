@@ -153,8 +153,11 @@ class LocalDeployer:
         function_name: str,
         on_log: LogSink,
         on_status: StatusSink | None = None,
+        on_stderr: LogSink | None = None,
     ) -> Any:
         """Run the container, stream its output to ``on_log``, return the function's value.
+
+        The function's stderr lines go to ``on_stderr`` when given (else to ``on_log`` too).
 
         Raises the function's own exception (rebuilt from the protocol line),
         ``ContainerEngineError`` when the engine cannot run it, ``JobFailed`` when the
@@ -207,7 +210,10 @@ class LocalDeployer:
                     protocol_lines.append(line)
                     continue
                 last_lines.append(line)
-                on_log(line)
+                if stream == "stderr" and on_stderr is not None:
+                    on_stderr(line)
+                else:
+                    on_log(line)
             exit_code = process.wait()
             finished = True
         finally:

@@ -21,7 +21,7 @@ from typing import Any
 
 import cloudpickle
 
-from fnjob import runner
+from fnjob import inimage, runner
 from fnjob.errors import FnJobError
 from fnjob.package import APP_DIR, CodePackage
 
@@ -40,8 +40,10 @@ __all__ = [
     "Blob",
     "ImageFormatError",
     "Platform",
+    "SitePackages",
     "append_layer",
     "code_layer",
+    "image_links",
     "image_tree",
     "parse_platform",
     "select_platform",
@@ -68,6 +70,9 @@ _MEDIA_TYPES = {
 RUNNER_PATH = "/fnjob/runner.py"
 VENDOR_DIR = "/fnjob/vendor"
 REQUIREMENTS_PATH = "/fnjob/requirements.txt"
+SITE_DIR = "/fnjob/site"
+# Requirements installed at build time (fnjob.requirements): files and symlinks by image path.
+SitePackages = tuple[Mapping[str, bytes], Mapping[str, str]]
 # A fixed timestamp for every tar entry and the gzip header (determinism).
 _FIXED_MTIME = 0
 
@@ -163,44 +168,70 @@ def _vendored_cloudpickle() -> dict[str, bytes]:
     }
 
 
-def image_tree(package: CodePackage) -> dict[str, bytes]:
-    """Absolute path in the image -> content, for everything fnjob adds to the base."""
+def image_tree(package: CodePackage, site: SitePackages | None = None) -> dict[str, bytes]:
+    """Absolute path in the image -> content, for everything fnjob adds to the base: the
+    runner, vendored cloudpickle, the in-image fnjob, the code, and either the installed
+    requirements (``site``, the append builder) or ``requirements.txt`` (for a Dockerfile
+    to install)."""
     tree = {RUNNER_PATH: Path(runner.__file__).read_bytes()}
     tree.update(_vendored_cloudpickle())
+    # Shipped code may import fnjob; in the image that import gets fnjob.inimage.
+    tree[f"{VENDOR_DIR}/fnjob/__init__.py"] = Path(inimage.__file__).read_bytes()
     for path, data in package.files.items():
         tree[f"{APP_DIR}/{path}"] = data
-    if package.requirements:
+    if site is not None:
+        tree.update(site[0])
+    elif package.requirements:
         tree[REQUIREMENTS_PATH] = ("\n".join(package.requirements) + "\n").encode("utf-8")
     return tree
 
 
-def _tar_info(name: str, is_dir: bool, size: int = 0) -> tarfile.TarInfo:
+def image_links(package: CodePackage, site: SitePackages | None = None) -> dict[str, str]:
+    """Absolute path in the image -> relative target, for the symlinks fnjob adds."""
+    links = {f"{APP_DIR}/{path}": target for path, target in package.links.items()}
+    if site is not None:
+        links.update(site[1])
+    return links
+
+
+def _tar_info(name: str, kind: bytes, size: int = 0, linkname: str = "") -> tarfile.TarInfo:
+    is_dir = kind == tarfile.DIRTYPE
     info = tarfile.TarInfo(name + ("/" if is_dir else ""))
-    info.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
-    info.mode = 0o755 if is_dir else 0o644
+    info.type = kind
+    info.mode = {tarfile.DIRTYPE: 0o755, tarfile.SYMTYPE: 0o777}.get(kind, 0o644)
     info.size = size
+    info.linkname = linkname
     info.mtime = _FIXED_MTIME
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     return info
 
 
-def layer_tar(tree: Mapping[str, bytes]) -> bytes:
-    """An uncompressed tar of tree: parent folders included, entries sorted, fixed
-    timestamps, owned by uid/gid 0, files 0644 and folders 0755."""
+def layer_tar(tree: Mapping[str, bytes], links: Mapping[str, str] | None = None) -> bytes:
+    """An uncompressed tar of tree (and symlinks: path -> target): parent folders included,
+    entries sorted, fixed timestamps, owned by uid/gid 0, files 0644 (0755 for ``#!``
+    scripts) and folders 0755."""
+    links = links or {}
     folders: set[str] = set()
-    for path in tree:
+    for path in [*tree, *links]:
         parts = path.strip("/").split("/")[:-1]
         folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
-    entries = sorted([(name, True) for name in folders] + [(p.strip("/"), False) for p in tree])
+    entries = sorted(
+        [(name, tarfile.DIRTYPE) for name in folders]
+        + [(p.strip("/"), tarfile.REGTYPE) for p in tree]
+        + [(p.strip("/"), tarfile.SYMTYPE) for p in links]
+    )
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for name, is_dir in entries:
-            if is_dir:
-                archive.addfile(_tar_info(name, True))
-            else:
+        for name, kind in entries:
+            if kind == tarfile.REGTYPE:
                 data = tree["/" + name]
-                archive.addfile(_tar_info(name, False, len(data)), io.BytesIO(data))
+                info = _tar_info(name, kind, len(data))
+                if data.startswith(b"#!"):
+                    info.mode = 0o755
+                archive.addfile(info, io.BytesIO(data))
+            else:
+                archive.addfile(_tar_info(name, kind, linkname=links.get("/" + name, "")))
     return buffer.getvalue()
 
 
@@ -220,9 +251,12 @@ class CodeLayer:
     diff_id: str
 
 
-def code_layer(package: CodePackage, media_type: str = OCI_LAYER) -> CodeLayer:
-    """The deterministic gzip layer holding the runner, vendored cloudpickle and the code."""
-    tar = layer_tar(image_tree(package))
+def code_layer(
+    package: CodePackage, media_type: str = OCI_LAYER, site: SitePackages | None = None
+) -> CodeLayer:
+    """The deterministic gzip layer holding the runner, vendored cloudpickle, the code and
+    the installed requirements."""
+    tar = layer_tar(image_tree(package, site), image_links(package, site))
     return CodeLayer(blob=Blob(_gzip(tar), media_type), diff_id=sha256_digest(tar))
 
 
@@ -235,21 +269,23 @@ def _env_with(env: Sequence[str], updates: Mapping[str, str]) -> list[str]:
     return kept + [f"{key}={value}" for key, value in updates.items()]
 
 
-def runtime_env(package: CodePackage, base_env: Sequence[str] = ()) -> dict[str, str]:
-    """The environment fnjob sets in the image (base PYTHONPATH kept after ours)."""
+def runtime_env(
+    package: CodePackage, base_env: Sequence[str] = (), *, site: bool = False
+) -> dict[str, str]:
+    """The environment fnjob sets in the image (base PYTHONPATH kept after ours; the
+    installed requirements' folder on it when there are some)."""
     base_pythonpath = ""
     for item in base_env:
         key, _, value = item.partition("=")
         if key == "PYTHONPATH":
             base_pythonpath = value
-    pythonpath = ":".join(p for p in (APP_DIR, VENDOR_DIR, base_pythonpath) if p)
+    site_dir = SITE_DIR if site else ""
+    pythonpath = ":".join(p for p in (APP_DIR, VENDOR_DIR, site_dir, base_pythonpath) if p)
     env = {
         "PYTHONPATH": pythonpath,
         "PYTHONUNBUFFERED": "1",
         "FNJOB_ENTRY": package.entry,
     }
-    if package.requirements:
-        env["FNJOB_REQUIREMENTS"] = REQUIREMENTS_PATH
     return env
 
 
@@ -257,7 +293,7 @@ ENTRYPOINT = ("python3", RUNNER_PATH)
 
 
 def appended_config(
-    base_config: Mapping[str, Any], package: CodePackage, layer: CodeLayer
+    base_config: Mapping[str, Any], package: CodePackage, layer: CodeLayer, *, site: bool = False
 ) -> dict[str, Any]:
     """The base config with the code layer's diff_id appended and fnjob's entrypoint,
     environment and working directory. The base's other settings (user, labels, ...)
@@ -269,7 +305,7 @@ def appended_config(
     rootfs["diff_ids"].append(layer.diff_id)
     container = dict(config.get("config") or {})
     container["Env"] = _env_with(
-        container.get("Env") or [], runtime_env(package, container.get("Env") or [])
+        container.get("Env") or [], runtime_env(package, container.get("Env") or [], site=site)
     )
     container["Entrypoint"] = list(ENTRYPOINT)
     # The base's Cmd would become the runner's arguments.
@@ -306,8 +342,10 @@ def append_layer(
     base_manifest: Mapping[str, Any],
     base_config: Mapping[str, Any],
     package: CodePackage,
+    site: SitePackages | None = None,
 ) -> AppendedImage:
-    """Append package's code layer to a base image, in the base manifest's media types.
+    """Append package's code layer (with ``site``, the requirements installed for the base)
+    to a base image, in the base manifest's media types.
 
     Raises ``ImageFormatError`` for a manifest that is not OCI or Docker schema 2 (an index
     must be resolved with ``select_platform`` first) or when layers and diff_ids disagree.
@@ -330,8 +368,12 @@ def append_layer(
             f"the base manifest lists {len(base_layers)} layers but its config "
             f"{len(diff_ids)} diff_ids"
         )
-    layer = code_layer(package, layer_type)
-    config = Blob(_canonical_json(appended_config(base_config, package, layer)), config_type)
+    layer = code_layer(package, layer_type, site)
+    has_site = bool(site and (site[0] or site[1]))
+    config = Blob(
+        _canonical_json(appended_config(base_config, package, layer, site=has_site)),
+        config_type,
+    )
     manifest_doc: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": media_type,

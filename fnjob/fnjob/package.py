@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import posixpath
 import re
 import sys
 import sysconfig
@@ -32,6 +33,7 @@ from typing import Any
 
 import cloudpickle
 
+from fnjob import stablepickle
 from fnjob.errors import FnJobError
 from fnjob.runner import PICKLE_PROTOCOL
 
@@ -71,6 +73,8 @@ class CodePackage:
     """What goes into the image's code layer.
 
     - ``files``: path relative to ``/fnjob/app`` -> content.
+    - ``links``: path relative to ``/fnjob/app`` -> relative symlink target (links found in
+      shipped folders that point inside them).
     - ``entry``: the runner's ``FNJOB_ENTRY`` (``module:<mod>:<qualname>``, ``pickle:<file>``
       or ``script:<file>``).
     - ``needs_exact_python``: the entry is a pickle; the base image's Python must have the
@@ -79,6 +83,8 @@ class CodePackage:
     - ``requirements``: pip requirement lines installed when the container starts (append
       builder) or at build time (docker builder).
     - ``description``: a short human name (``train.fit (source)``) for progress and errors.
+    - ``pickle_hint``: for a pickle, how this function could ship as source instead (said
+      when the base image's Python differs).
     """
 
     files: Mapping[str, bytes]
@@ -87,6 +93,8 @@ class CodePackage:
     source_python: str = field(default_factory=_local_python)
     requirements: tuple[str, ...] = ()
     description: str = ""
+    links: Mapping[str, str] = field(default_factory=dict)
+    pickle_hint: str = ""
 
     def __post_init__(self) -> None:
         for path, content in self.files.items():
@@ -110,8 +118,18 @@ class CodePackage:
                 raise ValueError(
                     f"requirements: {line!r} must be one non-empty requirement per item"
                 )
-        # Freeze the mapping so the package really is immutable.
+        for path, target in self.links.items():
+            _check_app_path(path)
+            if path in self.files:
+                raise ValueError(f"links: {path!r} is also a file")
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+            if posixpath.isabs(target) or resolved == ".." or resolved.startswith("../"):
+                raise ValueError(
+                    f"links: {path!r} -> {target!r} must be relative and stay inside {APP_DIR}"
+                )
+        # Freeze the mappings so the package really is immutable.
         object.__setattr__(self, "files", types.MappingProxyType(dict(self.files)))
+        object.__setattr__(self, "links", types.MappingProxyType(dict(self.links)))
 
     def python_sources(self) -> dict[str, bytes]:
         """The shipped ``.py`` files (checked against the base image's Python syntax)."""
@@ -142,40 +160,103 @@ def _read_requirements(requirements: Sequence[str] | str | os.PathLike[str]) -> 
     return tuple(kept)
 
 
-def _tree_files(path: Path, name_in_app: str) -> dict[str, bytes]:
-    """A file, or a folder's files (skipping caches and hidden entries), under name_in_app."""
+@dataclass(frozen=True)
+class _Tree:
+    """Files (path in the app -> content) and symlinks (path in the app -> relative target)."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+
+    def update(self, other: _Tree) -> None:
+        self.files.update(other.files)
+        self.links.update(other.links)
+
+
+def _skipped(name: str) -> bool:
+    return name.startswith(".") or name == "__pycache__"
+
+
+def _tree_files(path: Path, name_in_app: str) -> _Tree:
+    """A file, or a folder's files (skipping caches and hidden entries), under name_in_app.
+
+    Symlinks inside a folder are never followed out of it: a link whose target is inside
+    the folder is shipped as a link (files and folders alike); a link leading outside, or to
+    nothing, raises ``UnshippableFunction`` naming it. A path given explicitly is read even
+    when it is itself a link: the caller named it.
+    """
     if path.is_file():
-        return {name_in_app: path.read_bytes()}
+        return _Tree(files={name_in_app: path.read_bytes()})
     if not path.is_dir():
         raise UnshippableFunction(f"extra_files: {str(path)!r} is neither a file nor a folder")
-    files: dict[str, bytes] = {}
-    for child in sorted(path.rglob("*")):
-        relative = child.relative_to(path)
-        if any(part.startswith(".") or part == "__pycache__" for part in relative.parts):
-            continue
-        if child.is_file() and child.suffix != ".pyc":
-            files[f"{name_in_app}/{relative.as_posix()}"] = child.read_bytes()
-    return files
+    root = path.resolve()
+    tree = _Tree()
+    for folder, folders, names in os.walk(path):
+        here = Path(folder)
+        kept = []
+        for name in sorted(folders):
+            if _skipped(name):
+                continue
+            if (here / name).is_symlink():
+                names.append(name)  # handled as a link below, never descended into
+            else:
+                kept.append(name)
+        folders[:] = kept
+        for name in sorted(names):
+            child = here / name
+            relative = child.relative_to(path).as_posix()
+            if _skipped(name) or (child.suffix == ".pyc" and not child.is_symlink()):
+                continue
+            in_app = f"{name_in_app}/{relative}"
+            if child.is_symlink():
+                tree.links[in_app] = _inside_link(child, root, path)
+            elif child.is_file():
+                tree.files[in_app] = child.read_bytes()
+    return tree
 
 
-def _extra_files(extra_files: Sequence[str | os.PathLike[str]]) -> dict[str, bytes]:
-    files: dict[str, bytes] = {}
+def _inside_link(link: Path, root: Path, folder: Path) -> str:
+    """The relative target of a symlink that stays inside root; else UnshippableFunction."""
+    target = os.readlink(link)
+    resolved = (link.parent / target).resolve()
+    if not resolved.is_relative_to(root):
+        raise UnshippableFunction(
+            f"extra_files: {str(link)!r} is a symlink to {target!r}, outside {str(folder)!r}; "
+            "fnjob does not follow links out of a folder (they could ship secrets such as "
+            "~/.docker/config.json): copy the file into the folder, or pass it explicitly"
+        )
+    if not resolved.exists():
+        raise UnshippableFunction(
+            f"extra_files: {str(link)!r} is a symlink to {target!r}, which does not exist"
+        )
+    return os.path.relpath(resolved, link.parent.resolve())
+
+
+def _extra_files(extra_files: Sequence[str | os.PathLike[str]]) -> _Tree:
+    tree = _Tree()
     for item in extra_files:
         path = Path(item)
         if not path.exists():
             raise UnshippableFunction(f"extra_files: {str(path)!r} does not exist")
-        files.update(_tree_files(path, path.resolve().name))
-    return files
+        tree.update(_tree_files(path, path.resolve().name))
+    return tree
 
 
-def _merge(code: Mapping[str, bytes], extra: Mapping[str, bytes]) -> dict[str, bytes]:
-    clashes = sorted(set(code) & set(extra))
-    for path in clashes:
-        if code[path] != extra[path]:
+def _merge(code: _Tree, extra: _Tree) -> _Tree:
+    code_paths = {**code.files, **code.links}
+    extra_paths = {**extra.files, **extra.links}
+    for path in sorted(set(code_paths) & set(extra_paths)):
+        if code_paths[path] != extra_paths[path]:
             raise UnshippableFunction(
                 f"extra_files: {path!r} would replace a shipped code file of the same name"
             )
-    return {**code, **extra}
+    return _Tree({**code.files, **extra.files}, {**code.links, **extra.links})
+
+
+def _python_only(tree: _Tree) -> _Tree:
+    return _Tree(
+        {path: data for path, data in tree.files.items() if path.endswith(".py")},
+        {path: target for path, target in tree.links.items() if path.endswith(".py")},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,7 +291,7 @@ def _local_imports(source: str, folder: Path) -> list[str]:
     ]
 
 
-def _module_sources(module_file: Path, module_name: str) -> dict[str, bytes]:
+def _module_sources(module_file: Path, module_name: str) -> _Tree:
     """The source files needed to import module_name in the container."""
     parts = module_name.split(".")
     is_package = module_file.name == "__init__.py"
@@ -219,14 +300,11 @@ def _module_sources(module_file: Path, module_name: str) -> dict[str, bytes]:
         top_dir = module_file.parent
         for _ in range(len(parts) - (1 if is_package else 2)):
             top_dir = top_dir.parent
-        return {
-            path: data
-            for path, data in _tree_files(top_dir, parts[0]).items()
-            if path.endswith(".py")
-        }
+        return _python_only(_tree_files(top_dir, parts[0]))
     # A plain module: ship it and the sibling modules it imports (transitively).
     folder = module_file.parent
-    files: dict[str, bytes] = {}
+    tree = _Tree()
+    files = tree.files
     pending = [module_name]
     while pending:
         name = pending.pop()
@@ -238,11 +316,11 @@ def _module_sources(module_file: Path, module_name: str) -> dict[str, bytes]:
             files[f"{name}.py"] = data
             pending.extend(_local_imports(data.decode("utf-8", "replace"), folder))
         elif (folder / name / "__init__.py").is_file() and f"{name}/__init__.py" not in files:
-            for path, data in _tree_files(folder / name, name).items():
-                if path.endswith(".py"):
-                    files[path] = data
-                    pending.extend(_local_imports(data.decode("utf-8", "replace"), folder))
-    return files
+            package = _python_only(_tree_files(folder / name, name))
+            tree.update(package)
+            for data in package.files.values():
+                pending.extend(_local_imports(data.decode("utf-8", "replace"), folder))
+    return tree
 
 
 def _importable_source(func: Callable[..., Any]) -> tuple[str, Path] | None:
@@ -258,28 +336,11 @@ def _importable_source(func: Callable[..., Any]) -> tuple[str, Path] | None:
     target: Any = module
     for part in qualname.split("."):
         target = getattr(target, part, None)
-    if target is not func:
+    # A decorator such as @job keeps the function as __wrapped__; inside the image the
+    # decorator gives the function back, so the module's name still finds it.
+    if target is not func and getattr(target, "__wrapped__", None) is not func:
         return None
     return module_name, Path(module_file)
-
-
-def _imports_fnjob(module_file: Path) -> bool:
-    """Whether a module imports fnjob (not installed in base images, so the container could
-    not import the module)."""
-    try:
-        tree = ast.parse(module_file.read_bytes())
-    except (OSError, SyntaxError, ValueError):
-        return False
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        else:
-            continue
-        if any(name == "fnjob" or name.startswith("fnjob.") for name in names):
-            return True
-    return False
 
 
 def _pickle_by_value(func: Callable[..., Any], module_name: str | None) -> bytes:
@@ -290,11 +351,28 @@ def _pickle_by_value(func: Callable[..., Any], module_name: str | None) -> bytes
     if register:
         cloudpickle.register_pickle_by_value(module)
     try:
-        data: bytes = cloudpickle.dumps(func, protocol=PICKLE_PROTOCOL)
+        data = stablepickle.dumps(func, PICKLE_PROTOCOL)
     finally:
         if register:
             cloudpickle.unregister_pickle_by_value(module)
     return data
+
+
+def _pickle_hint(func: Callable[..., Any], qualname: str, importable: bool) -> str:
+    """What to do so that func ships as source (then any Python 3 base will do)."""
+    if importable:
+        return "leave out by_value=True so it ships as source"
+    if "<" in qualname:
+        return "define it at module level in a .py file so it ships as source"
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if getattr(func, "__module__", None) == "__main__" and main_file:
+        script = Path(main_file).name
+        return (
+            f"{qualname} is defined in the script being run ({script}), and functions of the "
+            f"running script are pickled: run `fnjob run {script} --function {qualname}`, or "
+            f"move {qualname} into a module that {script} imports, so it ships as source"
+        )
+    return "define it in a .py module that you import (not in the notebook) so it ships as source"
 
 
 def package_function(
@@ -307,10 +385,10 @@ def package_function(
     """Package a function: as source when importable from a ``.py`` file, else pickled.
 
     ``by_value=True`` pickles even an importable function (needs the same Python in the
-    image). A module that imports ``fnjob`` is always pickled by value, since the container
-    cannot import fnjob; its sibling modules are still shipped as source for the pickle's
-    imports. ``extra_files`` are files or folders placed under ``/fnjob/app/<their name>``;
-    ``requirements`` is a list of pip requirement lines or the path of a requirements file.
+    image). A module that imports ``fnjob`` ships as source too: the image's ``fnjob`` runs
+    functions in place (``fnjob.inimage``). ``extra_files`` are files or folders placed under
+    ``/fnjob/app/<their name>``; ``requirements`` is a list of pip requirement lines or the
+    path of a requirements file.
     Raises ``UnshippableFunction`` when the function is not callable or cannot be pickled,
     or an extra file is missing.
     """
@@ -320,14 +398,16 @@ def package_function(
     reqs = _read_requirements(requirements)
     qualname = getattr(func, "__qualname__", type(func).__name__)
     importable = _importable_source(func)
-    code: dict[str, bytes] = {}
+    code = _Tree()
     if importable is not None:
         module_name, module_file = importable
         if not _is_installed_library(module_file):
             code = _module_sources(module_file, module_name)
-        if not by_value and not _imports_fnjob(module_file):
+        if not by_value:
+            merged = _merge(code, extra)
             return CodePackage(
-                files=_merge(code, extra),
+                files=merged.files,
+                links=merged.links,
                 entry=f"module:{module_name}:{qualname}",
                 needs_exact_python=False,
                 requirements=reqs,
@@ -340,8 +420,11 @@ def package_function(
             f"func: {qualname} cannot be pickled ({type(error).__name__}: {error}); "
             "define it at module level in a .py file so it can be shipped as source"
         ) from error
+    merged = _merge(_Tree({**code.files, PICKLE_FILE: pickled}, code.links), extra)
     return CodePackage(
-        files=_merge({**code, PICKLE_FILE: pickled}, extra),
+        pickle_hint=_pickle_hint(func, qualname, importable is not None),
+        files=merged.files,
+        links=merged.links,
         entry=f"pickle:{PICKLE_FILE}",
         needs_exact_python=True,
         requirements=reqs,
@@ -387,7 +470,7 @@ def _package_source(
     except SyntaxError as error:
         raise UnshippableFunction(f"{origin} is not valid Python: {error}") from error
     file_name = f"{module_name}.py"
-    code = {file_name: source.encode("utf-8")}
+    code = _Tree({file_name: source.encode("utf-8")})
     if siblings_of is not None:
         for name in _local_imports(source, siblings_of):
             if name != module_name:
@@ -408,8 +491,10 @@ def _package_source(
             )
         entry = f"module:{module_name}:{function}"
         description = f"{origin}:{function} (source)"
+    merged = _merge(code, _extra_files(extra_files))
     return CodePackage(
-        files=_merge(code, _extra_files(extra_files)),
+        files=merged.files,
+        links=merged.links,
         entry=entry,
         needs_exact_python=False,
         requirements=_read_requirements(requirements),

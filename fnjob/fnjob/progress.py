@@ -7,13 +7,18 @@ from dataclasses import dataclass
 
 __all__ = ["STAGES", "ProgressCallback", "ProgressEvent"]
 
-# resolve-base: read the base manifest/config; check-python: find the base's Python;
+# resolve-base: read the base manifest/config; check-python: find the base's Python
+# (bytes_done: base layer bytes downloaded so far for it, of bytes_total in all layers);
+# install-requirements: pip installs the requirements for the base (detail: what);
 # build-layer: make the code layer/config/manifest; mount: cross-repository mount of a base
-# layer; upload: blob bytes sent; skip: blob already in the target repository;
-# manifest: manifest pushed; done: the digest-pinned reference is known.
+# layer and skip: blob already in the target repository (both move no bytes: bytes_done 0,
+# bytes_total the blob's size); upload: bytes_done is what the registry has acknowledged of
+# the blob (it reaches bytes_total only once the registry holds every byte; a retried chunk
+# is not counted twice); manifest: manifest pushed; done: the digest-pinned reference is known.
 STAGES = (
     "resolve-base",
     "check-python",
+    "install-requirements",
     "build-layer",
     "mount",
     "upload",

@@ -1,41 +1,46 @@
 """Which Python a base image has, and whether a code package can run on it.
 
-Checked before anything is built or pushed. The base's Python comes from its config's
-``PYTHON_VERSION`` environment variable (official ``python`` images set it), else from what
-its layers contain: ``usr[/local]/bin/python3`` symlinks (``python3 -> python3.11``) and
-``usr[/local]/lib/python3.N/os.py`` standard libraries, read from tar headers only. Scans are
-cached per base manifest digest, on disk.
+Checked before anything is built or pushed. The base's Python is, in this order: the
+``base_python`` the caller gives; the config's ``PYTHON_VERSION`` environment variable
+(official ``python`` images set it); else the ``python3`` the image's ``PATH`` runs, found in
+its layers' tar headers (``python3 -> python3.11`` symlink chains, or the
+``lib/python3.N/os.py`` beside a plain ``bin/python3``). Layers are read newest first and
+the reading stops as soon as the answer is known. Scans are cached per base manifest digest,
+on disk.
 """
 
 from __future__ import annotations
 
 import ast
+import posixpath
 import re
 import sys
 import warnings
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from fnjob.errors import FnJobError
 from fnjob.package import CodePackage
 
 __all__ = [
+    "DEFAULT_PATH",
     "MIN_RUNNER_PYTHON",
     "PythonVersionCache",
     "PythonVersionMismatch",
-    "TarPythonScan",
+    "TarMember",
     "check_python",
+    "find_python",
+    "path_dirs",
     "python_from_config",
 ]
 
 # The runner uses `from __future__ import annotations` and f-strings.
 MIN_RUNNER_PYTHON = (3, 7)
-_STDLIB = re.compile(r"^(?:\./)?(usr/(?:local/)?)lib/python(3\.\d+)/os\.py$")
-_BINARY = re.compile(r"^(?:\./)?(usr/(?:local/)?)bin/python(3\.\d+)$")
-_LAUNCHER = re.compile(r"^(?:\./)?(usr/(?:local/)?)bin/python3$")
+_STDLIB = re.compile(r"^(.*/)?lib/python(3\.\d+)/os\.py$")
+_VERSIONED = re.compile(r"^python(3\.\d+)m?$")
 
 
 class PythonVersionMismatch(FnJobError):
@@ -61,43 +66,136 @@ def python_from_config(config: Mapping[str, Any]) -> str | None:
     return None
 
 
-@dataclass
-class TarPythonScan:
-    """Accumulates what a base's layers say about Python, one tar member at a time.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_WHITEOUT = ".wh."
+_OPAQUE = ".wh..wh..opq"
+_SYMLINK, _HARDLINK = b"2", b"1"
 
-    Later layers win: a ``python3`` launcher symlink names the version ``python3`` runs;
-    otherwise the single version with both stdlib and binary (or a stdlib alone).
-    ``usr/local`` is preferred as it comes first on the default PATH.
+
+class TarMember(NamedTuple):
+    """A tar entry as the scan needs it: path, link target and type flag (``b"2"`` symlink,
+    ``b"1"`` hard link, ``b"0"`` file, ``b"5"`` folder)."""
+
+    name: str
+    linkname: str = ""
+    kind: bytes = b"0"
+
+
+def path_dirs(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The image's ``PATH`` folders (Docker's default when it sets none), without the
+    leading ``/``, in lookup order."""
+    path = DEFAULT_PATH
+    for item in (config.get("config") or {}).get("Env") or []:
+        key, _, value = str(item).partition("=")
+        if key == "PATH":
+            path = value
+    return tuple(dict.fromkeys(d.strip("/") for d in path.split(":") if d.strip("/")))
+
+
+def _normal(name: str) -> str:
+    return posixpath.normpath("/" + name).lstrip("/")
+
+
+class _PathScan:
+    """Which ``python3`` the image's PATH runs, from tar members read newest layer first.
+
+    The newest entry for a path wins; whiteouts in newer layers hide older entries. The answer
+    is the version of the ``python3`` in the earliest PATH folder that has one among the
+    entries seen so far: a symlink chain ending in ``python3.N``, or, for a plain file, the
+    single ``lib/python3.N`` standard library beside its ``bin`` folder.
     """
 
-    launchers: dict[str, str] = field(default_factory=dict)
-    stdlibs: set[str] = field(default_factory=set)
-    binaries: set[str] = field(default_factory=set)
+    def __init__(self, dirs: Sequence[str]) -> None:
+        self.dirs = tuple(dirs)
+        self.entries: dict[str, TarMember] = {}
+        self.stdlibs: dict[str, set[str]] = {}
+        self.hidden: set[str] = set()
+        self.opaque: set[str] = set()
+        self._layer_hidden: set[str] = set()
+        self._layer_opaque: set[str] = set()
 
-    def add(self, name: str, linkname: str = "") -> None:
-        if (match := _STDLIB.match(name)) is not None:
-            self.stdlibs.add(match.group(2))
-        elif (match := _BINARY.match(name)) is not None:
-            self.binaries.add(match.group(2))
-        elif (match := _LAUNCHER.match(name)) is not None:
-            version = _BINARY.match("usr/bin/" + linkname.rsplit("/", 1)[-1])
-            if version is not None:
-                self.launchers[match.group(1)] = version.group(2)
+    def _is_hidden(self, path: str) -> bool:
+        parts = path.split("/")
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            if prefix in self.hidden or (i < len(parts) and prefix in self.opaque):
+                return True
+        return False
 
-    def version(self) -> str | None:
-        for prefix in ("usr/local/", "usr/"):
-            found = self.launchers.get(prefix)
-            if found is not None and found in self.stdlibs:
-                return found
-        both = sorted(self.stdlibs & self.binaries, key=_version_key)
-        if both:
-            return both[-1]
-        only_stdlib = sorted(self.stdlibs, key=_version_key)
-        return only_stdlib[-1] if only_stdlib else None
+    def add(self, member: TarMember) -> None:
+        path = _normal(member.name)
+        folder, base = posixpath.split(path)
+        if base == _OPAQUE:
+            self._layer_opaque.add(folder)
+            return
+        if base.startswith(_WHITEOUT):
+            self._layer_hidden.add(posixpath.join(folder, base[len(_WHITEOUT) :]))
+            return
+        if self._is_hidden(path):
+            return
+        if (match := _STDLIB.match(path)) is not None:
+            self.stdlibs.setdefault(match.group(1) or "", set()).add(match.group(2))
+        self.entries.setdefault(path, member)
+
+    def end_layer(self) -> None:
+        """Whiteouts of the layer just read hide entries of the older layers."""
+        self.hidden |= self._layer_hidden
+        self.opaque |= self._layer_opaque
+        self._layer_hidden, self._layer_opaque = set(), set()
+
+    def _version_of(self, path: str, depth: int = 0) -> str | None:
+        if (match := _VERSIONED.match(posixpath.basename(path))) is not None:
+            return match.group(1)
+        member = self.entries.get(path)
+        if member is None or depth > 16:
+            return None
+        if member.kind == _SYMLINK:
+            target = member.linkname
+            if not target.startswith("/"):
+                target = posixpath.join(posixpath.dirname(path), target)
+            return self._version_of(_normal(target), depth + 1)
+        if member.kind == _HARDLINK:
+            return self._version_of(_normal(member.linkname), depth + 1)
+        prefix = posixpath.dirname(posixpath.dirname(path))
+        versions = self.stdlibs.get(prefix + "/" if prefix else "", set())
+        return next(iter(versions)) if len(versions) == 1 else None
+
+    def answer(self) -> tuple[bool, str | None]:
+        """(decided, version): decided once the earliest PATH folder holding a python3
+        resolves to a version."""
+        for folder in self.dirs:
+            path = f"{folder}/python3"
+            if path in self.entries:
+                version = self._version_of(path)
+                return version is not None, version
+        return False, None
 
 
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))
+def find_python(
+    layers_newest_first: Iterable[Iterable[TarMember]], dirs: Sequence[str]
+) -> str | None:
+    """The ``MAJOR.MINOR`` of the ``python3`` on PATH, reading as few layers as possible.
+
+    Layers are read newest first and reading stops as soon as the answer is known, in the
+    middle of a layer if need be: iterators are closed then, so a streamed layer is not
+    downloaded further and older layers are never opened. An image whose older layers put
+    another python3 in an earlier PATH folder is misread; pass ``base_python`` for those.
+    """
+    scan = _PathScan(dirs)
+    for layer in layers_newest_first:
+        members = iter(layer)
+        try:
+            for member in members:
+                scan.add(member)
+                decided, version = scan.answer()
+                if decided:
+                    return version
+        finally:
+            close = getattr(members, "close", None)
+            if close is not None:
+                close()
+        scan.end_layer()
+    return scan.answer()[1]
 
 
 @dataclass(frozen=True)
@@ -159,8 +257,9 @@ def check_python(package: CodePackage, base_python: str | None, base_name: str) 
             raise PythonVersionMismatch(
                 f"{package.description or 'the function'} is pickled with Python {local} but "
                 f"base image {base_name} has Python {base_python}; pickles need the same "
-                f"major.minor: use a Python {local} base image, or define the function at module "
-                "level in a .py file so it ships as source",
+                f"major.minor: use a Python {local} base image, or "
+                + (package.pickle_hint or "define the function at module level in a .py file")
+                + ("; if the base image's Python was misread, pass base_python= (--base-python)"),
                 base_python=base_python,
                 local_python=local,
             )
@@ -202,14 +301,24 @@ def _pax_records(data: bytes) -> dict[str, str]:
     return records
 
 
-def tar_members(compressed: Iterable[bytes]) -> Iterator[tuple[str, str]]:
-    """(name, linkname) of each member of a gzip or plain tar stream, reading headers only.
+def tar_members(compressed: Iterable[bytes]) -> Iterator[TarMember]:
+    """Each member of a gzip or plain tar stream, reading headers only.
 
     File data still has to be decompressed, but is skipped without copying; this is several
     times faster than ``tarfile`` in stream mode. Stops at the end-of-archive block. Raises
-    ``ValueError`` for a truncated or undecodable stream.
+    ``ValueError`` for a truncated or undecodable stream. Closing this iterator closes the
+    stream it reads (a download stops there).
     """
     chunks = iter(compressed)
+    try:
+        yield from _members(chunks)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def _members(chunks: Iterator[bytes]) -> Iterator[TarMember]:
     first = next(chunks, b"")
     # 0x1f8b is gzip's magic; anything else is taken as an uncompressed tar.
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if first[:2] == b"\x1f\x8b" else None
@@ -263,7 +372,7 @@ def tar_members(compressed: Iterable[bytes]) -> Iterator[tuple[str, str]]:
             link = header[157:257].split(b"\0", 1)[0].decode("utf-8", "replace")
             if kind not in (b"g",):
                 # Like tarfile: folder names without their trailing slash.
-                yield (pending_name or name).rstrip("/"), pending_link or link
+                yield TarMember((pending_name or name).rstrip("/"), pending_link or link, kind)
             pending_name = pending_link = ""
             position += 512
             skip = padded
@@ -272,11 +381,3 @@ def tar_members(compressed: Iterable[bytes]) -> Iterator[tuple[str, str]]:
             position = 0
     if inflater is not None and not inflater.eof:
         raise ValueError("layer ended before the end of its gzip stream")
-
-
-def scan_names(members: Iterable[tuple[str, str]]) -> str | None:
-    """The Python version from (name, linkname) pairs of one or more layers, in order."""
-    scan = TarPythonScan()
-    for name, linkname in members:
-        scan.add(name, linkname)
-    return scan.version()

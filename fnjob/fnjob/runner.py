@@ -11,7 +11,6 @@ Environment it reads:
   ``pickle:<path>`` (unpickle a function and call it) or ``script:<path>`` (run a file as
   ``__main__``; the outcome is ``None``). Relative paths are relative to ``/fnjob/app``.
 - ``FNJOB_CALL``: optional, base64 of a pickle of ``(args, kwargs)``.
-- ``FNJOB_REQUIREMENTS``: optional, a requirements file installed with pip before the call.
 
 The function's own stdout/stderr pass through untouched. After it returns or raises, ONE
 line starting with ``OUTCOME_PREFIX`` is written to stdout: base64 of a JSON object with
@@ -27,7 +26,6 @@ import json
 import os
 import pickle
 import runpy
-import subprocess
 import sys
 import traceback
 from typing import Any, TextIO
@@ -70,24 +68,6 @@ def _b64(data: bytes) -> str:
 
 def _app_path(path: str) -> str:
     return path if os.path.isabs(path) else os.path.join(APP_DIR, path)
-
-
-def _install_requirements(path: str) -> None:
-    """Install the shipped requirements with the base image's pip into a private dir."""
-    try:
-        import pip  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
-    except ImportError:
-        raise RuntimeError(
-            "the image has requirements to install but the base image has no pip; "
-            "use a base image with pip or preinstall the packages"
-        ) from None
-    target = os.environ.get("FNJOB_SITE_DIR", "/tmp/fnjob-site")
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-input"]
-    command += ["--target", target, "-r", _app_path(path)]
-    completed = subprocess.run(command, stdout=sys.stderr, stderr=sys.stderr)
-    if completed.returncode != 0:
-        raise RuntimeError(f"pip install -r {path} failed with exit code {completed.returncode}")
-    sys.path.insert(0, target)
 
 
 def _load_call() -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -140,9 +120,6 @@ def main() -> int:
     sys.stdout = tracker
     exit_code = 0
     try:
-        requirements = os.environ.get("FNJOB_REQUIREMENTS", "")
-        if requirements:
-            _install_requirements(requirements)
         value = _run_entry(os.environ.get("FNJOB_ENTRY", ""))
         try:
             record: dict[str, Any] = {"ok": True, "value": _b64(_dumps(value))}

@@ -2,7 +2,9 @@
 
 It forwards every request to the registry unchanged (Host kept, so upload Locations point
 back at the proxy) unless a rule answers first. Rules see (method, path) and may return
-(status, headers, body). The proxy records every request it saw.
+(status, headers, body). ``rewrite_location`` may change the ``Location`` the registry
+answers (to send the client to another server). The proxy records every request it saw,
+with its headers.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Seen:
     method: str
     path: str
     status: int
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -34,6 +37,7 @@ class RegistryProxy:
     rules: list[Rule] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
     host: str = ""
+    rewrite_location: Callable[[str], str] | None = None
     _server: ThreadingHTTPServer | None = None
 
     def start(self) -> None:
@@ -73,7 +77,7 @@ class RegistryProxy:
                 for rule in proxy.rules:
                     answer = rule(self.command, self.path, headers)
                     if answer is not None:
-                        proxy.seen.append(Seen(self.command, self.path, answer[0]))
+                        proxy.seen.append(Seen(self.command, self.path, answer[0], headers))
                         self._answer(*answer)
                         return
                 forwarded = {
@@ -89,8 +93,11 @@ class RegistryProxy:
                     allow_redirects=False,
                     timeout=60,
                 )
-                proxy.seen.append(Seen(self.command, self.path, response.status_code))
-                self._answer(response.status_code, dict(response.headers), response.content)
+                proxy.seen.append(Seen(self.command, self.path, response.status_code, headers))
+                answer_headers = dict(response.headers)
+                if proxy.rewrite_location is not None and "Location" in answer_headers:
+                    answer_headers["Location"] = proxy.rewrite_location(answer_headers["Location"])
+                self._answer(response.status_code, answer_headers, response.content)
 
             do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
 
@@ -154,4 +161,19 @@ class TokenGate:
         if headers.get("Authorization") == f"Bearer {self.token}":
             return None
         challenge = f'Bearer realm="http://{self.proxy_host}/token",service="fnjob-tests"'
+        return 401, {"WWW-Authenticate": challenge, "Content-Type": "application/json"}, b"{}"
+
+
+@dataclass
+class BasicGate:
+    """Makes the proxy a registry that demands HTTP basic credentials on every request."""
+
+    username: str
+    password: str
+
+    def rule(self, method: str, path: str, headers: dict[str, str]) -> Answer | None:
+        expected = "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        if headers.get("Authorization") == expected:
+            return None
+        challenge = 'Basic realm="fnjob-tests"'
         return 401, {"WWW-Authenticate": challenge, "Content-Type": "application/json"}, b"{}"

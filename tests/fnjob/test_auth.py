@@ -14,7 +14,8 @@ import pytest
 from fnjob.auth import (
     AuthError,
     Credentials,
-    credentials_from_docker_config,
+    auth_files,
+    credentials_from_auth_file,
     docker_config_path,
     fetch_bearer_token,
     find_credentials,
@@ -63,23 +64,23 @@ def test_auths_entry_with_encoded_auth_and_url_style_key(tmp_path: Path) -> None
     config = _write_config(
         tmp_path, {"auths": {"https://reg.example.com:5000/v1/": {"auth": encoded}}}
     )
-    found = credentials_from_docker_config("reg.example.com:5000", config)
+    found = credentials_from_auth_file("reg.example.com:5000", config)
     assert found is not None
     assert (found.username, found.password) == ("alice", "pa:ss")
     assert str(config) in found.source
-    assert credentials_from_docker_config("other.example.com", config) is None
+    assert credentials_from_auth_file("other.example.com", config) is None
 
 
 def test_identity_token_entry(tmp_path: Path) -> None:
     config = _write_config(tmp_path, {"auths": {"reg.example.com": {"identitytoken": "refresh"}}})
-    found = credentials_from_docker_config("reg.example.com", config)
+    found = credentials_from_auth_file("reg.example.com", config)
     assert found is not None and found.identity_token == "refresh" and not found.username
 
 
 def test_docker_hub_keys_are_normalised(tmp_path: Path) -> None:
     encoded = base64.b64encode(b"hubuser:hubpass").decode()
     config = _write_config(tmp_path, {"auths": {"https://index.docker.io/v1/": {"auth": encoded}}})
-    found = credentials_from_docker_config("registry-1.docker.io", config)
+    found = credentials_from_auth_file("registry-1.docker.io", config)
     assert found is not None and found.username == "hubuser"
 
 
@@ -97,23 +98,23 @@ def test_credential_helper_is_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
     config = _write_config(tmp_path / "docker", {"credsStore": "teststore"})
 
-    found = credentials_from_docker_config("reg.example.com", config)
+    found = credentials_from_auth_file("reg.example.com", config)
     assert found is not None
     assert (found.username, found.password) == ("carol", "from-helper")
     assert "docker-credential-teststore" in found.source
-    assert credentials_from_docker_config("unknown.example.com", config) is None
+    assert credentials_from_auth_file("unknown.example.com", config) is None
 
 
 def test_missing_credential_helper_is_a_clear_error(tmp_path: Path) -> None:
     config = _write_config(tmp_path, {"credHelpers": {"reg.example.com": "nonexistent-xyz"}})
     with pytest.raises(AuthError, match=r"docker-credential-nonexistent-xyz is not on PATH"):
-        credentials_from_docker_config("reg.example.com", config)
+        credentials_from_auth_file("reg.example.com", config)
 
 
 def test_unreadable_docker_config_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(AuthError, match=r"cannot read Docker config"):
-        credentials_from_docker_config("reg.example.com", tmp_path / "config.json")
+        credentials_from_auth_file("reg.example.com", tmp_path / "config.json")
 
 
 def test_explicit_credentials_win_and_anonymous_is_the_fallback(tmp_path: Path) -> None:
@@ -217,3 +218,53 @@ def test_token_realm_over_plain_http_is_refused_for_remote_hosts() -> None:
 def test_credentials_never_show_secrets_in_repr() -> None:
     text = repr(Credentials(username="u", password="hunter2", identity_token="tok", source="x"))
     assert "hunter2" not in text and "tok'" not in text
+
+
+# -- podman / skopeo auth files ----------------------------------------------------------------
+
+
+def _auth_file(path: Path, user: str, key: str = "reg.example.com") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encoded = base64.b64encode(f"{user}:pw-{user}".encode()).decode()
+    path.write_text(json.dumps({"auths": {key: {"auth": encoded}}}))
+    return path
+
+
+def test_podman_auth_files_are_read_in_the_documented_order(tmp_path: Path) -> None:
+    home, runtime = tmp_path / "home", tmp_path / "run"
+    env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
+    assert auth_files(env) == [
+        runtime / "containers" / "auth.json",
+        home / ".config" / "containers" / "auth.json",
+        home / ".docker" / "config.json",
+        home / ".dockercfg",
+    ]
+    _auth_file(home / ".docker" / "config.json", "docker-user")
+    assert find_credentials("reg.example.com", env=env).username == "docker-user"
+    # podman login without --authfile writes ~/.config/containers/auth.json or the runtime one.
+    _auth_file(home / ".config" / "containers" / "auth.json", "config-user")
+    assert find_credentials("reg.example.com", env=env).username == "config-user"
+    primary = _auth_file(runtime / "containers" / "auth.json", "runtime-user")
+    found = find_credentials("reg.example.com", env=env)
+    assert (found.username, found.password) == ("runtime-user", "pw-runtime-user")
+    assert str(primary) in found.source
+    # $REGISTRY_AUTH_FILE replaces the runtime file; the others still follow it.
+    override = _auth_file(tmp_path / "ci-auth.json", "override-user")
+    with_override = {**env, "REGISTRY_AUTH_FILE": str(override)}
+    assert auth_files(with_override)[0] == override
+    assert find_credentials("reg.example.com", env=with_override).username == "override-user"
+    other_host = {**with_override, "REGISTRY_AUTH_FILE": str(_auth_file(override, "x", "other.io"))}
+    assert find_credentials("reg.example.com", env=other_host).username == "config-user"
+
+
+def test_namespace_keys_pick_the_most_specific_entry(tmp_path: Path) -> None:
+    path = tmp_path / "auth.json"
+    entries = {
+        "reg.example.com": {"auth": base64.b64encode(b"host-user:a").decode()},
+        "reg.example.com/team-ml": {"auth": base64.b64encode(b"team-user:b").decode()},
+    }
+    path.write_text(json.dumps({"auths": entries}))
+    found = credentials_from_auth_file("reg.example.com", path, "team-ml/train")
+    assert found is not None and found.username == "team-user"
+    found = credentials_from_auth_file("reg.example.com", path, "team-other/train")
+    assert found is not None and found.username == "host-user"

@@ -314,18 +314,54 @@ def test_notebook_function_runs_in_podman(
     assert run_image(podman, built.ref, [1, 2, 3, 6]).unwrap() == 3
 
 
-def test_requirements_on_a_base_without_pip_fail_clearly_in_the_container(
-    registry: RegistryServer, python_base: str, podman: PodmanConfig, builder_for
+def test_requirements_are_installed_at_build_time_and_the_job_needs_no_network(
+    registry: RegistryServer, python_base: str, podman: PodmanConfig, builder_for, tmp_path: Path
 ) -> None:
-    train_module = import_sample("train_module")
-    built = builder_for(python_base).build(
-        package_function(train_module.train, requirements=["six==1.16.0"]),
-        f"{registry.host}/team/needs-pip",
+    import gzip
+    import io
+    import tarfile
+
+    from fnjob.package import package_file
+    from fnjob.protocol import encode_call, parse_outcome
+
+    script = tmp_path / "uses_six.py"
+    script.write_text("import six\n\n\ndef version():\n    return six.__version__\n")
+    events = EventLog()
+    # A pure-Python wheel from PyPI, on a base image that has no pip at all.
+    built = builder_for(python_base, progress=events).build(
+        package_file(script, function="version", requirements=["six==1.17.0"]),
+        f"{registry.host}/team/with-six",
     )
-    run = run_image(podman, built.ref, 0.1)
-    assert run.exit_code == 1
-    with pytest.raises(RuntimeError, match=r"the base image has no pip"):
-        run.unwrap()
+    assert [event.detail for event in events.stages("install-requirements")] == ["six==1.17.0"]
+    manifest = registry.manifest("team/with-six", built.digest).json()
+    layer = requests.get(
+        f"{registry.url}/v2/team/with-six/blobs/{manifest['layers'][-1]['digest']}", timeout=30
+    ).content
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer))) as archive:
+        names = archive.getnames()
+    assert "fnjob/site/six.py" in names
+    assert "fnjob/requirements.txt" not in names
+
+    completed = podman.run(
+        *("run", "--rm", "--tls-verify=false", "--network", "none"),
+        *("-e", f"FNJOB_CALL={encode_call((), {})}", built.ref),
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert parse_outcome(completed.stdout.splitlines()).unwrap() == "1.17.0"
+
+
+def test_requirements_pip_cannot_install_fail_before_any_push(
+    registry: RegistryServer, python_base: str, builder_for
+) -> None:
+    from fnjob.requirements import RequirementsNotInstallable
+
+    train_module = import_sample("train_module")
+    with pytest.raises(RequirementsNotInstallable, match=r"pip could not install six==0\.0\.0"):
+        builder_for(python_base).build(
+            package_function(train_module.train, requirements=["six==0.0.0"]),
+            f"{registry.host}/team/no-such-version",
+        )
+    assert registry.tags("team/no-such-version") == []
 
 
 def test_function_pickled_by_value_finds_its_shipped_sibling_modules(
@@ -337,3 +373,116 @@ def test_function_pickled_by_value_finds_its_shipped_sibling_modules(
     )
     run = run_image(podman, built.ref, 1.0, epochs=1)
     assert run.unwrap() == {"loss": 0.5, "epochs": 1.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the base's Python reads as little as it can
+
+
+def _small_layer(members: dict[str, str]) -> tuple[bytes, str]:
+    """A gzip layer of symlinks (name -> target) and its diff_id."""
+    import gzip
+    import hashlib
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, target in members.items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            archive.addfile(info)
+    tar = buffer.getvalue()
+    return gzip.compress(tar, mtime=0), "sha256:" + hashlib.sha256(tar).hexdigest()
+
+
+def _push_stacked_base(registry: RegistryServer, python_base: str) -> tuple[str, dict, bytes]:  # type: ignore[type-arg]
+    """``fnjob-base/stacked:v1``: the Debian layer (54 MB) with a small layer on top that
+    installs a Python 3.12 in /usr/local (as CUDA images get Python on top of big layers)."""
+    from fnjob.auth import Credentials
+    from fnjob.image import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, sha256_digest
+    from fnjob.registry import RegistryClient
+
+    base_manifest = registry.manifest("fnjob-base/python", "3.11").json()
+    base_config = requests.get(
+        f"{registry.url}/v2/fnjob-base/python/blobs/{base_manifest['config']['digest']}",
+        timeout=10,
+    ).json()
+    top, top_diff_id = _small_layer({"usr/local/bin/python3": "python3.12"})
+    config = dict(base_config)
+    config["rootfs"] = {
+        "type": "layers",
+        "diff_ids": [*base_config["rootfs"]["diff_ids"], top_diff_id],
+    }
+    config.pop("history", None)
+    config_data = json.dumps(config).encode()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": OCI_CONFIG,
+            "digest": sha256_digest(config_data),
+            "size": len(config_data),
+        },
+        "layers": [
+            base_manifest["layers"][0],
+            {"mediaType": OCI_LAYER, "digest": sha256_digest(top), "size": len(top)},
+        ],
+    }
+    with RegistryClient(registry.host, "fnjob-base/stacked", credentials=Credentials()) as client:
+        assert client.mount_blob("fnjob-base/python", base_manifest["layers"][0]["digest"])
+        client.push_blob(sha256_digest(top), lambda: iter([top]))
+        client.push_blob(sha256_digest(config_data), lambda: iter([config_data]))
+        client.put_manifest("v1", json.dumps(manifest).encode(), OCI_MANIFEST)
+    return f"{registry.host}/fnjob-base/stacked:v1", manifest, top
+
+
+def test_python_on_top_of_big_layers_is_found_without_downloading_them(
+    registry: RegistryServer, python_base: str, tmp_path: Path
+) -> None:
+    from tests.fnjob.registry_proxy import RegistryProxy
+
+    reference, manifest, top = _push_stacked_base(registry, python_base)
+    front = RegistryProxy(upstream=registry.host)
+    front.start()
+    try:
+        events = EventLog()
+        builder = AppendBuilder(
+            reference.replace(registry.host, front.host), cache_dir=tmp_path, progress=events
+        )
+        _, python = builder.resolve_base()
+    finally:
+        front.stop()
+
+    assert python == "3.12"  # the newest layer's /usr/local/bin/python3
+    big, small = manifest["layers"]
+    assert front.count("GET", f"/blobs/{small['digest']}") == 1
+    assert front.count("GET", f"/blobs/{big['digest']}") == 0
+    read = max(event.bytes_done for event in events.stages("check-python"))
+    assert read == len(top)
+
+
+def test_python_in_a_single_big_layer_is_found_without_reading_all_of_it(
+    registry: RegistryServer, python_base: str, tmp_path: Path
+) -> None:
+    events = EventLog()
+    base, python = AppendBuilder(python_base, cache_dir=tmp_path, progress=events).resolve_base()
+
+    assert python == "3.11"
+    (layer,) = base.manifest["layers"]
+    read = max(event.bytes_done for event in events.stages("check-python"))
+    # /usr/bin/python3 -> python3.11 sits in the first tenth of Debian's layer.
+    assert 0 < read < layer["size"] / 2
+
+
+def test_given_base_python_skips_reading_the_layers(
+    registry: RegistryServer, python_base: str, tmp_path: Path
+) -> None:
+    events = EventLog()
+    builder = AppendBuilder(python_base, base_python="3.11", cache_dir=tmp_path, progress=events)
+    assert builder.resolve_base()[1] == "3.11"
+    assert events.stages("check-python") == []
+    assert not (tmp_path / "python-versions").exists()
+    with pytest.raises(ValueError, match=r"base_python: '3' is not like '3.11'"):
+        AppendBuilder(python_base, base_python="3")

@@ -149,15 +149,14 @@ def test_run_local_prints_logs_then_the_result(
         train_file.parent,
     )
     assert completed.returncode == 0, completed.stderr
-    lines = completed.stdout.splitlines()
-    # The function's stderr is shown too; its order against stdout lines is not fixed.
-    assert "a warning on stderr" in lines
-    assert [line for line in lines if line != "a warning on stderr"] == [
+    # stdout: the function's stdout, then its value; its stderr stays on stderr.
+    assert completed.stdout.splitlines() == [
         "epoch 0 lr=0.5",
         "epoch 1 lr=0.5",
         "epoch 2 lr=0.5",
         json.dumps({"lr": 0.5, "epochs": 3}),
     ]
+    assert "a warning on stderr" in completed.stderr.splitlines()
     assert "pushed" in completed.stderr  # the progress display
     assert fnjob_containers(podman_env) == []
 
@@ -293,3 +292,146 @@ def test_ctrl_c_exits_130_and_leaves_no_container(
     assert process.returncode == cli.EXIT_INTERRUPTED
     assert "interrupted" in err and "Traceback" not in err
     assert fnjob_containers(podman_env) == []
+
+
+@pytest.mark.real
+def test_json_result_and_output_file(
+    train_file: Path, tmp_path: Path, registry: Any, python_base: str, podman_env: dict[str, str]
+) -> None:
+    result_file = tmp_path / "result.json"
+    completed = fnjob_command(
+        [
+            *("run", train_file.name, "--function", "main", "--local", "--json"),
+            *("--output", str(result_file), "--arg", "lr=0.25"),
+            *image_args(registry, python_base),
+        ],
+        podman_env,
+        train_file.parent,
+    )
+    assert completed.returncode == 0, completed.stderr
+    record = json.loads(completed.stdout)  # stdout holds only the result
+    assert record["status"] == "returned" and record["exit_code"] == 0
+    assert record["value"] == {"lr": 0.25, "epochs": 2}
+    assert record["image"] == f"{registry.host}/tests/fnjob@{record['digest']}"
+    assert json.loads(result_file.read_text()) == record
+    # The function's own output went to stderr.
+    assert "epoch 1 lr=0.25" in completed.stderr.splitlines()
+
+    failed = fnjob_command(
+        [
+            *("run", train_file.name, "--function", "broken", "--local", "--json"),
+            *image_args(registry, python_base),
+        ],
+        podman_env,
+        train_file.parent,
+    )
+    record = json.loads(failed.stdout)
+    assert failed.returncode == record["exit_code"] == cli.EXIT_FUNCTION_RAISED
+    assert record["status"] == "raised"
+    assert record["error"] == {
+        "type": "RuntimeError",
+        "message": "data file /data/train.csv is missing",
+    }
+
+
+@pytest.mark.real
+def test_long_references_are_never_cut_when_stderr_is_not_a_terminal(
+    train_file: Path, registry: Any, python_base: str, podman_env: dict[str, str]
+) -> None:
+    name = "a-rather-long-team-name/with-a-long-project/and-an-even-longer-image-name"
+    completed = fnjob_command(
+        [
+            *("build", train_file.name, "--function", "main", "--image-name", name),
+            *image_args(registry, python_base),
+        ],
+        podman_env,
+        train_file.parent,
+    )
+    assert completed.returncode == 0, completed.stderr
+    ref = completed.stdout.strip()
+    assert len(ref) > 120
+    assert f"pushed {ref}" in completed.stderr.splitlines()
+
+
+TUTORIAL = """\
+import os
+from fnjob import fairing
+from fnjob.fairing.kubernetes.utils import get_resource_mutator
+
+def show_hostname():
+    print(os.environ['HOSTNAME'])
+
+DOCKER_REGISTRY = 'ghcr.io/ddung1203'
+fairing.config.set_builder(
+    'append',
+    image_name='fairing-job',
+    registry=DOCKER_REGISTRY,
+    base_image='tensorflow/tensorflow:1.14.0-py3',
+    push=True)
+
+fairing.config.set_deployer('job', pod_spec_mutators=[get_resource_mutator(cpu=0.5, memory=0.5)])
+
+if __name__ == '__main__':
+    print('local show_hostname()')
+    show_hostname()
+    print('remote show_hostname()')
+    remote_show_hostname = fairing.config.fn(show_hostname)
+    remote_show_hostname()
+"""
+
+
+@pytest.mark.real
+def test_files_that_import_fnjob_run_in_the_container(
+    tmp_path: Path, registry: Any, python_base: str, podman_env: dict[str, str]
+) -> None:
+    # The migrated tutorial, run as the job itself: inside the container fnjob runs the
+    # function in place, so both calls print the container's hostname.
+    (tmp_path / "tutorial.py").write_text(TUTORIAL)
+    completed = fnjob_command(
+        ["run", "tutorial.py", "--local", *image_args(registry, python_base)],
+        podman_env,
+        tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert lines[0] == "local show_hostname()" and lines[2] == "remote show_hostname()"
+    assert lines[1] == lines[3] and lines[1]
+
+    (tmp_path / "fit.py").write_text(
+        "from fnjob import Job, job\n\n"
+        "gpu = Job(base_image='b', registry='r.example', gpus=1)\n\n"
+        "@job(base_image='b', registry='r.example')\n"
+        "def fit(steps=2):\n    return gpu.run(lambda n: n * 10, steps)\n"
+    )
+    completed = fnjob_command(
+        ["run", "fit.py", "--function", "fit", "--local", *image_args(registry, python_base)],
+        podman_env,
+        tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == ["20"]
+
+
+def test_registry_timeout_option_bounds_a_hung_registry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    host = f"127.0.0.1:{server.getsockname()[1]}"
+    try:
+        (tmp_path / "train.py").write_text(TRAIN_PY)
+        code = cli.main(
+            [
+                *("build", str(tmp_path / "train.py"), "--function", "main"),
+                *("--base-image", f"{host}/base/python:3.11", "--registry", host),
+                *("--registry-timeout", "0.5", "--json"),
+            ]
+        )
+    finally:
+        server.close()
+    captured = capsys.readouterr()
+    assert code == cli.EXIT_REGISTRY
+    assert f"{host}: read manifest 3.11: no answer within 0.5 s" in captured.err
+    record = json.loads(captured.out)
+    assert record["status"] == "failed" and record["error"]["type"] == "RegistryUnreachable"

@@ -14,6 +14,7 @@ from fnjob import fairing
 from fnjob.fairing import (
     FairingConfig,
     FairingConfigError,
+    FairingNotSupported,
     ResourceMutator,
     config,
     get_resource_mutator,
@@ -67,10 +68,10 @@ def test_gpu_namespace_and_cleanup_map_to_the_job(facade: FairingConfig) -> None
 
 
 def test_unknown_builder_and_deployer_list_the_allowed_ones(facade: FairingConfig) -> None:
-    allowed_builders = "builder 'cluster' is not supported; use one of: append, docker"
+    allowed_builders = "builder 'cluster' is not supported in fnjob; use one of: append, docker"
     with pytest.raises(FairingConfigError, match=allowed_builders):
         facade.set_builder("cluster", registry=REGISTRY)
-    allowed_deployers = "deployer 'tfjob' is not supported; use one of: job, local"
+    allowed_deployers = "deployer 'tfjob' is not supported in fnjob; use one of: job, local"
     with pytest.raises(FairingConfigError, match=allowed_deployers):
         facade.set_deployer("tfjob")
     with pytest.raises(FairingConfigError, match="does not take dockerfile_path"):
@@ -79,7 +80,11 @@ def test_unknown_builder_and_deployer_list_the_allowed_ones(facade: FairingConfi
         facade.set_builder("append", registry=REGISTRY, base_image="python:3.11", push=False)
 
 
-def test_running_without_a_builder_says_what_to_call(facade: FairingConfig) -> None:
+def test_running_without_a_builder_says_what_to_call(
+    facade: FairingConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FNJOB_REGISTRY", raising=False)
+    monkeypatch.delenv("FNJOB_BASE_IMAGE", raising=False)
     remote = facade.fn(print)
     with pytest.raises(FairingConfigError, match=r"call fairing.config.set_builder\('append'"):
         remote("hello")
@@ -102,6 +107,71 @@ def test_facades_do_not_share_state(facade: FairingConfig) -> None:
     with pytest.raises(FairingConfigError):
         facade.job()
     assert get_resource_mutator(cpu=1) == ResourceMutator(cpu=1)
+
+
+# -- Fairing's other entry points --------------------------------------------------------
+
+
+def test_the_kubernetes_utils_import_path_works() -> None:
+    from fnjob.fairing.kubernetes.utils import get_resource_mutator as from_utils
+
+    assert from_utils is get_resource_mutator
+
+
+@pytest.mark.parametrize(
+    ("name", "alternative"),
+    [("TrainJob", r"fnjob.Job\(base_image"), ("cloud", "docker/podman login"), ("nope", "README")],
+)
+def test_fairing_names_fnjob_lacks_raise_a_typed_error_not_attribute_error(
+    name: str, alternative: str
+) -> None:
+    with pytest.raises(
+        FairingNotSupported, match=rf"fairing.{name} is not supported.*{alternative}"
+    ):
+        getattr(fairing, name)
+    with pytest.raises(FairingNotSupported, match=rf"fairing.config.{name} is not supported"):
+        getattr(config, name)
+    with pytest.raises(FairingNotSupported, match=r"builder 'cluster'.*kaniko"):
+        FairingConfig().set_builder("cluster")
+
+
+def test_registry_and_base_image_default_to_the_notebook_environment(
+    facade: FairingConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FNJOB_REGISTRY", "123456789012.dkr.ecr.us-west-2.amazonaws.com/team")
+    monkeypatch.setenv("FNJOB_BASE_IMAGE", "python:3.11")
+    description = facade.job()
+    assert description.registry == "123456789012.dkr.ecr.us-west-2.amazonaws.com/team"
+    assert description.base_image == "python:3.11"
+
+
+def test_preprocessor_input_files_and_requirements_reach_the_job(
+    facade: FairingConfig, tmp_path: Path
+) -> None:
+    (tmp_path / "labels.txt").write_text("cat\n")
+    (tmp_path / "requirements.txt").write_text("six==1.17.0\n")
+    facade.set_builder("append", registry=REGISTRY, base_image="python:3.11", base_python="3.11")
+    facade.set_preprocessor(
+        "function",
+        input_files=[str(tmp_path / "labels.txt"), str(tmp_path / "requirements.txt")],
+    )
+    description = facade.job()
+    assert description.extra_files == (str(tmp_path / "labels.txt"),)
+    assert description.requirements == str(tmp_path / "requirements.txt")
+    assert description.base_python == "3.11"
+    with pytest.raises(FairingConfigError, match="does not take output_map"):
+        facade.set_preprocessor("python", output_map={})
+    with pytest.raises(FairingNotSupported, match="preprocessor 'converted_notebook'"):
+        facade.set_preprocessor("converted_notebook")
+
+
+def test_config_run_needs_a_file_or_notebook_preprocessor(facade: FairingConfig) -> None:
+    facade.set_builder("append", registry=REGISTRY, base_image="python:3.11")
+    with pytest.raises(FairingConfigError, match=r"set_preprocessor\('python', executable="):
+        facade.run()
+    facade.set_preprocessor("notebook")
+    with pytest.raises(FairingConfigError, match="needs notebook_file="):
+        facade.run()
 
 
 # -- the seed's example, for real --------------------------------------------------------
@@ -162,3 +232,53 @@ def test_seed_hostname_example_runs_through_the_facade_with_the_local_deployer(
     assert remote_hostname and remote_hostname != socket.gethostname()
     assert fnjob_containers(podman_env) == []
     assert registry.tags("ddung1203/fairing-job")
+
+
+# -- what ``import fnjob`` gives inside the image ---------------------------------------------
+
+
+def _load_in_image_fnjob(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Import fnjob.inimage the way the image does: as the top-level ``fnjob``."""
+    import importlib.util
+
+    from fnjob import inimage
+
+    for name in [n for n in sys.modules if n == "fnjob" or n.startswith("fnjob.")]:
+        monkeypatch.delitem(sys.modules, name)
+    spec = importlib.util.spec_from_file_location(
+        "fnjob", inimage.__file__, submodule_search_locations=[]
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "fnjob", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_in_image_fnjob_runs_functions_here_and_covers_fnjob_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import fnjob as real
+
+    names = set(real.__all__)
+    errors = {
+        name
+        for name in names
+        if isinstance(getattr(real, name), type) and issubclass(getattr(real, name), Exception)
+    }
+    image_fnjob = _load_in_image_fnjob(monkeypatch)
+    from fnjob import fairing as image_fairing  # type: ignore[attr-defined]
+    from fnjob.fairing.kubernetes.utils import get_resource_mutator as mutator
+
+    assert image_fnjob.Job(base_image="b", registry="r").run(lambda x: x * 2, 21) == 42
+    assert image_fnjob.job(gpus=1)(len)("abc") == 3
+    image_fairing.config.set_builder("append", registry="r", base_image="b", push=True)
+    image_fairing.config.set_deployer("job", pod_spec_mutators=[mutator(cpu=1, memory=2)])
+    assert image_fairing.config.fn(lambda: "here")() == "here"
+    # Every name the real fnjob exports either works here or says why it does not.
+    provided = {"Job", "job", "FnJobError", *image_fnjob.ERROR_NAMES}
+    assert errors <= provided
+    for name in sorted(names - provided - {"__version__"}):
+        with pytest.raises(image_fnjob.FnJobError, match="not available inside"):
+            getattr(image_fnjob, name)
+    assert issubclass(image_fnjob.JobFailed, image_fnjob.FnJobError)

@@ -109,7 +109,8 @@ def test_layer_diff_id_is_the_digest_of_the_uncompressed_tar() -> None:
 
 def test_config_appends_diff_id_and_sets_entrypoint_env_and_workdir() -> None:
     manifest, config = _base()
-    image = append_layer(manifest, config, _package(requirements=("numpy==2.1.0",)))
+    site = ({"/fnjob/site/six.py": b"# six\n"}, {})
+    image = append_layer(manifest, config, _package(requirements=("six==1.17.0",)), site)
     new_config = json.loads(image.config.data)
     container = new_config["config"]
 
@@ -118,9 +119,10 @@ def test_config_appends_diff_id_and_sets_entrypoint_env_and_workdir() -> None:
     assert "Cmd" not in container  # the base's Cmd would become the runner's arguments
     assert container["WorkingDir"] == "/fnjob/app"
     env = dict(item.split("=", 1) for item in container["Env"])
-    assert env["PYTHONPATH"] == "/fnjob/app:/fnjob/vendor:/opt/lib"
+    assert env["PYTHONPATH"] == "/fnjob/app:/fnjob/vendor:/fnjob/site:/opt/lib"
     assert env["FNJOB_ENTRY"] == "module:train:train"
-    assert env["FNJOB_REQUIREMENTS"] == "/fnjob/requirements.txt"
+    # Requirements are in the layer already: nothing is installed when the job starts.
+    assert "FNJOB_REQUIREMENTS" not in env
     assert env["PATH"] == "/usr/bin:/bin"
     # The base's other settings survive.
     assert container["User"] == "1000"

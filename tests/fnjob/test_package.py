@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import threading
 from pathlib import Path
@@ -196,15 +197,202 @@ def test_by_value_pickles_an_importable_function_and_still_ships_its_siblings() 
     assert b"training with lr=" in package.files["fnjob_function.pkl"]
 
 
-def test_module_importing_fnjob_is_pickled_by_value(
+def test_module_importing_fnjob_ships_as_source(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "notebook_job.py").write_text(
-        "from fnjob.protocol import encode_call\n\ndef fit(x):\n    return x + 1\n"
+        "from fnjob import job\n\n@job(base_image='b', registry='r.example')\n"
+        "def fit(x):\n    return x + 1\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     import notebook_job  # type: ignore[import-not-found]
 
-    package = package_function(notebook_job.fit)
-    assert package.entry == "pickle:fnjob_function.pkl"
-    assert pickle.loads(package.files["fnjob_function.pkl"])(1) == 2
+    # Decorated with @job: the module's name still finds the function (as __wrapped__).
+    package = package_function(notebook_job.fit.local)
+    assert package.entry == "module:notebook_job:fit"
+    assert not package.needs_exact_python
+
+
+# -- symlinks in shipped folders ---------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_home(tmp_path: Path) -> Path:
+    """A home folder with secrets a link could point at."""
+    home = tmp_path / "home"
+    (home / ".docker").mkdir(parents=True)
+    (home / ".docker" / "config.json").write_text('{"auths": {"reg": {"auth": "c2VjcmV0"}}}')
+    (home / ".aws").mkdir()
+    (home / ".aws" / "credentials").write_text("aws_secret_access_key = SECRET\n")
+    return home
+
+
+def test_link_out_of_an_extra_folder_is_refused_naming_it(tmp_path: Path, fake_home: Path) -> None:
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / "labels.txt").write_text("cat\n")
+    (assets / "registry.json").symlink_to(fake_home / ".docker" / "config.json")
+    train = import_sample("train_module").train
+
+    with pytest.raises(
+        UnshippableFunction, match=r"assets/registry.json' is a symlink to .*outside"
+    ):
+        package_function(train, extra_files=[assets])
+    (assets / "registry.json").unlink()
+    # Relative links that climb out are refused the same way.
+    (assets / "up.json").symlink_to(Path("..") / "home" / ".docker" / "config.json")
+    with pytest.raises(UnshippableFunction, match=r"assets/up.json"):
+        package_function(train, extra_files=[assets])
+
+
+def test_symlinked_folder_is_refused_not_silently_dropped(tmp_path: Path, fake_home: Path) -> None:
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / "aws").symlink_to(fake_home / ".aws", target_is_directory=True)
+    with pytest.raises(UnshippableFunction, match=r"assets/aws' is a symlink to .*\.aws"):
+        package_function(import_sample("train_module").train, extra_files=[assets])
+
+
+def test_links_inside_the_folder_ship_as_links(tmp_path: Path) -> None:
+    import gzip
+    import io
+    import tarfile
+
+    from fnjob.image import code_layer
+
+    data = tmp_path / "data"
+    (data / "v2").mkdir(parents=True)
+    (data / "v2" / "train.csv").write_text("x,y\n1,2\n")
+    (data / "latest.csv").symlink_to(Path("v2") / "train.csv")
+    (data / "current").symlink_to(data / "v2", target_is_directory=True)  # absolute, inside
+    package = package_function(import_sample("train_module").train, extra_files=[data])
+
+    assert package.files["data/v2/train.csv"] == b"x,y\n1,2\n"
+    assert dict(package.links) == {"data/latest.csv": "v2/train.csv", "data/current": "v2"}
+    assert "data/latest.csv" not in package.files
+    layer = code_layer(package)
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer.blob.data))) as archive:
+        link = archive.getmember("fnjob/app/data/latest.csv")
+        folder_link = archive.getmember("fnjob/app/data/current")
+    assert link.issym() and link.linkname == "v2/train.csv"
+    assert folder_link.issym() and folder_link.linkname == "v2"
+
+
+def test_code_package_refuses_links_that_leave_the_app() -> None:
+    with pytest.raises(ValueError, match=r"must be relative and stay inside"):
+        CodePackage(
+            files={"job.py": b""},
+            entry="module:job:f",
+            needs_exact_python=False,
+            links={"data/key": "../../root/.ssh/id_rsa"},
+        )
+
+
+# -- pickles are the same in every process -----------------------------------------------------
+
+NOTEBOOK_STYLE = """
+import json
+import sys
+from dataclasses import dataclass
+from enum import Enum
+
+from fnjob.image import append_layer
+from fnjob.package import package_function
+
+
+class Scaler:
+    kinds = {"linear", "log", "sqrt"}
+
+    def __init__(self, factor):
+        self.factor = factor
+
+
+@dataclass
+class Settings:
+    lr: float = 0.1
+
+
+class Mode(Enum):
+    TRAIN = "train"
+
+
+def score(x):
+    if x in {"alpha", "beta", "gamma"}:
+        return None
+    return Scaler(2).factor * x, Settings().lr, Mode.TRAIN
+
+
+base_manifest = {
+    "schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {
+        "mediaType": "application/vnd.oci.image.config.v1+json",
+        "digest": "sha256:" + "0" * 64,
+        "size": 2,
+    },
+    "layers": [],
+}
+base_config = {"rootfs": {"type": "layers", "diff_ids": []}, "config": {}}
+package = package_function(score)
+assert package.entry.startswith("pickle:"), package.entry
+print(append_layer(base_manifest, base_config, package).digest)
+"""
+
+
+def test_notebook_style_pickle_has_the_same_digest_in_every_process(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "notebook_style.py"
+    script.write_text(NOTEBOOK_STYLE)
+    digests = set()
+    for seed in ("1", "2", "random"):
+        completed = subprocess.run(
+            [sys.executable, str(script)],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert completed.returncode == 0, completed.stderr
+        digests.add(completed.stdout.strip())
+    assert len(digests) == 1, digests
+
+
+def test_notebook_cells_from_other_kernels_pickle_alike() -> None:
+    source = "def area(r):\n    return 3.14159 * r * r\n"
+    pickles = []
+    for pid in (1234, 98765):
+        namespace: dict[str, object] = {"__name__": "__main__"}
+        exec(compile(source, f"/tmp/ipykernel_{pid}/2847561.py", "exec"), namespace)
+        package = package_function(namespace["area"])  # type: ignore[arg-type]
+        pickles.append(package.files["fnjob_function.pkl"])
+    assert pickles[0] == pickles[1]
+    assert b"ipykernel" not in pickles[0]
+
+
+def test_arguments_pickled_later_name_the_same_class_as_the_function() -> None:
+    import cloudpickle
+
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    exec("class Box:\n    pass\n\ndef is_box(x):\n    return isinstance(x, Box)\n", namespace)
+    package = package_function(namespace["is_box"])  # type: ignore[arg-type]
+    argument = cloudpickle.dumps(namespace["Box"]())  # type: ignore[operator]
+    # In a fresh process both pickles must resolve to one class.
+    check = (
+        "import pickle, sys\n"
+        "function = pickle.loads(bytes.fromhex(sys.argv[1]))\n"
+        "print(function(pickle.loads(bytes.fromhex(sys.argv[2]))))\n"
+    )
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-c", check, package.files["fnjob_function.pkl"].hex(), argument.hex()],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert completed.stdout.strip() == "True", completed.stderr

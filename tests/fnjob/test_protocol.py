@@ -138,22 +138,6 @@ def test_sys_exit_in_the_function_is_reported_not_raised_here(tmp_path: Path) ->
         parse_outcome(done.stdout.splitlines()).unwrap()
 
 
-def test_requirements_without_pip_in_the_base_fail_clearly(tmp_path: Path) -> None:
-    # A pip package on PYTHONPATH that fails to import stands for a base image without pip.
-    (tmp_path / "pip").mkdir()
-    (tmp_path / "pip" / "__init__.py").write_text("raise ImportError('no pip here')\n")
-    (tmp_path / "requirements.txt").write_text("numpy==2.1.0\n")
-    done = _run(
-        tmp_path,
-        "module:jobmod:add",
-        encode_call((1,)),
-        FNJOB_REQUIREMENTS=str(tmp_path / "requirements.txt"),
-    )
-    assert done.returncode == 1
-    with pytest.raises(RuntimeError, match=r"the base image has no pip"):
-        parse_outcome(done.stdout.splitlines()).unwrap()
-
-
 def test_missing_outcome_line_is_result_missing_with_the_last_lines() -> None:
     with pytest.raises(ResultMissing, match=r"without reporting an outcome") as caught:
         parse_outcome(["epoch 1", "epoch 2\n", "Killed"])

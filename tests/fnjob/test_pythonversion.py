@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fnjob.package import CodePackage
-from fnjob.pythonversion import PythonVersionMismatch, check_python, python_from_config, scan_names
+from fnjob.pythonversion import (
+    DEFAULT_PATH,
+    PythonVersionMismatch,
+    TarMember,
+    check_python,
+    find_python,
+    path_dirs,
+    python_from_config,
+)
+
+SYM, HARD, FILE, DIR = b"2", b"1", b"0", b"5"
 
 
 def _package(pickled: bool, source: bytes = b"def f():\n    return 1\n") -> CodePackage:
@@ -31,28 +43,76 @@ def test_python_version_env_of_official_images_is_used() -> None:
     assert python_from_config({"config": {"Env": ["PATH=/bin"]}}) is None
 
 
+def _find(
+    *layers_newest_first: list[tuple[str, str, bytes]], path: str = DEFAULT_PATH
+) -> str | None:
+    dirs = path_dirs({"config": {"Env": [f"PATH={path}"]}})
+    return find_python(
+        ([TarMember(*member) for member in layer] for layer in layers_newest_first), dirs
+    )
+
+
 def test_debian_layout_with_launcher_symlink() -> None:
-    names = [
-        ("./usr/bin/python3", "python3.11"),
-        ("./usr/bin/python3.11", ""),
-        ("./usr/lib/python3.11/os.py", ""),
-        ("./usr/lib/python3/dist-packages/", ""),
+    layer = [
+        ("./usr/bin/python3", "python3.11", SYM),
+        ("./usr/bin/python3.11", "", FILE),
+        ("./usr/lib/python3.11/os.py", "", FILE),
+        ("./usr/lib/python3/dist-packages/", "", DIR),
     ]
-    assert scan_names(names) == "3.11"
+    assert _find(layer) == "3.11"
 
 
-def test_usr_local_python_wins_over_the_distributions() -> None:
-    names = [
-        ("usr/bin/python3", "python3.9"),
-        ("usr/lib/python3.9/os.py", ""),
-        ("usr/local/bin/python3", "python3.12"),
-        ("usr/local/lib/python3.12/os.py", ""),
+def test_the_earliest_path_folder_with_a_python3_wins() -> None:
+    layer = [
+        ("usr/bin/python3", "python3.9", SYM),
+        ("usr/lib/python3.9/os.py", "", FILE),
+        ("usr/local/bin/python3", "python3.12", SYM),
+        ("usr/local/lib/python3.12/os.py", "", FILE),
     ]
-    assert scan_names(names) == "3.12"
+    assert _find(layer[2:], layer[:2]) == "3.12"
+    # The image's own PATH decides (conda images put /opt/conda/bin first).
+    conda = [("opt/conda/bin/python3", "python3.10", SYM)]
+    assert _find(conda, layer, path="/opt/conda/bin:/usr/local/bin:/usr/bin") == "3.10"
+
+
+def test_alternatives_chains_hard_links_and_plain_binaries_are_resolved() -> None:
+    alternatives = [
+        ("usr/bin/python3", "/etc/alternatives/python3", SYM),
+        ("etc/alternatives/python3", "/usr/bin/python3.10", SYM),
+    ]
+    assert _find(alternatives) == "3.10"
+    assert _find([("usr/bin/python3", "usr/bin/python3.8", HARD)]) == "3.8"
+    venv_copy = [("venv/bin/python3", "", FILE), ("venv/lib/python3.13/os.py", "", FILE)]
+    assert _find(venv_copy, path="/venv/bin:/usr/bin") == "3.13"
+
+
+def test_whiteouts_in_newer_layers_hide_older_pythons() -> None:
+    newer = [("usr/local/bin/.wh.python3", "", FILE)]
+    older = [
+        ("usr/local/bin/python3", "python3.12", SYM),
+        ("usr/bin/python3", "python3.11", SYM),
+    ]
+    assert _find(newer, older) == "3.11"
+    assert _find([("usr/.wh..wh..opq", "", FILE)], older) is None
+
+
+def test_reading_stops_as_soon_as_the_answer_is_known() -> None:
+    read: list[str] = []
+
+    def layer(name: str, members: list[tuple[str, str, bytes]]):  # type: ignore[no-untyped-def]
+        for member in members:
+            read.append(f"{name}:{member[0]}")
+            yield TarMember(*member)
+
+    newest = layer("top", [("usr/local/bin/python3", "python3.12", SYM), ("app/x", "", FILE)])
+    oldest = layer("bottom", [("usr/bin/python3", "python3.11", SYM)])
+    assert find_python([newest, oldest], path_dirs({})) == "3.12"
+    # Not even the rest of the newest layer was read, and the older one never.
+    assert read == ["top:usr/local/bin/python3"]
 
 
 def test_no_python_at_all() -> None:
-    assert scan_names([("bin/sh", ""), ("usr/lib/python3/dist-packages/x.py", "")]) is None
+    assert _find([("bin/sh", "", FILE), ("usr/lib/python3/dist-packages/x.py", "", FILE)]) is None
 
 
 def test_pickled_function_needs_the_same_major_minor() -> None:
@@ -119,11 +179,11 @@ def test_tar_headers_are_read_like_tarfile_reads_them(format_: int, compress: bo
 
     data = _tar(format_, compress)
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-        expected = [(member.name, member.linkname) for member in archive.getmembers()]
+        expected = [(member.name, member.linkname, member.type) for member in archive.getmembers()]
     chunks = [data[i : i + 333] for i in range(0, len(data), 333)]  # awkward chunk sizes
 
-    assert list(tar_members(chunks)) == expected
-    assert scan_names(tar_members(chunks)) == "3.12"
+    assert [tuple(member) for member in tar_members(chunks)] == expected
+    assert find_python([tar_members(chunks)], path_dirs({})) == "3.12"
 
 
 def test_truncated_layer_is_refused() -> None:
@@ -134,3 +194,25 @@ def test_truncated_layer_is_refused() -> None:
     data = _tar(tarfile.PAX_FORMAT, compress=True)
     with pytest.raises(ValueError, match="ended before the end"):
         list(tar_members([data[: len(data) // 2]]))
+
+
+def test_hint_for_a_function_of_the_script_being_run_names_fnjob_run(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(
+        "from fnjob.package import package_function\n"
+        "from fnjob.pythonversion import PythonVersionMismatch, check_python\n\n"
+        "def main():\n    return 1\n\n"
+        "try:\n    check_python(package_function(main), '3.9', 'python:3.9')\n"
+        "except PythonVersionMismatch as error:\n    print(error)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=False, timeout=60
+    )
+    message = completed.stdout
+    assert "main is defined in the script being run (train.py)" in message, completed.stderr
+    assert "fnjob run train.py --function main" in message
+    # The old advice was wrong here: main already is at module level in a .py file.
+    assert "define the function at module level" not in message

@@ -7,7 +7,9 @@ blob (the manifest is pushed last, only after all its blobs).
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,16 +22,17 @@ from fnjob.build import AppendBuilder
 from fnjob.package import package_function
 from fnjob.progress import ProgressEvent
 from fnjob.registry import RegistryServerError, RegistryUnreachable, RetryPolicy
-from tests.fnjob.buildkit import import_sample
+from tests.fnjob.buildkit import EventLog, import_sample
 from tests.fnjob.conftest import (
     BASE_REPOSITORY,
     RegistryServer,
     copy_base_into,
     free_port,
+    make_podman_config,
     require_tool,
     running_registry,
 )
-from tests.fnjob.registry_proxy import RegistryProxy, TokenGate, fail_n_times
+from tests.fnjob.registry_proxy import BasicGate, RegistryProxy, TokenGate, fail_n_times
 
 pytestmark = pytest.mark.real
 
@@ -341,3 +344,220 @@ def test_base_on_another_registry_is_copied_across(
     assert [e for e in events if e.stage == "mount"] == []
     assert built.bytes_uploaded is not None and built.bytes_uploaded > manifest["layers"][0]["size"]
     _assert_no_broken_manifest(registry)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where credentials go: only to the registry host, and plain HTTP only to loopback / insecure
+
+
+@pytest.fixture
+def storage_proxy(own_registry: RegistryServer) -> Iterator[RegistryProxy]:
+    """A second server (another port) standing in for blob storage an upload is sent to."""
+    front = RegistryProxy(upstream=own_registry.host)
+    front.start()
+    yield front
+    front.stop()
+
+
+def test_basic_credentials_go_only_to_the_host_that_challenged(
+    own_registry: RegistryServer,
+    proxy: RegistryProxy,
+    storage_proxy: RegistryProxy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proxy.rules.append(BasicGate("alice", "s3cret-pass").rule)
+    # The registry sends uploads to another host (as registries backed by S3 do).
+    storage_port = storage_proxy.host.rsplit(":", 1)[1]
+    proxy.rewrite_location = lambda url: url.replace(proxy.host, f"localhost:{storage_port}")
+    monkeypatch.setenv(
+        "DOCKER_CONFIG",
+        str(_docker_config(tmp_path / "docker", proxy.host, "alice", "s3cret-pass")),
+    )
+    built = AppendBuilder(f"{proxy.host}/{BASE_REPOSITORY}:3.11", cache_dir=tmp_path).build(
+        _package(), f"{proxy.host}/team/elsewhere:v1"
+    )
+
+    assert own_registry.manifest("team/elsewhere", "v1").headers["Docker-Content-Digest"] == (
+        built.digest
+    )
+    assert storage_proxy.count("PATCH", "/blobs/uploads/") >= 2  # code layer and config
+    assert all("Authorization" not in seen.headers for seen in storage_proxy.seen)
+    # The registry itself got them once it had asked.
+    assert any("Authorization" in seen.headers for seen in proxy.seen)
+
+
+def test_plain_http_to_a_host_that_is_not_loopback_is_refused(
+    own_registry: RegistryServer,
+    proxy: RegistryProxy,
+    storage_proxy: RegistryProxy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proxy.rules.append(BasicGate("alice", "s3cret-pass").rule)
+    # This machine's name: not a loopback name, so plain HTTP to it is not allowed.
+    name = socket.gethostname()
+    storage_port = storage_proxy.host.rsplit(":", 1)[1]
+    proxy.rewrite_location = lambda url: url.replace(proxy.host, f"{name}:{storage_port}")
+    monkeypatch.setenv(
+        "DOCKER_CONFIG",
+        str(_docker_config(tmp_path / "docker", proxy.host, "alice", "s3cret-pass")),
+    )
+    builder = AppendBuilder(f"{proxy.host}/{BASE_REPOSITORY}:3.11", cache_dir=tmp_path)
+    with pytest.raises(RegistryServerError, match=rf"{name}:{storage_port}.*refusing plain HTTP"):
+        builder.build(_package(), f"{proxy.host}/team/plain:v1")
+    assert storage_proxy.seen == []
+    assert own_registry.tags("team/plain") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# A registry that accepts connections and never answers
+
+
+class HungServer:
+    """Accepts TCP connections on 127.0.0.1 and never answers; counts the connections."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self._socket.getsockname()[1]}"
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            self.accepted.append(connection)
+
+    def close(self) -> None:
+        self._socket.close()
+        for connection in self.accepted:
+            connection.close()
+
+
+@pytest.fixture
+def hung() -> Iterator[HungServer]:
+    server = HungServer()
+    yield server
+    server.close()
+
+
+def test_hung_registry_gives_a_typed_error_naming_the_host_within_the_timeout(
+    hung: HungServer, tmp_path: Path
+) -> None:
+    builder = AppendBuilder(
+        f"{hung.host}/base/python:3.11", cache_dir=tmp_path, registry_timeout=0.5
+    )
+    with pytest.raises(RegistryUnreachable, match=r"no answer within 0.5 s") as caught:
+        builder.build(_package(), f"{hung.host}/team/x")
+    assert caught.value.host == hung.host
+    assert str(caught.value).startswith(f"{hung.host}: read manifest 3.11")
+    # The wait is bounded in total: a request that got no answer is not tried again.
+    assert len(hung.accepted) == 1
+
+
+def test_registry_timeout_comes_from_the_environment(
+    hung: HungServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FNJOB_REGISTRY_TIMEOUT", "0.5")
+    builder = AppendBuilder(f"{hung.host}/base/python:3.11", cache_dir=tmp_path)
+    with pytest.raises(RegistryUnreachable, match=r"no answer within 0.5 s"):
+        builder.build(_package(), f"{hung.host}/team/x")
+    monkeypatch.setenv("FNJOB_REGISTRY_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match=r"FNJOB_REGISTRY_TIMEOUT='soon' must be a number"):
+        AppendBuilder(f"{hung.host}/base/python:3.11")
+
+
+# ---------------------------------------------------------------------------------------------
+# Push progress: bytes the registry acknowledged, mounts reported as mounts
+
+
+def test_push_progress_counts_only_acknowledged_bytes_and_never_twice(
+    own_registry: RegistryServer, proxy: RegistryProxy, tmp_path: Path
+) -> None:
+    chunk = 4096
+    proxy.rules.append(fail_n_times("PATCH", "/blobs/uploads/", 1, status=503))
+    seen_when: list[tuple[str, int, int]] = []
+
+    def record(event: ProgressEvent) -> None:
+        if event.stage == "upload":
+            acknowledged_patches = proxy.count("PATCH", "/blobs/uploads/", 202)
+            seen_when.append((event.detail, event.bytes_done, acknowledged_patches))
+
+    events = EventLog()
+    builder = AppendBuilder(
+        f"{proxy.host}/{BASE_REPOSITORY}:3.11",
+        cache_dir=tmp_path,
+        retry=FAST_RETRY,
+        upload_chunk_size=chunk,
+        progress=lambda event: (events(event), record(event)),
+    )
+    built = builder.build(_package(), f"{proxy.host}/team/progress:v1")
+    manifest = own_registry.manifest("team/progress", "v1").json()
+    base_layer, code_layer = manifest["layers"]
+
+    # The base layer was mounted: reported as such, with no bytes transferred.
+    (mount,) = events.stages("mount")
+    assert (mount.detail, mount.bytes_done, mount.bytes_total) == (
+        base_layer["digest"],
+        0,
+        base_layer["size"],
+    )
+    code = [event for event in events.stages("upload") if event.detail == code_layer["digest"]]
+    done = [event.bytes_done for event in code]
+    assert code_layer["size"] > 3 * chunk
+    # Chunk by chunk, never backwards past what the registry holds, never above the size.
+    assert done == sorted(done) and done[0] == 0 and done[-1] == code_layer["size"]
+    assert all(d % chunk == 0 or d == code_layer["size"] for d in done)
+    # Each figure was reported only once the registry had acknowledged that many bytes.
+    patches_before = min(n for digest, _d, n in seen_when if digest == code_layer["digest"])
+    for digest, bytes_done, acknowledged in seen_when:
+        if digest == code_layer["digest"]:
+            assert acknowledged - patches_before + 1 >= -(-bytes_done // chunk)
+    # The failed chunk was sent again, but the progress did not count it twice.
+    assert proxy.count("PATCH", "/blobs/uploads/", 503) == 1
+    assert built.bytes_uploaded is not None and built.bytes_uploaded > code_layer["size"]
+
+
+def test_podman_login_credentials_are_used(
+    password_registry: RegistryServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    podman = make_podman_config(tmp_path / "podman", [password_registry.host])
+    auth_file = tmp_path / "podman-auth.json"
+    login = subprocess.run(
+        [
+            require_tool("podman"),
+            "login",
+            "--tls-verify=false",
+            "--authfile",
+            str(auth_file),
+            "--username",
+            "alice",
+            "--password-stdin",
+            password_registry.host,
+        ],
+        input="s3cret-pass",
+        env=podman.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert login.returncode == 0, login.stderr
+    # Nothing in the Docker config: only what podman login wrote.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "empty"))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth_file))
+    builder = AppendBuilder(f"{password_registry.host}/{BASE_REPOSITORY}:3.11", cache_dir=tmp_path)
+    built = builder.build(_package(), f"{password_registry.host}/team/podman-login:v1")
+
+    check = requests.get(
+        f"{password_registry.url}/v2/team/podman-login/manifests/v1",
+        auth=("alice", "s3cret-pass"),
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        timeout=10,
+    )
+    assert check.headers["Docker-Content-Digest"] == built.digest

@@ -1,0 +1,2 @@
+"""``fnjob.fairing.kubernetes``: the import path Fairing users wrote
+(``kubeflow.fairing.kubernetes.utils``)."""
