@@ -102,7 +102,7 @@ def test_an_existing_policy_comes_back_byte_for_byte_with_its_mode(
     tmp_path: Path, fake_bin: Path, action: str
 ) -> None:
     policy = tmp_path / "policy-rc.d"
-    original = "#!/bin/sh\n# the admin's own policy: only block apache\n[ \"$1\" = apache2 ] && exit 101\nexit 0\n"
+    original = '#!/bin/sh\n# the admin\'s own policy\n[ "$1" = apache2 ] && exit 101\nexit 0\n'
     policy.write_text(original)
     policy.chmod(0o750)
     result, calls = run_script(APT_INSTALL, fake_bin, policy, "podman", action=action)
