@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.bootstrap.test_bootstrap import GOOD, run_bootstrap
+from tests.bootstrap.harness import GOOD, run_bootstrap
 from tests.pulumi_mocks import ROOT, STACKS
 
 WORKFLOWS = ROOT / ".github" / "workflows"
