@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from components.kubeflow.component import build_phases, placeholder_credentials
-from components.kubeflow.manifests import PARALLEL_PARSE_BYTES, RenderedManifests, parse_objects
+from components.kubeflow.manifests import RenderedManifests
 from stack.render import main, render_to_directory
 from tests.kubeflow.conftest import FIXTURE_SOURCE, make_args
 
@@ -68,16 +68,6 @@ def test_cli_reports_a_missing_stack_file_and_exits_1(
     code = main(["--stack", "nope", "--out", str(tmp_path / "o"), "--stacks-dir", str(tmp_path)])
     assert code == 1
     assert "Pulumi.nope.yaml does not exist" in capsys.readouterr().err
-
-
-def test_large_streams_parse_in_parallel_exactly_like_sequentially() -> None:
-    one = (FIXTURE_SOURCE / "common/dex/base/config-map.yaml").read_text()
-    many = [one.replace("name: dex", f"name: dex-{i}") for i in range(4000)]
-    stream = "---\n".join(many)
-    assert len(stream) > PARALLEL_PARSE_BYTES
-    objects = parse_objects(stream)
-    assert [o["metadata"]["name"] for o in objects] == [f"dex-{i}" for i in range(4000)]
-    assert objects[0] == yaml.safe_load(many[0])
 
 
 STACKS = sorted((Path(__file__).resolve().parents[2] / "stacks").glob("Pulumi.*.yaml"))
