@@ -73,8 +73,10 @@ class Requirement:
 
 @dataclass(frozen=True)
 class RuntimeNeed:
-    """What a component needs at run time without any rendered object naming it."""
+    """What a component (`who`, present when the render has `when`) needs at run time
+    without any rendered object naming it."""
 
+    who: str
     when: Requirement
     needs: tuple[Requirement, ...]
     why: str
@@ -82,11 +84,13 @@ class RuntimeNeed:
 
 RUNTIME_NEEDS = (
     RuntimeNeed(
+        "the profile controller",
         Requirement.crd_for("kubeflow.org", "Profile"),
         tuple(Requirement("ClusterRole", "", f"kubeflow-{r}") for r in ("admin", "edit", "view")),
-        "the profile controller binds it in every profile namespace",
+        "binds kubeflow-admin/edit/view in every profile namespace",
     ),
     RuntimeNeed(
+        "the Jupyter web app",
         Requirement("Deployment", "kubeflow", "jupyter-web-app-deployment"),
         (Requirement.crd_for("kubeflow.org", "PodDefault"),),
         "the notebook form lists PodDefaults",
@@ -208,7 +212,7 @@ def find_missing_references(objects: Sequence[Mapping[str, Any]]) -> tuple[Missi
     for need in RUNTIME_NEEDS:
         if rendered(need.when):
             problems += [
-                MissingReference(str(need.when), r, need.why) for r in need.needs if not rendered(r)
+                MissingReference(need.who, r, need.why) for r in need.needs if not rendered(r)
             ]
     return tuple(dict.fromkeys(problems))
 
