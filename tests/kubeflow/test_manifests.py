@@ -168,3 +168,13 @@ def test_kustomize_failure_carries_its_message(tmp_path: Path) -> None:
     )
     with pytest.raises(KustomizeError, match=r"missing\.yaml"):
         render_manifests(str(source), cache_dir=tmp_path / "cache")
+
+
+def test_a_damaged_cache_entry_is_rendered_again(tmp_path: Path) -> None:
+    first = render_manifests(str(FIXTURE_SOURCE), cache_dir=tmp_path)
+    [entry] = (tmp_path / "renders").iterdir()
+    entry.write_text('{"truncated": ')
+    again = render_manifests(str(FIXTURE_SOURCE), cache_dir=tmp_path)
+    assert not again.from_cache
+    assert again.objects == first.objects
+    assert render_manifests(str(FIXTURE_SOURCE), cache_dir=tmp_path).from_cache
