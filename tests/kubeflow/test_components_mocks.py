@@ -15,9 +15,11 @@ import pytest
 import components.kubeflow.component as kubeflow_module
 from components.gpu.device_plugin import DevicePluginArgs, NvidiaDevicePlugin
 from components.kubeflow.component import Kubeflow, bcrypt_hash_with_seed
+from components.kubeflow.manifests import upstream_components
 from tests.kubeflow.conftest import (
     ADMIN_PASSWORD,
     DOCKER_CONFIG,
+    FIXTURE_SOURCE,
     GPU_A10,
     GPU_BOTTLEROCKET,
     make_args,
@@ -184,3 +186,18 @@ def test_no_release_when_every_group_bundles_the_plugin() -> None:
     run_program({}, _device_plugin_program(GPU_BOTTLEROCKET), mocks=mocks)
     assert mocks.of_type(RELEASE) == []
     assert len(mocks.of_type("kubeflow-eks:device_plugin:NvidiaDevicePlugin")) == 1
+
+
+def test_a_subset_with_dangling_references_is_refused_before_any_child_resource(
+    tmp_path: Path,
+) -> None:
+    without_gateway = tuple(
+        e
+        for e in upstream_components(FIXTURE_SOURCE)
+        if e != "../common/istio/kubeflow-istio-resources/base"
+    )
+    mocks = RecordingMocks()
+    with pytest.raises(Exception, match="kubeflow-istio-resources"):
+        run_program({}, _kubeflow_program(tmp_path, components=without_gateway), mocks=mocks)
+    assert mocks.of_type(CONFIG_GROUP) == []
+    assert mocks.of_type(RANDOM_PASSWORD) == []
