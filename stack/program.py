@@ -26,12 +26,9 @@ from components.aws.network import Network, NetworkArgs
 from components.aws.node_groups import ManagedNodeGroup, ManagedNodeGroupArgs
 from components.aws.storage import EbsStorage, EbsStorageArgs
 from components.gpu.device_plugin import DevicePluginArgs, NvidiaDevicePlugin
-from components.kubeflow.component import Kubeflow
-from components.kubeflow.manifests import (
-    ComponentSelectionError,
-    RenderedManifests,
-    render_manifests,
-)
+from components.kubeflow.component import Kubeflow, KubeflowPlan, plan_kubeflow
+from components.kubeflow.manifests import ComponentSelectionError
+from components.kubeflow.references import ReferenceClosureError
 from components.kubeflow.transform import KubeflowArgs, ProfileSpec
 from stack import versions
 from stack.model import EksStack, OnpremStack, SystemNodeGroup
@@ -276,13 +273,23 @@ def build_onprem(cfg: OnpremStack) -> tuple[Platform, dict[str, Any]]:
     return Platform(provider=provider, ready=[]), outputs
 
 
-def _render_kubeflow(args: KubeflowArgs) -> RenderedManifests:
-    """The Kubeflow objects to apply; a selection upstream does not have is a config problem."""
+def _plan_kubeflow(args: KubeflowArgs) -> KubeflowPlan:
+    """What Kubeflow will apply; a selection that cannot work is a problem of the stack's
+    configuration, reported before any resource exists."""
     try:
-        return render_manifests(args.source, args.components)
+        return plan_kubeflow(args)
     except ComponentSelectionError as error:
-        given = list(args.components or ())
-        raise StackConfigError([Problem("kubeflow.components", show(given), str(error))]) from None
+        given = show(list(args.components or ()))
+        raise StackConfigError([Problem("kubeflow.components", given, str(error))]) from None
+    except ReferenceClosureError as error:
+        fix = (
+            f"add {', '.join(error.entries)}: {len(error.problems)} objects refer to what "
+            "they would render"
+            if error.entries
+            else str(error)
+        )
+        given = show(list(args.components or ()))
+        raise StackConfigError([Problem("kubeflow.components", given, fix)]) from None
 
 
 def _kubeflow_load_balancer(
@@ -328,9 +335,9 @@ def _kubeflow_load_balancer(
 def build_stack(cfg: EksStack | OnpremStack) -> dict[str, Any]:
     """Register every resource of the stack; returns the stack outputs."""
     name = cfg.cluster_name
-    # Render Kubeflow before any resource: a selection that cannot render fails here.
+    # Render and check Kubeflow before any resource: a selection that cannot work fails here.
     kubeflow_args = kubeflow_args_from_config(cfg) if cfg.kubeflow.enabled else None
-    rendered = _render_kubeflow(kubeflow_args) if kubeflow_args is not None else None
+    kubeflow_plan = _plan_kubeflow(kubeflow_args) if kubeflow_args is not None else None
     if isinstance(cfg, EksStack):
         platform, outputs = build_eks(cfg)
     else:
@@ -355,7 +362,7 @@ def build_stack(cfg: EksStack | OnpremStack) -> dict[str, Any]:
         kubeflow = Kubeflow(
             f"{name}-kubeflow",
             kubeflow_args,
-            rendered=rendered,
+            plan=kubeflow_plan,
             admin_password=pulumi.Output.secret(password),
             docker_config_json=pulumi.Output.secret(docker_config) if docker_config else None,
             opts=on_cluster,

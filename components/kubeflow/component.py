@@ -19,8 +19,17 @@ import pulumi
 import pulumi_random as random
 from pulumi_kubernetes.yaml.v2 import ConfigGroup, ConfigGroupArgs
 
-from components.kubeflow.manifests import RenderedManifests, render_manifests
+from components.kubeflow.manifests import (
+    RenderedManifests,
+    render_manifests,
+    upstream_components,
+)
 from components.kubeflow.phases import Phase, split_phases
+from components.kubeflow.references import (
+    ReferenceClosureError,
+    check_references,
+    name_providing_entries,
+)
 from components.kubeflow.transform import (
     KubeflowArgs,
     KubeflowConfigError,
@@ -34,10 +43,13 @@ __all__ = [
     "Kubeflow",
     "KubeflowArgs",
     "KubeflowCredentials",
+    "KubeflowPlan",
     "ProfileSpec",
+    "ReferenceClosureError",
     "bcrypt_hash_with_seed",
     "build_phases",
     "placeholder_credentials",
+    "plan_kubeflow",
 ]
 
 BCRYPT_ROUNDS = 12
@@ -91,8 +103,48 @@ def build_phases(
     args: KubeflowArgs,
     credentials: KubeflowCredentials,
 ) -> tuple[Phase, ...]:
-    """Transformed objects split into apply phases: exactly what the stack applies."""
-    return split_phases(transform_manifests(objects, args, credentials))
+    """Transformed objects split into apply phases: exactly what the stack applies.
+
+    Raises `ReferenceClosureError` when the objects refer to objects they do not contain.
+    """
+    transformed = transform_manifests(objects, args, credentials)
+    check_references(transformed)
+    return split_phases(transformed)
+
+
+@dataclass(frozen=True)
+class KubeflowPlan:
+    """What the stack will apply, known before any resource exists (secrets as placeholders)."""
+
+    rendered: RenderedManifests
+    phases: tuple[Phase, ...]
+
+
+def plan_kubeflow(args: KubeflowArgs, *, cache_dir: Path | None = None) -> KubeflowPlan:
+    """Render (cached), transform with placeholder secrets, check, and split into phases.
+
+    Offline and free of Pulumi resources, so a program can call it before it creates
+    anything. Raises `RenderError` (a source or kustomize problem; `ReferenceClosureError`
+    when the chosen components leave references dangling, naming the entries of upstream's
+    example/kustomization.yaml that would provide them), `TransformError` (upstream changed
+    shape, or a default credential survived) or `KubeflowConfigError`.
+    """
+    rendered = render_manifests(args.source, args.components, cache_dir=cache_dir)
+    docker = PLACEHOLDER_DOCKER_CONFIG if args.registry_access == "docker-config" else None
+    try:
+        phases = build_phases(rendered.objects, args, placeholder_credentials(docker))
+    except ReferenceClosureError as err:
+        source = str(rendered.source_dir)
+        chosen = set(args.components or upstream_components(rendered.source_dir))
+        candidates = [e for e in upstream_components(rendered.source_dir) if e not in chosen]
+        raise ReferenceClosureError(
+            name_providing_entries(
+                err.problems,
+                candidates,
+                lambda entry: render_manifests(source, (entry,), cache_dir=cache_dir).objects,
+            )
+        ) from None
+    return KubeflowPlan(rendered, phases)
 
 
 @dataclass(frozen=True)
@@ -140,7 +192,7 @@ class Kubeflow(pulumi.ComponentResource):
         *,
         admin_password: pulumi.Input[str],
         docker_config_json: pulumi.Input[str] | None = None,
-        rendered: RenderedManifests | None = None,
+        plan: KubeflowPlan | None = None,
         cache_dir: Path | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -150,9 +202,11 @@ class Kubeflow(pulumi.ComponentResource):
                 "registry_access 'docker-config' needs docker_config_json (a stack secret)"
             )
         child = pulumi.ResourceOptions(parent=self)
-        # The program renders first (so a bad selection fails before any resource exists).
-        if rendered is None:
-            rendered = render_manifests(args.source, args.components, cache_dir=cache_dir)
+        # Every check that can fail offline runs here, before any child resource exists.
+        # The layout (phase names, which groups exist) must not depend on secret values.
+        if plan is None:
+            plan = plan_kubeflow(args, cache_dir=cache_dir)
+        rendered, layout = plan.rendered, plan.phases
 
         def secret(suffix: str, length: int) -> random.RandomPassword:
             return random.RandomPassword(
@@ -171,15 +225,7 @@ class Kubeflow(pulumi.ComponentResource):
         docker_config: pulumi.Input[str | None] = (
             docker_config_json if args.registry_access == "docker-config" else None
         )
-        # The layout (phase names, which groups exist) must not depend on secret values.
-        layout = build_phases(
-            rendered.objects,
-            args,
-            placeholder_credentials(
-                PLACEHOLDER_DOCKER_CONFIG if args.registry_access == "docker-config" else None
-            ),
-        )
-        plan = _plan_groups(layout)
+        groups_plan = _plan_groups(layout)
         expected_layout = [(p.name, len(p.objects)) for p in layout]
 
         def transform(values: list[Any]) -> tuple[Phase, ...]:
@@ -213,7 +259,7 @@ class Kubeflow(pulumi.ComponentResource):
 
         self.phase_groups: list[list[ConfigGroup]] = []
         previous: list[pulumi.Resource] = []
-        for groups in plan:
+        for groups in groups_plan:
             created = []
             for group in groups:
                 objs = phases_output.apply(_selector(group))

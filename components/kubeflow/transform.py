@@ -1,4 +1,4 @@
-"""Pure transformations of the rendered Kubeflow objects, and the apply-order phase split.
+"""Pure transformations of the rendered Kubeflow objects.
 
 Every function here takes plain objects (dicts as kustomize produced them) and returns new
 ones; inputs are never mutated (objects that change are deep-copied first), so the cached
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,6 +24,7 @@ from components.kubeflow.manifests import (
     YAML_LOADER,
     KubeObject,
 )
+from components.kubeflow.objects import name_of, namespace_of, pod_config_refs, pod_template, ref
 from stack.model import GPU_RESOURCE, GpuGroup
 from stack.naming import is_dns_label, is_email
 
@@ -212,21 +214,8 @@ class KubeflowCredentials:
 # --- small helpers -------------------------------------------------------------------------
 
 
-def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, Mapping) else {}
-
-
-def _name(obj: Mapping[str, Any]) -> str:
-    return str(_meta(obj).get("name", ""))
-
-
-def _namespace(obj: Mapping[str, Any]) -> str:
-    return str(_meta(obj).get("namespace", ""))
-
-
 def _is(obj: Mapping[str, Any], kind: str, namespace: str | None = None) -> bool:
-    return obj.get("kind") == kind and (namespace is None or _namespace(obj) == namespace)
+    return obj.get("kind") == kind and (namespace is None or namespace_of(obj) == namespace)
 
 
 def _generated_name_matches(name: str, base: str) -> bool:
@@ -305,13 +294,13 @@ def apply_http_mode(objects: Sequence[Mapping[str, Any]], http_mode: bool) -> li
                     found = True
         if not found:
             raise TransformError(
-                f"Deployment kubeflow/{_name(deployment)} has no APP_SECURE_COOKIES env; the "
+                f"Deployment kubeflow/{name_of(deployment)} has no APP_SECURE_COOKIES env; the "
                 "upstream web app changed shape"
             )
 
     out, _ = _rewrite(
         objects,
-        lambda o: _is(o, "Deployment", "kubeflow") and _name(o) in WEB_APPS_WITH_SECURE_COOKIES,
+        lambda o: _is(o, "Deployment", "kubeflow") and name_of(o) in WEB_APPS_WITH_SECURE_COOKIES,
         set_app_cookies,
     )
 
@@ -322,7 +311,7 @@ def apply_http_mode(objects: Sequence[Mapping[str, Any]], http_mode: bool) -> li
         out,
         lambda o: (
             _is(o, "ConfigMap", "oauth2-proxy")
-            and _generated_name_matches(_name(o), "oauth2-proxy-parameters")
+            and _generated_name_matches(name_of(o), "oauth2-proxy-parameters")
         ),
         set_force_https,
     )
@@ -335,7 +324,7 @@ def apply_http_mode(objects: Sequence[Mapping[str, Any]], http_mode: bool) -> li
 
     out, _ = _rewrite(
         out,
-        lambda o: _is(o, "Deployment", "oauth2-proxy") and _name(o) == "oauth2-proxy",
+        lambda o: _is(o, "Deployment", "oauth2-proxy") and name_of(o) == "oauth2-proxy",
         set_cookie_secure_literal,
     )
     return out
@@ -373,19 +362,19 @@ def apply_credentials(
         data["config.yaml"] = yaml.dump(config, Dumper=YAML_DUMPER, sort_keys=False)
 
     replacements: list[tuple[Callable[[Mapping[str, Any]], bool], Callable[[KubeObject], None]]] = [
-        (lambda o: _is(o, "ConfigMap", "auth") and _name(o) == "dex", dex_config),
+        (lambda o: _is(o, "ConfigMap", "auth") and name_of(o) == "dex", dex_config),
         (
-            lambda o: _is(o, "Secret", "auth") and _name(o) == "dex-passwords",
+            lambda o: _is(o, "Secret", "auth") and name_of(o) == "dex-passwords",
             lambda s: _set_secret_values(s, {"DEX_USER_PASSWORD": credentials.admin_password_hash}),
         ),
         (
-            lambda o: _is(o, "Secret", "auth") and _name(o) == "dex-oidc-client",
+            lambda o: _is(o, "Secret", "auth") and name_of(o) == "dex-oidc-client",
             lambda s: _set_secret_values(s, {"OIDC_CLIENT_SECRET": credentials.oidc_client_secret}),
         ),
         (
             lambda o: (
                 _is(o, "Secret", "oauth2-proxy")
-                and _generated_name_matches(_name(o), "oauth2-proxy")
+                and _generated_name_matches(name_of(o), "oauth2-proxy")
             ),
             lambda s: _set_secret_values(
                 s,
@@ -396,15 +385,15 @@ def apply_credentials(
             ),
         ),
         (
-            lambda o: _is(o, "Secret") and _name(o) == "katib-mysql-secrets",
+            lambda o: _is(o, "Secret") and name_of(o) == "katib-mysql-secrets",
             lambda s: _set_secret_values(s, {"MYSQL_ROOT_PASSWORD": credentials.katib_db_password}),
         ),
         (
-            lambda o: _is(o, "Secret") and _name(o) == "mysql-secret",
+            lambda o: _is(o, "Secret") and name_of(o) == "mysql-secret",
             lambda s: _set_secret_values(s, {"password": credentials.pipelines_db_password}),
         ),
         (
-            lambda o: _is(o, "Secret") and _name(o) == "mlpipeline-minio-artifact",
+            lambda o: _is(o, "Secret") and name_of(o) == "mlpipeline-minio-artifact",
             lambda s: _set_secret_values(
                 s,
                 {
@@ -414,11 +403,11 @@ def apply_credentials(
             ),
         ),
         (
-            lambda o: _is(o, "Deployment", "kubeflow") and _name(o) == "mysql",
+            lambda o: _is(o, "Deployment", "kubeflow") and name_of(o) == "mysql",
             _pipelines_mysql_uses_secret,
         ),
         (
-            lambda o: _is(o, "Profile") and _name(o) == UPSTREAM_DEFAULT_PROFILE,
+            lambda o: _is(o, "Profile") and name_of(o) == UPSTREAM_DEFAULT_PROFILE,
             lambda p: (
                 p.setdefault("spec", {})
                 .setdefault("owner", {})
@@ -448,28 +437,22 @@ def _pipelines_mysql_uses_secret(deployment: KubeObject) -> None:
         container["env"] = env
 
 
-def _strings(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
 def find_default_credentials(objects: Iterable[Mapping[str, Any]]) -> list[str]:
     """Where upstream default credentials appear (empty when none does)."""
     needles = {c: c for c in UPSTREAM_DEFAULT_CREDENTIALS}
     needles.update({_b64(c): c for c in UPSTREAM_DEFAULT_CREDENTIALS})
+    objects = list(objects)
+    # The credentials hold no character JSON escapes, so each appears in an object's JSON
+    # text exactly when it appears in one of its strings. One search over the whole render
+    # (C speed) tells which to look for object by object.
+    everything = json.dumps(objects)
+    present = {n: c for n, c in needles.items() if n in everything}
     findings: list[str] = []
     for obj in objects:
-        where = f"{obj.get('kind')} {_namespace(obj) or '-'}/{_name(obj)}"
-        for text in _strings(obj):
-            for needle, credential in needles.items():
-                if needle in text:
-                    findings.append(f"{where} contains {credential[:6]}...")
+        where = f"{obj.get('kind')} {namespace_of(obj) or '-'}/{name_of(obj)}"
+        if present:
+            text = json.dumps(obj)
+            findings += [f"{where} contains {c[:6]}..." for n, c in present.items() if n in text]
         if obj.get("kind") == "Secret":
             for key, value in secret_values(obj).items():
                 if value in UPSTREAM_DEFAULT_SECRET_VALUES:
@@ -495,7 +478,7 @@ def apply_spawner_config(
         defaults = config.get("spawnerFormDefaults")
         if not isinstance(defaults, dict):
             raise TransformError(
-                f"ConfigMap kubeflow/{_name(config_map)} {SPAWNER_CONFIG_KEY} has no "
+                f"ConfigMap kubeflow/{name_of(config_map)} {SPAWNER_CONFIG_KEY} has no "
                 "spawnerFormDefaults"
             )
         image = defaults.setdefault("image", {})
@@ -543,7 +526,7 @@ def apply_spawner_config(
         edit,
     )
     has_jupyter = any(
-        _is(o, "Deployment", "kubeflow") and _name(o) == "jupyter-web-app-deployment"
+        _is(o, "Deployment", "kubeflow") and name_of(o) == "jupyter-web-app-deployment"
         for o in objects
     )
     if has_jupyter and count == 0:
@@ -613,6 +596,55 @@ def profile_objects(
     return objects
 
 
+# --- roll-out on config change ------------------------------------------------------------
+
+CONFIG_DIGEST_ANNOTATION = "kubeflow-eks.io/config-digest"
+
+
+def annotate_config_digests(objects: Sequence[Mapping[str, Any]]) -> list[KubeObject]:
+    """Give each workload a pod-template annotation with a digest of the rendered ConfigMaps
+    and Secrets its pods read, so a change of that data rolls the workload out.
+
+    kustomize's hash suffix does this for generated objects, but the stack edits some after
+    rendering (the notebook form, oauth2-proxy's FORCE_HTTPS, dex's config and password hash)
+    and they keep upstream's names. The digest is a SHA-256 over all the data a workload reads
+    together, never a value in clear.
+    """
+    config = {
+        (str(o.get("kind")), namespace_of(o), name_of(o)): o
+        for o in objects
+        if o.get("kind") in ("ConfigMap", "Secret")
+    }
+
+    def read_by(workload: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        namespace = namespace_of(workload)
+        return [
+            config[(kind, namespace, name)]
+            for kind, name in sorted(pod_config_refs(workload))
+            if (kind, namespace, name) in config
+        ]
+
+    def annotate(workload: KubeObject) -> None:
+        digest = hashlib.sha256()
+        for source in read_by(workload):
+            content = {k: source.get(k) for k in ("data", "stringData", "binaryData")}
+            digest.update(json.dumps([str(ref(source)), content], sort_keys=True).encode())
+        template = (
+            workload["spec"]["jobTemplate"]["spec"]
+            if workload["kind"] == "CronJob"
+            else workload["spec"]
+        )
+        metadata = template["template"].setdefault("metadata", {})
+        metadata.setdefault("annotations", {})[CONFIG_DIGEST_ANNOTATION] = digest.hexdigest()
+
+    out, _ = _rewrite(
+        objects,
+        lambda o: o.get("kind") != "Pod" and pod_template(o) is not None and bool(read_by(o)),
+        annotate,
+    )
+    return out
+
+
 # --- everything together -------------------------------------------------------------------
 
 
@@ -625,7 +657,7 @@ def transform_manifests(
     out = apply_http_mode(objects, args.http_mode)
     out = apply_credentials(out, args.admin_email, credentials)
     out = apply_spawner_config(out, args.gpu_groups, args.notebook_images)
-    taken = {_name(o) for o in out if o.get("kind") == "Profile"}
+    taken = {name_of(o) for o in out if o.get("kind") == "Profile"}
     clashes = sorted(p.name for p in args.profiles if p.name in taken)
     if clashes:
         raise KubeflowConfigError(f"profiles {clashes} are already defined by upstream manifests")
@@ -641,6 +673,7 @@ def transform_manifests(
         credentials.docker_config_json,
         extra_namespaces=upstream_admin_profile,
     )
+    out = annotate_config_digests(out)
     findings = find_default_credentials(out)
     if findings:
         raise DefaultCredentialError(findings)

@@ -1,18 +1,35 @@
-"""Shared fixtures: our Kustomize fixture rendered once with the real pinned kustomize."""
+"""Shared fixtures: our small Kustomize fixture (unit tests) and upstream's real release.
+
+Upstream Kubeflow 26.03, prepared for offline use, lives beside the project in
+`../shared/upstream/` (a tarball of the whole tree and its plain `kustomize build example`
+output; its README says how it was made). The tarball is unpacked once per test session.
+`KUBEFLOW_UPSTREAM_DATA` names another folder holding those files; `KUBEFLOW_UPSTREAM_DIR`
+names an already unpacked checkout instead. Without either, the tests that need it skip.
+"""
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.kubeflow.component import bcrypt_hash_with_seed
 from components.kubeflow.manifests import RenderedManifests, render_manifests
 from components.kubeflow.transform import KubeflowArgs, KubeflowCredentials, ProfileSpec
 from stack.model import EksGpuGroup, Taint
 
-FIXTURE_SOURCE = Path(__file__).resolve().parent.parent / "fixtures" / "kubeflow-manifests"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FIXTURE_SOURCE = REPO_ROOT / "tests" / "fixtures" / "kubeflow-manifests"
+UPSTREAM_DATA = REPO_ROOT.parent / "shared" / "upstream"
+UPSTREAM_TARBALL = "kubeflow-manifests-26.03-offline.tar.gz"
+UPSTREAM_EXAMPLE_OUTPUT = "kubeflow-26.03-example.yaml.gz"
+UPSTREAM_TOP_FOLDER = "kubeflow-manifests-26.03"
 ADMIN_EMAIL = "ada@research.example.org"
 ADMIN_PASSWORD = "a-long-admin-password"
 DOCKER_CONFIG = json.dumps({"auths": {"registry.corp.example": {"auth": "dXNlcjpwYXNzd29yZA=="}}})
@@ -62,3 +79,71 @@ def make_args(**overrides: object) -> KubeflowArgs:
     }
     values.update(overrides)
     return KubeflowArgs(**values)  # type: ignore[arg-type]
+
+
+# --- upstream's real release ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpstreamRelease:
+    """An unpacked kubeflow/manifests 26.03 tree, and its plain kustomize output if known."""
+
+    source: Path
+    example_output: Path | None
+
+
+def find_upstream_release(unpack_into: Path) -> UpstreamRelease | str:
+    """The release, unpacked into `unpack_into` when it comes as the tarball; else why not."""
+    checkout = os.environ.get("KUBEFLOW_UPSTREAM_DIR")
+    data = Path(os.environ.get("KUBEFLOW_UPSTREAM_DATA") or UPSTREAM_DATA)
+    output = data / UPSTREAM_EXAMPLE_OUTPUT
+    example_output = output if output.is_file() else None
+    if checkout:
+        source = Path(checkout)
+        if not (source / "example" / "kustomization.yaml").is_file():
+            return f"KUBEFLOW_UPSTREAM_DIR={checkout} has no example/kustomization.yaml"
+        return UpstreamRelease(source.resolve(), example_output)
+    tarball = data / UPSTREAM_TARBALL
+    if not tarball.is_file():
+        return (
+            f"upstream Kubeflow 26.03 test data not found: no {UPSTREAM_TARBALL} in {data} "
+            "(set KUBEFLOW_UPSTREAM_DATA to the folder holding it), and KUBEFLOW_UPSTREAM_DIR "
+            "(an unpacked kubeflow/manifests 26.03 checkout) is not set"
+        )
+    with tarfile.open(tarball) as archive:
+        archive.extractall(unpack_into, filter="data")
+    return UpstreamRelease(unpack_into / UPSTREAM_TOP_FOLDER, example_output)
+
+
+@pytest.fixture(scope="session")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> UpstreamRelease:
+    found = find_upstream_release(tmp_path_factory.mktemp("upstream"))
+    if isinstance(found, str):
+        pytest.skip(found)
+    return found
+
+
+@pytest.fixture(scope="session")
+def upstream_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("upstream-render-cache")
+
+
+@pytest.fixture(scope="session")
+def upstream_rendered(upstream: UpstreamRelease, upstream_cache: Path) -> RenderedManifests:
+    """upstream's whole example (Trainer included), rendered the way the stack renders it."""
+    return render_manifests(str(upstream.source), cache_dir=upstream_cache)
+
+
+@pytest.fixture(scope="session")
+def upstream_example_objects(upstream: UpstreamRelease) -> list[dict[str, object]]:
+    """The objects of upstream's own `kustomize build example` output."""
+    if upstream.example_output is None:
+        pytest.skip(f"{UPSTREAM_EXAMPLE_OUTPUT} is not beside the upstream data")
+    with gzip.open(upstream.example_output, "rt") as stream:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        return [d for d in yaml.load_all(stream, Loader=loader) if d]
+
+
+def make_upstream_args(source: Path, **overrides: object) -> KubeflowArgs:
+    """The unit-test arguments, pointed at the real release."""
+    return make_args(source=str(source), **overrides)

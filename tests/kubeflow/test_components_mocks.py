@@ -14,9 +14,11 @@ import pytest
 
 import components.kubeflow.component as kubeflow_module
 from components.kubeflow.component import Kubeflow, bcrypt_hash_with_seed
+from components.kubeflow.manifests import upstream_components
 from tests.kubeflow.conftest import (
     ADMIN_PASSWORD,
     DOCKER_CONFIG,
+    FIXTURE_SOURCE,
     make_args,
 )
 from tests.pulumi_mocks import RecordingMocks, is_secret, run_program
@@ -146,3 +148,18 @@ def test_docker_config_mode_requires_the_docker_config(tmp_path: Path) -> None:
 
     with pytest.raises(Exception, match="docker_config_json"):
         run_program({}, program, mocks=RecordingMocks())
+
+
+def test_a_subset_with_dangling_references_is_refused_before_any_child_resource(
+    tmp_path: Path,
+) -> None:
+    without_gateway = tuple(
+        e
+        for e in upstream_components(FIXTURE_SOURCE)
+        if e != "../common/istio/kubeflow-istio-resources/base"
+    )
+    mocks = RecordingMocks()
+    with pytest.raises(Exception, match="kubeflow-istio-resources"):
+        run_program({}, _kubeflow_program(tmp_path, components=without_gateway), mocks=mocks)
+    assert mocks.of_type(CONFIG_GROUP) == []
+    assert mocks.of_type(RANDOM_PASSWORD) == []

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.kubeflow.manifests import (
     ComponentSelectionError,
@@ -15,6 +16,7 @@ from components.kubeflow.manifests import (
     SourceError,
     kubectl_binary,
     render_manifests,
+    run_kustomize,
     upstream_components,
 )
 from tests.kubeflow.conftest import FIXTURE_SOURCE
@@ -51,6 +53,38 @@ def test_fixture_renders_upstream_shapes(rendered: RenderedManifests) -> None:
     # legacy sort: namespaces first, validating webhooks last
     assert rendered.objects[0]["kind"] == "Namespace"
     assert rendered.objects[-1]["kind"] == "ValidatingWebhookConfiguration"
+
+
+def test_render_is_exactly_what_plain_kustomize_builds(
+    rendered: RenderedManifests, tmp_path: Path
+) -> None:
+    # kubectl decodes the objects for us (JSON instead of YAML); nothing may change on the way.
+    plain = [d for d in yaml.safe_load_all(run_kustomize(FIXTURE_SOURCE / "example")) if d]
+    assert list(rendered.objects) == plain
+
+
+def test_a_selection_that_renders_nothing_gives_no_objects(tmp_path: Path) -> None:
+    source = tmp_path / "manifests"
+    shutil.copytree(FIXTURE_SOURCE, source)
+    empty = source / "common" / "empty"
+    empty.mkdir()
+    (empty / "kustomization.yaml").write_text("resources: []\n")
+    example = source / "example" / "kustomization.yaml"
+    example.write_text(example.read_text() + "- ../common/empty\n")
+    result = render_manifests(str(source), ("../common/empty",), cache_dir=tmp_path / "cache")
+    assert result.objects == ()
+
+
+def test_a_broken_kubeconfig_does_not_matter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "kubeconfig"
+    broken.write_text("clusters: [")
+    monkeypatch.setenv("KUBECONFIG", str(broken))
+    result = render_manifests(
+        str(FIXTURE_SOURCE), ("../common/kubeflow-namespace/base",), cache_dir=tmp_path
+    )
+    assert [o["kind"] for o in result.objects] == ["Namespace"]
 
 
 def test_default_selection_is_upstream_example_set(tmp_path: Path) -> None:
@@ -134,3 +168,13 @@ def test_kustomize_failure_carries_its_message(tmp_path: Path) -> None:
     )
     with pytest.raises(KustomizeError, match=r"missing\.yaml"):
         render_manifests(str(source), cache_dir=tmp_path / "cache")
+
+
+def test_a_damaged_cache_entry_is_rendered_again(tmp_path: Path) -> None:
+    first = render_manifests(str(FIXTURE_SOURCE), cache_dir=tmp_path)
+    [entry] = (tmp_path / "renders").iterdir()
+    entry.write_text('{"truncated": ')
+    again = render_manifests(str(FIXTURE_SOURCE), cache_dir=tmp_path)
+    assert not again.from_cache
+    assert again.objects == first.objects
+    assert render_manifests(str(FIXTURE_SOURCE), cache_dir=tmp_path).from_cache

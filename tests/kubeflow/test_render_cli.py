@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from components.kubeflow.component import build_phases, placeholder_credentials
-from components.kubeflow.manifests import PARALLEL_PARSE_BYTES, RenderedManifests, parse_objects
+from components.kubeflow.manifests import RenderedManifests
+from components.kubeflow.phases import Phase
+from components.kubeflow.references import find_missing_references
+from components.kubeflow.transform import find_default_credentials
 from stack.render import main, render_to_directory
-from tests.kubeflow.conftest import FIXTURE_SOURCE, make_args
+from tests.kubeflow.conftest import FIXTURE_SOURCE, REPO_ROOT, UpstreamRelease, make_args
+from tests.kubeflow.invariants import PHASE_NAMES, closure_violations
 
 
 def test_render_writes_phase_files_in_apply_order(tmp_path: Path) -> None:
@@ -70,16 +76,6 @@ def test_cli_reports_a_missing_stack_file_and_exits_1(
     assert "Pulumi.nope.yaml does not exist" in capsys.readouterr().err
 
 
-def test_large_streams_parse_in_parallel_exactly_like_sequentially() -> None:
-    one = (FIXTURE_SOURCE / "common/dex/base/config-map.yaml").read_text()
-    many = [one.replace("name: dex", f"name: dex-{i}") for i in range(4000)]
-    stream = "---\n".join(many)
-    assert len(stream) > PARALLEL_PARSE_BYTES
-    objects = parse_objects(stream)
-    assert [o["metadata"]["name"] for o in objects] == [f"dex-{i}" for i in range(4000)]
-    assert objects[0] == yaml.safe_load(many[0])
-
-
 STACKS = sorted((Path(__file__).resolve().parents[2] / "stacks").glob("Pulumi.*.yaml"))
 
 
@@ -109,3 +105,52 @@ def test_cli_renders_every_stack_file_against_a_local_source(
     objects = [o for p in sorted(out.iterdir()) for o in yaml.safe_load_all(p.read_text()) if o]
     dex = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "dex")
     assert yaml.safe_load(dex["data"]["config.yaml"])["staticPasswords"][0]["email"] == admin
+
+
+# --- end to end on upstream's real release ---------------------------------------------------
+
+
+def test_upstream_render_is_exactly_upstreams_plain_kustomize_output(
+    upstream_rendered: RenderedManifests, upstream_example_objects: list[dict[str, object]]
+) -> None:
+    # All 675 objects, Trainer included, unchanged by how we decode kustomize's output.
+    assert len(upstream_example_objects) == 675
+    assert list(upstream_rendered.objects) == upstream_example_objects
+
+
+def test_render_command_end_to_end_on_upstream(
+    upstream: UpstreamRelease, upstream_cache: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "manifests"
+    command = [sys.executable, "-m", "stack.render", "--stack", "dev", "--out", str(out)]
+    options = ["--kubeflow-source", str(upstream.source), "--cache-dir", str(upstream_cache)]
+    result = subprocess.run(
+        [*command, *options], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    files = sorted(out.iterdir())
+    assert [f.name for f in files] == [f"{name}.yaml" for name in PHASE_NAMES]
+    for path, line in zip(files, result.stderr.splitlines(), strict=False):
+        assert str(path) in line  # each file reported with its object count
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    phases = tuple(
+        Phase(f.stem, "", tuple(o for o in yaml.load_all(f.read_text(), Loader=loader) if o))
+        for f in files
+    )
+    objects = [o for phase in phases for o in phase.objects]
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    # Trainer is there, with its CRDs, controller, runtimes and webhook.
+    assert ("CustomResourceDefinition", "trainjobs.trainer.kubeflow.org") in kinds
+    assert ("Deployment", "kubeflow-trainer-controller-manager") in kinds
+    assert ("ValidatingWebhookConfiguration", "validator.trainer.kubeflow.org") in kinds
+    assert any(kind == "ClusterTrainingRuntime" for kind, _ in kinds)
+    # Upstream's 675 objects plus the dev stack's profile.
+    assert len(objects) == 676
+    assert ("Profile", "team-ml") in kinds
+    # What the stack would apply keeps every invariant.
+    assert find_default_credentials(objects) == []
+    assert find_missing_references(objects) == ()
+    assert closure_violations(phases) == []
+    dex = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "dex")
+    [admin] = yaml.safe_load(dex["data"]["config.yaml"])["staticPasswords"]
+    assert admin["email"] == "admin@kubeflow.dev.example.org"

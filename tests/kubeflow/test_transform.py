@@ -12,8 +12,10 @@ import bcrypt
 import pytest
 import yaml
 
+from components.kubeflow.component import bcrypt_hash_with_seed
 from components.kubeflow.manifests import RenderedManifests
 from components.kubeflow.transform import (
+    CONFIG_DIGEST_ANNOTATION,
     DefaultCredentialError,
     KubeflowConfigError,
     KubeflowCredentials,
@@ -27,8 +29,11 @@ from tests.kubeflow.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     DOCKER_CONFIG,
+    GPU_A10,
     GPU_BOTTLEROCKET,
+    UpstreamRelease,
     make_args,
+    make_upstream_args,
 )
 
 WEB_APPS = (
@@ -321,3 +326,135 @@ def test_bottlerocket_groups_are_still_offered_in_the_form(
     assert [o["groupKey"] for o in spawner(out)["tolerationGroup"]["options"]] == [
         "l4-bottlerocket"
     ]
+
+
+# --- upstream's real release -----------------------------------------------------------------
+
+
+def effective_env(objects: Sequence[Mapping[str, Any]], deployment: Mapping[str, Any]) -> dict:
+    """A Deployment's first container env as the pod sees it: literal values, and values taken
+    from the rendered ConfigMaps (`configMapKeyRef`)."""
+    namespace = deployment["metadata"]["namespace"]
+    maps = {
+        o["metadata"]["name"]: o.get("data", {})
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"].get("namespace") == namespace
+    }
+    env = {}
+    for entry in deployment["spec"]["template"]["spec"]["containers"][0].get("env", []):
+        source = entry.get("valueFrom", {}).get("configMapKeyRef")
+        env[entry["name"]] = maps[source["name"]][source["key"]] if source else entry.get("value")
+    return env
+
+
+def test_upstream_no_default_credential_survives(
+    upstream: UpstreamRelease,
+    upstream_rendered: RenderedManifests,
+    credentials: KubeflowCredentials,
+) -> None:
+    # Upstream really ships them (otherwise this test could not fail)...
+    before = find_default_credentials(upstream_rendered.objects)
+    assert len(before) >= 6, before
+    out = transform_manifests(
+        upstream_rendered.objects, make_upstream_args(upstream.source), credentials
+    )
+    # ...and none is left in any of the 675 objects, in any encoding we know.
+    assert find_default_credentials(out) == []
+    text = json.dumps(out)
+    for default in ("12341234", "pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok", "minio123"):
+        assert default not in text
+        assert base64.b64encode(default.encode()).decode() not in text
+    assert "user@example.com" not in text
+
+
+@pytest.mark.parametrize("http_mode", [True, False])
+def test_upstream_secure_cookies_follow_the_protocol(
+    upstream: UpstreamRelease,
+    upstream_rendered: RenderedManifests,
+    credentials: KubeflowCredentials,
+    http_mode: bool,
+) -> None:
+    args = make_upstream_args(upstream.source, http_mode=http_mode)
+    out = transform_manifests(upstream_rendered.objects, args, credentials)
+    secure = "false" if http_mode else "true"
+    for app in WEB_APPS:
+        env = effective_env(out, find(out, "Deployment", app, "kubeflow"))
+        assert env["APP_SECURE_COOKIES"] == secure, app
+    proxy = effective_env(out, find(out, "Deployment", "oauth2-proxy", "oauth2-proxy"))
+    assert proxy["OAUTH2_PROXY_COOKIE_SECURE"] == secure
+
+
+def test_upstream_notebook_form_offers_the_gpu_groups_and_images(
+    upstream: UpstreamRelease,
+    upstream_rendered: RenderedManifests,
+    credentials: KubeflowCredentials,
+) -> None:
+    before = spawner(upstream_rendered.objects)
+    out = transform_manifests(
+        upstream_rendered.objects, make_upstream_args(upstream.source), credentials
+    )
+    form = spawner(out)
+    assert form["image"]["options"] == [
+        *before["image"]["options"],
+        "registry.corp.example/notebooks/torch:2.5",
+    ]
+    tolerations = {o["groupKey"]: o["tolerations"] for o in form["tolerationGroup"]["options"]}
+    assert tolerations == {g.name: g.tolerations() for g in (GPU_A10, GPU_BOTTLEROCKET)}
+    affinities = {o["configKey"]: o["affinity"] for o in form["affinityConfig"]["options"]}
+    assert affinities == {g.name: g.node_affinity() for g in (GPU_A10, GPU_BOTTLEROCKET)}
+    assert form["gpus"]["value"]["vendors"] == [{"limitsKey": "nvidia.com/gpu", "uiName": "NVIDIA"}]
+    # Everything else upstream's form offers is kept.
+    assert set(before) <= set(form)
+
+
+# --- configuration changes roll the workloads that read them ---------------------------------
+
+
+def _pod_template(objects: Sequence[Mapping[str, Any]], name: str, namespace: str) -> Any:
+    return find(objects, "Deployment", name, namespace)["spec"]["template"]
+
+
+OTHER_HASH = bcrypt_hash_with_seed("another-long-password", "seed-1", rounds=4)
+
+
+@pytest.mark.parametrize(
+    ("args_change", "credentials_change", "deployment"),
+    [
+        (
+            {"notebook_images": ("registry.corp.example/notebooks/jax:0.4",)},
+            {},
+            ("jupyter-web-app-deployment", "kubeflow"),
+        ),
+        ({"http_mode": False}, {}, ("oauth2-proxy", "oauth2-proxy")),
+        ({}, {"admin_password_hash": OTHER_HASH}, ("dex", "auth")),
+        ({"admin_email": "grace@research.example.org"}, {}, ("dex", "auth")),
+    ],
+    ids=["notebook-images", "protocol", "admin-password", "admin-email"],
+)
+def test_upstream_config_changes_roll_the_workloads_that_read_them(
+    upstream: UpstreamRelease,
+    upstream_rendered: RenderedManifests,
+    credentials: KubeflowCredentials,
+    args_change: dict[str, object],
+    credentials_change: dict[str, str],
+    deployment: tuple[str, str],
+) -> None:
+    args = make_upstream_args(upstream.source)
+    first = transform_manifests(upstream_rendered.objects, args, credentials)
+    again = transform_manifests(upstream_rendered.objects, args, credentials)
+    assert again == first  # identical inputs, identical output
+    second = transform_manifests(
+        upstream_rendered.objects,
+        make_upstream_args(upstream.source, **args_change),
+        KubeflowCredentials(**{**credentials.__dict__, **credentials_change}),  # type: ignore[arg-type]
+    )
+    before, after = (_pod_template(o, *deployment) for o in (first, second))
+    assert before != after
+    digest = before["metadata"]["annotations"][CONFIG_DIGEST_ANNOTATION]
+    assert digest != after["metadata"]["annotations"][CONFIG_DIGEST_ANNOTATION]
+    # Only a digest: no value of what it covers appears in the pod template.
+    assert credentials.oidc_client_secret not in json.dumps(before)
+    assert credentials.admin_password_hash not in json.dumps(before)
+    # Workloads that read none of the changed data keep their pod template.
+    unrelated = _pod_template(first, "katib-controller", "kubeflow")
+    assert _pod_template(second, "katib-controller", "kubeflow") == unrelated
