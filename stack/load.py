@@ -20,6 +20,8 @@ from stack.model import PROJECT, SECRET_PRESENT, EksStack, OnpremStack, StackBas
 from stack.problems import Problem, StackConfigError, problems_from, show
 
 SECRET_KEYS = StackBase.secret_keys
+# Secrets set per profile: an object whose values are encrypted one by one.
+PER_PROFILE_SECRETS = ("registryDockerConfigs",)
 _ADAPTER: TypeAdapter[EksStack | OnpremStack] = TypeAdapter(StackConfig)
 
 
@@ -28,7 +30,7 @@ def parse_stack_config(
     *,
     stack: str,
     region: str | None = None,
-    secrets: Mapping[str, str] | None = None,
+    secrets: Mapping[str, Any] | None = None,
 ) -> EksStack | OnpremStack:
     """Validate project keys (without the ``kubeflow-eks:`` prefix), ``aws:region`` and the
     secrets' plain text (or ``SECRET_PRESENT`` when only their presence is known)."""
@@ -72,11 +74,13 @@ def load_stack_config() -> EksStack | OnpremStack:
 
     values: dict[str, Any] = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     raw: dict[str, Any] = {}
-    secrets: dict[str, str] = {}
+    secrets: dict[str, Any] = {}
     region: str | None = None
     for namespace, key, value in _split(values):
         if namespace == "aws" and key == "region":
             region = str(value)
+        elif namespace == PROJECT and key in PER_PROFILE_SECRETS:
+            secrets[key] = _decode(value)
         elif namespace == PROJECT and key in SECRET_KEYS:
             secrets[key] = str(value)
         elif namespace == PROJECT:
@@ -113,13 +117,16 @@ def load_stack_file(path: str | Path, *, require_secrets: bool = True) -> EksSta
     stack = stack_name_of(path)
     config = _stack_file_config(path)
     raw: dict[str, Any] = {}
-    secrets: dict[str, str] = {}
+    secrets: dict[str, Any] = {}
     region: str | None = None
     problems: list[Problem] = []
     for namespace, key, value in _split(config):
         is_secure = isinstance(value, Mapping) and set(value) == {"secure"}
         if namespace == "aws" and key == "region":
             region = str(value)
+        elif namespace == PROJECT and key in PER_PROFILE_SECRETS:
+            secrets[key], found = _per_profile_secret(key, value)
+            problems += found
         elif namespace == PROJECT and key in SECRET_KEYS:
             if not is_secure:
                 problems.append(
@@ -136,7 +143,11 @@ def load_stack_file(path: str | Path, *, require_secrets: bool = True) -> EksSta
             )
     if not require_secrets:
         for key in unset_secrets(path):
-            secrets[key] = SECRET_PRESENT
+            name, _, profile = key.partition(".")
+            if profile:
+                secrets.setdefault(name, {})[profile] = SECRET_PRESENT
+            else:
+                secrets[key] = SECRET_PRESENT
     try:
         parsed = parse_stack_config(raw, stack=stack, region=region, secrets=secrets)
     except StackConfigError as error:
@@ -144,6 +155,35 @@ def load_stack_file(path: str | Path, *, require_secrets: bool = True) -> EksSta
     if problems:
         raise StackConfigError(problems)
     return parsed
+
+
+def _per_profile_secret(key: str, value: Any) -> tuple[dict[str, str], list[Problem]]:
+    """A secret set per profile (``--path 'key.<profile>'``): each value encrypted on its own."""
+    if isinstance(value, Mapping) and set(value) == {"secure"}:
+        return {}, [
+            Problem(
+                key,
+                None,
+                f"set each profile's value on its own: pulumi config set --secret --path "
+                f"'{key}.<profile>' ...",
+            )
+        ]
+    if not isinstance(value, Mapping):
+        return {}, [Problem(key, None, f"an object of profiles, set with --path '{key}.<profile>'")]
+    present: dict[str, str] = {}
+    problems = []
+    for profile, item in value.items():
+        if isinstance(item, Mapping) and set(item) == {"secure"}:
+            present[str(profile)] = SECRET_PRESENT
+        else:
+            problems.append(
+                Problem(
+                    f"{key}.{profile}",
+                    "(plain text)",
+                    f"make it a secret: pulumi config set --secret --path '{key}.{profile}' ...",
+                )
+            )
+    return present, problems
 
 
 def unset_secrets(path: str | Path) -> tuple[str, ...]:
@@ -156,9 +196,13 @@ def unset_secrets(path: str | Path) -> tuple[str, ...]:
     if kubeflow.get("enabled", True):
         needed.append("kubeflowAdminPassword")
         if kubeflow.get("registryAccess") == "docker-config":
-            needed.append("registryDockerConfig")
+            held = config.get(f"{PROJECT}:registryDockerConfigs") or {}
+            for profile in kubeflow.get("profiles") or []:
+                name = profile.get("name") if isinstance(profile, Mapping) else None
+                if name and not (isinstance(held, Mapping) and name in held):
+                    needed.append(f"registryDockerConfigs.{name}")
     onprem = config.get(f"{PROJECT}:onprem") or {}
     has_path = isinstance(onprem, Mapping) and onprem.get("kubeconfigPath")
     if config.get(f"{PROJECT}:mode") == "onprem" and not has_path:
         needed.append("onpremKubeconfig")
-    return tuple(key for key in needed if f"{PROJECT}:{key}" not in config)
+    return tuple(key for key in needed if "." in key or f"{PROJECT}:{key}" not in config)

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from stack.load import PER_PROFILE_SECRETS
 from stack.model import PROJECT, EksStack, OnpremStack, StackBase
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,8 +49,17 @@ def _properties(model: type[BaseModel]) -> dict[str, Any]:
     for alias, prop in schema["properties"].items():
         if alias in _HIDDEN:
             continue
-        if alias != "mode":  # described once, by hand, for both kinds of stack
-            props[_config_key(alias)] = _SECURE if alias in StackBase.secret_keys else prop
+        if alias == "mode":  # described once, by hand, for both kinds of stack
+            continue
+        if alias in PER_PROFILE_SECRETS:
+            prop = {
+                "type": "object",
+                "description": prop.get("description", ""),
+                "additionalProperties": _SECURE,
+            }
+        elif alias in StackBase.secret_keys:
+            prop = _SECURE
+        props[_config_key(alias)] = prop
     return props
 
 

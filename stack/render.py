@@ -15,11 +15,10 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from components.kubeflow.component import plan_kubeflow
+from components.kubeflow.component import DeployInputs, plan_kubeflow
 from components.kubeflow.manifests import YAML_DUMPER, RenderError
 from components.kubeflow.phases import Phase
 from components.kubeflow.transform import KubeflowArgs, KubeflowConfigError, TransformError
@@ -41,14 +40,14 @@ class RenderSummary:
 
 
 def render_phases(
-    args: KubeflowArgs, cache_dir: Path | None = None
+    args: KubeflowArgs, deploy: DeployInputs | None = None, cache_dir: Path | None = None
 ) -> tuple[tuple[Phase, ...], bool]:
     """The stack's phases with placeholder secrets, and whether the render came from cache.
 
     Refuses (`ReferenceClosureError`) a component selection whose objects refer to objects
     it does not render, naming the entries to add, exactly as `pulumi up` would.
     """
-    plan = plan_kubeflow(args, cache_dir=cache_dir)
+    plan = plan_kubeflow(args, deploy, cache_dir=cache_dir)
     return plan.phases, plan.rendered.from_cache
 
 
@@ -74,23 +73,26 @@ def write_phases(phases: Sequence[Phase], out_dir: Path, source: str) -> tuple[P
 
 
 def render_to_directory(
-    args: KubeflowArgs, out_dir: Path, cache_dir: Path | None = None
+    args: KubeflowArgs,
+    out_dir: Path,
+    cache_dir: Path | None = None,
+    deploy: DeployInputs | None = None,
 ) -> RenderSummary:
-    phases, from_cache = render_phases(args, cache_dir)
+    phases, from_cache = render_phases(args, deploy, cache_dir)
     files = write_phases(phases, out_dir, args.source)
     return RenderSummary(files, tuple((p.name, len(p.objects)) for p in phases), from_cache)
 
 
-def kubeflow_args_for_stack(stack_file: Path) -> KubeflowArgs:
-    """KubeflowArgs exactly as the stack program derives them from its stack file."""
+def kubeflow_args_for_stack(stack_file: Path) -> tuple[KubeflowArgs, DeployInputs]:
+    """KubeflowArgs exactly as the stack program derives them from its stack file, and the
+    shape of its deploy-time values (placeholders)."""
     from stack.load import load_stack_file
-    from stack.program import kubeflow_args_from_config
+    from stack.program.kubeflow import deploy_shape, kubeflow_args_from_config
 
-    config: Any = load_stack_file(stack_file, require_secrets=False)
-    args = kubeflow_args_from_config(config)
-    if not isinstance(args, KubeflowArgs):
+    config = load_stack_file(stack_file, require_secrets=False)
+    if not config.kubeflow.enabled:
         raise KubeflowConfigError(f"{stack_file} has Kubeflow disabled; nothing to render")
-    return args
+    return kubeflow_args_from_config(config), deploy_shape(config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,10 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not stack_file.is_file():
             raise KubeflowConfigError(f"stack file {stack_file} does not exist")
-        args = kubeflow_args_for_stack(stack_file)
+        args, deploy = kubeflow_args_for_stack(stack_file)
         if options.kubeflow_source:
             args = dataclasses.replace(args, source=options.kubeflow_source)
-        summary = render_to_directory(args, options.out, options.cache_dir)
+        summary = render_to_directory(args, options.out, options.cache_dir, deploy)
     except (RenderError, TransformError, ValueError, OSError) as err:
         # ValueError covers every config error type (they all derive from it).
         console.print(f"[red]render failed:[/red] {err}")

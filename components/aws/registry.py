@@ -20,6 +20,7 @@ associating it elsewhere gives nothing.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -115,6 +116,15 @@ def profile_push_policy(arn_base: str, prefix: str, pullable: Sequence[str]) -> 
     return policy_document(statements)
 
 
+def role_name_prefix(cluster_name: str, profile: str) -> str:
+    """``<cluster>-<profile>-``, shortened with a digest to IAM's 38 characters."""
+    prefix = f"{cluster_name}-{profile}-"
+    if len(prefix) <= 38:
+        return prefix
+    digest = hashlib.sha256(prefix.encode()).hexdigest()[:8]
+    return f"{prefix[:29]}{digest}-"
+
+
 def _trust_of_editor(namespace: str, cluster_arn: str) -> str:
     return pod_identity_trust(cluster_arn, namespace, PROFILE_SERVICE_ACCOUNT)
 
@@ -193,6 +203,8 @@ class ProfileRegistries(pulumi.ComponentResource):
             trust = cluster_arn.apply(functools.partial(_trust_of_editor, profile))
             role = aws.iam.Role(
                 f"{name}-{profile}",
+                # Profile names go up to 63 characters: IAM allows a 38-character prefix.
+                name_prefix=role_name_prefix(args.cluster_name, profile),
                 assume_role_policy=trust,
                 description=f"fnjob pushes of {profile}/{PROFILE_SERVICE_ACCOUNT}",
                 tags=dict(args.tags),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from components.kubeflow.manifests import (
     upstream_components,
 )
 from components.kubeflow.phases import Phase, split_phases
+from components.kubeflow.profiles import NotebookSetup
 from components.kubeflow.references import (
     ReferenceClosureError,
     check_references,
@@ -32,7 +33,6 @@ from components.kubeflow.references import (
 )
 from components.kubeflow.transform import (
     KubeflowArgs,
-    KubeflowConfigError,
     KubeflowCredentials,
     ProfileSpec,
     TransformError,
@@ -53,7 +53,6 @@ __all__ = [
 ]
 
 BCRYPT_ROUNDS = 12
-MIN_ADMIN_PASSWORD_LENGTH = 8
 _BCRYPT_ALPHABET = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 DASHBOARD_PORT_FORWARD = "kubectl port-forward -n istio-system svc/istio-ingressgateway 8080:80"
 
@@ -69,19 +68,44 @@ def bcrypt_hash_with_seed(password: str, seed: str, rounds: int = BCRYPT_ROUNDS)
     """bcrypt of `password` with a salt derived from `seed`.
 
     The seed is a random value kept in the stack's state, so the hash is the same on every
-    `pulumi up` (no churn, no pod restarts) until the password or the seed changes.
+    `pulumi up` (no churn, no pod restarts) until the password or the seed changes. The
+    password's length (12 characters to bcrypt's 72 bytes) is the stack model's rule.
     """
-    if len(password) < MIN_ADMIN_PASSWORD_LENGTH:
-        raise KubeflowConfigError(
-            f"admin password must be at least {MIN_ADMIN_PASSWORD_LENGTH} characters, "
-            f"got {len(password)}"
-        )
     salt_bytes = hashlib.sha256(seed.encode()).digest()[:16]
     salt = b"$2b$%02d$" % rounds + _bcrypt_base64(salt_bytes)
     return bcrypt.hashpw(password.encode(), salt).decode()
 
 
-def placeholder_credentials(docker_config_json: str | None = None) -> KubeflowCredentials:
+PLACEHOLDER_DOCKER_CONFIG = '{"auths": {"FROM-STACK-SECRET": {"auth": "PLACEHOLDER"}}}'
+PLACEHOLDER_IMAGE = "FROM-STACK/notebook@sha256:" + "0" * 64
+PLACEHOLDER_REGISTRY = "FROM-STACK/registry-of-{profile}"
+
+
+@dataclass(frozen=True)
+class DeployInputs:
+    """Values the transforms need that exist only once resources do (Pulumi inputs)."""
+
+    # Profile -> its docker config.json (secret), for registryAccess docker-config.
+    docker_configs: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    # The stack's notebook image, digest-pinned (built by the stack, or given).
+    notebook_image: pulumi.Input[str] | None = None
+    job_base_image: str | None = None
+    # Profile -> where fnjob pushes from its notebooks.
+    registries: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+
+    def placeholders(self) -> tuple[dict[str, str], NotebookSetup]:
+        """Stand-ins of the same shape: the layout (which objects exist) does not depend on
+        the values, so it is known before any resource."""
+        docker = {profile: PLACEHOLDER_DOCKER_CONFIG for profile in self.docker_configs}
+        notebooks = NotebookSetup(
+            image=PLACEHOLDER_IMAGE if self.notebook_image is not None else None,
+            job_base_image=self.job_base_image,
+            registries={p: PLACEHOLDER_REGISTRY.format(profile=p) for p in self.registries},
+        )
+        return docker, notebooks
+
+
+def placeholder_credentials(docker_configs: Mapping[str, str] | None = None) -> KubeflowCredentials:
     """Clearly-fake values used by the render command (and to learn the phase layout)."""
     return KubeflowCredentials(
         admin_password_hash="$2b$12$GENERATED-BY-STACK.bcrypt-of-the-admin-password",
@@ -91,23 +115,21 @@ def placeholder_credentials(docker_config_json: str | None = None) -> KubeflowCr
         pipelines_db_password="GENERATED-BY-STACK-pipelines-db-password",
         pipelines_object_store_access_key="GENERATED-BY-STACK-object-store-access-key",
         pipelines_object_store_secret_key="GENERATED-BY-STACK-object-store-secret-key",
-        docker_config_json=docker_config_json,
+        docker_configs=dict(docker_configs or {}),
     )
-
-
-PLACEHOLDER_DOCKER_CONFIG = '{"auths": {"FROM-STACK-SECRET": {"auth": "PLACEHOLDER"}}}'
 
 
 def build_phases(
     objects: Sequence[Mapping[str, Any]],
     args: KubeflowArgs,
     credentials: KubeflowCredentials,
+    notebooks: NotebookSetup | None = None,
 ) -> tuple[Phase, ...]:
     """Transformed objects split into apply phases: exactly what the stack applies.
 
     Raises `ReferenceClosureError` when the objects refer to objects they do not contain.
     """
-    transformed = transform_manifests(objects, args, credentials)
+    transformed = transform_manifests(objects, args, credentials, notebooks)
     check_references(transformed)
     return split_phases(transformed)
 
@@ -120,7 +142,12 @@ class KubeflowPlan:
     phases: tuple[Phase, ...]
 
 
-def plan_kubeflow(args: KubeflowArgs, *, cache_dir: Path | None = None) -> KubeflowPlan:
+def plan_kubeflow(
+    args: KubeflowArgs,
+    deploy: DeployInputs | None = None,
+    *,
+    cache_dir: Path | None = None,
+) -> KubeflowPlan:
     """Render (cached), transform with placeholder secrets, check, and split into phases.
 
     Offline and free of Pulumi resources, so a program can call it before it creates
@@ -130,9 +157,9 @@ def plan_kubeflow(args: KubeflowArgs, *, cache_dir: Path | None = None) -> Kubef
     shape, or a default credential survived) or `KubeflowConfigError`.
     """
     rendered = render_manifests(args.source, args.components, cache_dir=cache_dir)
-    docker = PLACEHOLDER_DOCKER_CONFIG if args.registry_access == "docker-config" else None
+    docker, notebooks = (deploy or DeployInputs()).placeholders()
     try:
-        phases = build_phases(rendered.objects, args, placeholder_credentials(docker))
+        phases = build_phases(rendered.objects, args, placeholder_credentials(docker), notebooks)
     except ReferenceClosureError as err:
         source = str(rendered.source_dir)
         chosen = set(args.components or upstream_components(rendered.source_dir))
@@ -191,21 +218,18 @@ class Kubeflow(pulumi.ComponentResource):
         args: KubeflowArgs,
         *,
         admin_password: pulumi.Input[str],
-        docker_config_json: pulumi.Input[str] | None = None,
+        deploy: DeployInputs | None = None,
         plan: KubeflowPlan | None = None,
         cache_dir: Path | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("kubeflow-eks:kubeflow:Kubeflow", name, None, opts)
-        if args.registry_access == "docker-config" and docker_config_json is None:
-            raise KubeflowConfigError(
-                "registry_access 'docker-config' needs docker_config_json (a stack secret)"
-            )
+        deploy = deploy or DeployInputs()
         child = pulumi.ResourceOptions(parent=self)
         # Every check that can fail offline runs here, before any child resource exists.
         # The layout (phase names, which groups exist) must not depend on secret values.
         if plan is None:
-            plan = plan_kubeflow(args, cache_dir=cache_dir)
+            plan = plan_kubeflow(args, deploy, cache_dir=cache_dir)
         rendered, layout = plan.rendered, plan.phases
 
         def secret(suffix: str, length: int) -> random.RandomPassword:
@@ -222,14 +246,17 @@ class Kubeflow(pulumi.ComponentResource):
         object_store_secret_key = secret("object-store-secret-key", 40)
         admin_salt_seed = secret("admin-password-salt-seed", 32)
 
-        docker_config: pulumi.Input[str | None] = (
-            docker_config_json if args.registry_access == "docker-config" else None
-        )
         groups_plan = _plan_groups(layout)
         expected_layout = [(p.name, len(p.objects)) for p in layout]
+        docker_profiles = list(deploy.docker_configs)
+        registry_profiles = list(deploy.registries)
 
         def transform(values: list[Any]) -> tuple[Phase, ...]:
-            (password, seed, oidc, cookie, katib, pipelines, access, secret_key, docker) = values
+            (password, seed, oidc, cookie, katib, pipelines, access, secret_key, image) = values[:9]
+            docker = dict(zip(docker_profiles, values[9 : 9 + len(docker_profiles)], strict=True))
+            registries = dict(
+                zip(registry_profiles, values[9 + len(docker_profiles) :], strict=True)
+            )
             credentials = KubeflowCredentials(
                 admin_password_hash=bcrypt_hash_with_seed(password, seed),
                 oidc_client_secret=oidc,
@@ -238,11 +265,14 @@ class Kubeflow(pulumi.ComponentResource):
                 pipelines_db_password=pipelines,
                 pipelines_object_store_access_key=access,
                 pipelines_object_store_secret_key=secret_key,
-                docker_config_json=docker,
+                docker_configs=docker,
             )
-            phases = build_phases(rendered.objects, args, credentials)
+            notebooks = NotebookSetup(
+                image=image, job_base_image=deploy.job_base_image, registries=registries
+            )
+            phases = build_phases(rendered.objects, args, credentials, notebooks)
             if [(p.name, len(p.objects)) for p in phases] != expected_layout:
-                raise TransformError("phase layout changed with the real credentials")
+                raise TransformError("phase layout changed with the real values")
             return phases
 
         phases_output = pulumi.Output.all(
@@ -254,7 +284,9 @@ class Kubeflow(pulumi.ComponentResource):
             pipelines_db_password.result,
             object_store_access_key.result,
             object_store_secret_key.result,
-            docker_config,
+            deploy.notebook_image,
+            *deploy.docker_configs.values(),
+            *deploy.registries.values(),
         ).apply(transform)
 
         self.phase_groups: list[list[ConfigGroup]] = []
@@ -285,14 +317,10 @@ class Kubeflow(pulumi.ComponentResource):
 
         self.admin_email = pulumi.Output.from_input(args.admin_email)
         self.dashboard_port_forward = pulumi.Output.from_input(DASHBOARD_PORT_FORWARD)
-        # Browsers treat http://localhost as a secure context, so the port-forward works in
-        # both modes; HTTP mode matters when users reach the gateway by another name.
-        self.dashboard_url = pulumi.Output.from_input("http://localhost:8080")
         self.register_outputs(
             {
                 "admin_email": self.admin_email,
                 "dashboard_port_forward": self.dashboard_port_forward,
-                "dashboard_url": self.dashboard_url,
                 "phases": [p.name for p in layout],
             }
         )

@@ -13,25 +13,23 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from components.kubeflow.manifests import (
-    DEFAULT_KUBEFLOW_RELEASE,
-    YAML_DUMPER,
-    YAML_LOADER,
-    KubeObject,
-)
+from components.gpu.scheduling import gpu_groups_document
+from components.kubeflow.access import NO_EXTERNAL_ACCESS, Access, apply_access
+from components.kubeflow.manifests import YAML_DUMPER, YAML_LOADER, KubeObject
 from components.kubeflow.objects import name_of, namespace_of, pod_config_refs, pod_template, ref
+from components.kubeflow.profiles import (
+    FNJOB_PODDEFAULT,
+    NotebookSetup,
+    ProfileSpec,
+    profile_objects,
+)
 from stack.model import GPU_RESOURCE, GpuGroup
-from stack.naming import is_dns_label, is_email
-
-REGISTRY_ACCESS_MODES = ("none", "docker-config", "ecr")
-REGISTRY_SECRET_NAME = "registry-credentials"
-PROFILE_EDITOR_SA = "default-editor"
-UPSTREAM_DEFAULT_PROFILE = "kubeflow-user-example-com"
+from stack.model.kubeflow import UPSTREAM_EXAMPLE_PROFILE
 
 # Upstream's published defaults. Long ones are unambiguous and must not appear anywhere;
 # short ones only count as credentials inside a Secret.
@@ -51,22 +49,6 @@ WEB_APPS_WITH_SECURE_COOKIES = (
 )
 SPAWNER_CONFIG_KEY = "spawner_ui_config.yaml"
 
-_RESERVED_NAMESPACES = frozenset(
-    {
-        "default",
-        "kube-system",
-        "kube-public",
-        "kube-node-lease",
-        "kubeflow",
-        "kubeflow-system",
-        "auth",
-        "oauth2-proxy",
-        "istio-system",
-        "cert-manager",
-        "knative-serving",
-    }
-)
-
 
 class TransformError(Exception):
     """The rendered objects do not have the shape a transformation relies on."""
@@ -85,34 +67,16 @@ class DefaultCredentialError(TransformError):
 
 
 @dataclass(frozen=True)
-class ProfileSpec:
-    """A Kubeflow user namespace (Profile) and the email of the person who owns it."""
-
-    name: str
-    owner_email: str
-
-    def __post_init__(self) -> None:
-        if not is_dns_label(self.name):
-            raise KubeflowConfigError(
-                f"profile name {self.name!r} is not a valid namespace name: use lowercase "
-                "letters, digits and '-', at most 63 characters"
-            )
-        if self.name in _RESERVED_NAMESPACES:
-            raise KubeflowConfigError(
-                f"profile name {self.name!r} is a system namespace; choose another name"
-            )
-        if not is_email(self.owner_email):
-            raise KubeflowConfigError(
-                f"profile {self.name!r} owner_email {self.owner_email!r} is not an email address"
-            )
-
-
-@dataclass(frozen=True)
 class KubeflowArgs:
-    """What to install and how. Secrets are not here: see `KubeflowCredentials`."""
+    """What to install and how, as the stack model validated it (nothing is checked again).
+
+    Secrets are not here (``KubeflowCredentials``), nor values known only at deploy time
+    (``NotebookSetup``).
+    """
 
     admin_email: str
-    source: str = DEFAULT_KUBEFLOW_RELEASE
+    # A release tag of kubeflow/manifests, or a local checkout.
+    source: str
     # Entries of upstream example/kustomization.yaml `resources`; None = upstream's set.
     components: tuple[str, ...] | None = None
     http_mode: bool = False
@@ -120,39 +84,7 @@ class KubeflowArgs:
     notebook_images: tuple[str, ...] = ()
     profiles: tuple[ProfileSpec, ...] = ()
     registry_access: str = "none"
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.source, str) or not self.source.strip():
-            raise KubeflowConfigError(
-                f"source {self.source!r} is empty: give a release tag of kubeflow/manifests "
-                f"(default {DEFAULT_KUBEFLOW_RELEASE!r}) or a local directory"
-            )
-        if self.components is not None:
-            if not isinstance(self.components, tuple) or not self.components:
-                raise KubeflowConfigError(
-                    f"components {self.components!r} must be a non-empty tuple of entries of "
-                    "upstream example/kustomization.yaml, or None for upstream's set"
-                )
-            if len(set(self.components)) != len(self.components):
-                raise KubeflowConfigError(f"components {self.components!r} repeat an entry")
-        if not isinstance(self.http_mode, bool):
-            raise KubeflowConfigError(f"http_mode {self.http_mode!r} must be true or false")
-        if not is_email(self.admin_email):
-            raise KubeflowConfigError(f"admin_email {self.admin_email!r} is not an email address")
-        for image in self.notebook_images:
-            if not image or any(c.isspace() for c in image):
-                raise KubeflowConfigError(
-                    f"notebook_images entry {image!r} is not an image reference"
-                )
-        names = [p.name for p in self.profiles]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise KubeflowConfigError(f"profiles repeat the names {repeated}")
-        if self.registry_access not in REGISTRY_ACCESS_MODES:
-            raise KubeflowConfigError(
-                f"registry_access {self.registry_access!r} is not allowed: use one of "
-                f"{', '.join(REGISTRY_ACCESS_MODES)}"
-            )
+    access: Access = NO_EXTERNAL_ACCESS
 
 
 @dataclass(frozen=True)
@@ -166,7 +98,8 @@ class KubeflowCredentials:
     pipelines_db_password: str
     pipelines_object_store_access_key: str
     pipelines_object_store_secret_key: str
-    docker_config_json: str | None = None
+    # Profile -> that profile's docker config.json (registryAccess docker-config).
+    docker_configs: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.admin_password_hash.startswith(("$2a$", "$2b$", "$2y$")):
@@ -194,17 +127,6 @@ class KubeflowCredentials:
         for field_name in ("oidc_client_secret", "oauth2_proxy_cookie_secret"):
             if getattr(self, field_name) in UPSTREAM_DEFAULT_CREDENTIALS:
                 raise KubeflowConfigError(f"{field_name} is upstream's published default")
-        if self.docker_config_json is not None:
-            try:
-                parsed = json.loads(self.docker_config_json)
-            except json.JSONDecodeError as err:
-                raise KubeflowConfigError(
-                    f"docker_config_json is not JSON ({err.msg} at position {err.pos})"
-                ) from err
-            if not isinstance(parsed, dict) or not isinstance(parsed.get("auths"), dict):
-                raise KubeflowConfigError(
-                    'docker_config_json must be a Docker config: {"auths": {"REGISTRY": {...}}}'
-                )
 
     def __repr__(self) -> str:
         # Never show secret values in tracebacks or logs.
@@ -407,7 +329,7 @@ def apply_credentials(
             _pipelines_mysql_uses_secret,
         ),
         (
-            lambda o: _is(o, "Profile") and name_of(o) == UPSTREAM_DEFAULT_PROFILE,
+            lambda o: _is(o, "Profile") and name_of(o) == UPSTREAM_EXAMPLE_PROFILE,
             lambda p: (
                 p.setdefault("spec", {})
                 .setdefault("owner", {})
@@ -469,8 +391,15 @@ def apply_spawner_config(
     objects: Sequence[Mapping[str, Any]],
     gpu_groups: tuple[GpuGroup, ...],
     notebook_images: tuple[str, ...],
+    *,
+    stack_image: str | None = None,
+    default_pod_defaults: tuple[str, ...] = (),
 ) -> list[KubeObject]:
-    """One toleration group and affinity option per GPU group; NVIDIA GPUs; extra images."""
+    """One toleration group and affinity option per GPU group; NVIDIA GPUs; extra images.
+
+    ``stack_image`` (the stack's own notebook image) comes first and is the default choice;
+    ``default_pod_defaults`` are ticked in the form's configurations.
+    """
 
     def edit(config_map: KubeObject) -> None:
         data = config_map["data"]
@@ -484,7 +413,14 @@ def apply_spawner_config(
         image = defaults.setdefault("image", {})
         options = list(image.get("options") or [])
         options += [i for i in notebook_images if i not in options]
+        if stack_image is not None:
+            options = [stack_image, *(o for o in options if o != stack_image)]
+            image["value"] = stack_image
         image["options"] = options
+        if default_pod_defaults:
+            configurations = defaults.setdefault("configurations", {})
+            chosen = list(configurations.get("value") or [])
+            configurations["value"] = chosen + [d for d in default_pod_defaults if d not in chosen]
         if gpu_groups:
             defaults["tolerationGroup"] = {
                 **(defaults.get("tolerationGroup") or {}),
@@ -535,65 +471,6 @@ def apply_spawner_config(
             f"{SPAWNER_CONFIG_KEY}"
         )
     return out
-
-
-# --- profiles ------------------------------------------------------------------------------
-
-
-def profile_objects(
-    profiles: tuple[ProfileSpec, ...],
-    registry_access: str,
-    docker_config_json: str | None,
-    extra_namespaces: tuple[ProfileSpec, ...] = (),
-) -> list[KubeObject]:
-    """Profiles, and with a docker config, each namespace's pull secret on `default-editor`.
-
-    The profile controller creates `default-editor` only when it does not exist yet and
-    adopts an existing namespace whose `owner` annotation names the profile's owner. So we
-    create the namespace (annotated) and the ServiceAccount (with imagePullSecrets) ourselves;
-    the controller then adds its labels, RoleBindings and policies and leaves our
-    imagePullSecrets alone, with no race against it.
-    """
-    if registry_access == "docker-config" and docker_config_json is None:
-        raise KubeflowConfigError(
-            "registry_access 'docker-config' needs a docker config JSON in the credentials"
-        )
-    objects: list[KubeObject] = [
-        {
-            "apiVersion": "kubeflow.org/v1",
-            "kind": "Profile",
-            "metadata": {"name": profile.name},
-            "spec": {"owner": {"kind": "User", "name": profile.owner_email}},
-        }
-        for profile in profiles
-    ]
-    if registry_access != "docker-config" or docker_config_json is None:
-        return objects
-    for profile in (*profiles, *extra_namespaces):
-        objects += [
-            {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {
-                    "name": profile.name,
-                    "annotations": {"owner": profile.owner_email},
-                },
-            },
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": REGISTRY_SECRET_NAME, "namespace": profile.name},
-                "type": "kubernetes.io/dockerconfigjson",
-                "data": {".dockerconfigjson": _b64(docker_config_json)},
-            },
-            {
-                "apiVersion": "v1",
-                "kind": "ServiceAccount",
-                "metadata": {"name": PROFILE_EDITOR_SA, "namespace": profile.name},
-                "imagePullSecrets": [{"name": REGISTRY_SECRET_NAME}],
-            },
-        ]
-    return objects
 
 
 # --- roll-out on config change ------------------------------------------------------------
@@ -652,26 +529,52 @@ def transform_manifests(
     objects: Sequence[Mapping[str, Any]],
     args: KubeflowArgs,
     credentials: KubeflowCredentials,
+    notebooks: NotebookSetup | None = None,
 ) -> list[KubeObject]:
     """All transformations in order; raises if an upstream default credential survives."""
+    notebooks = notebooks or NotebookSetup()
     out = apply_http_mode(objects, args.http_mode)
     out = apply_credentials(out, args.admin_email, credentials)
-    out = apply_spawner_config(out, args.gpu_groups, args.notebook_images)
+    out = apply_access(out, args.access)
+    # PodDefaults need the notebook admission webhook's CRD; without it there are none.
+    pod_defaults = any(
+        o.get("kind") == "CustomResourceDefinition" and name_of(o) == "poddefaults.kubeflow.org"
+        for o in out
+    )
+    out = apply_spawner_config(
+        out,
+        args.gpu_groups,
+        args.notebook_images,
+        stack_image=notebooks.image,
+        default_pod_defaults=(FNJOB_PODDEFAULT,) if pod_defaults else (),
+    )
     taken = {name_of(o) for o in out if o.get("kind") == "Profile"}
     clashes = sorted(p.name for p in args.profiles if p.name in taken)
     if clashes:
         raise KubeflowConfigError(f"profiles {clashes} are already defined by upstream manifests")
-    # Upstream's example profile now belongs to the admin; it gets registry access too.
-    upstream_admin_profile = (
-        (ProfileSpec(UPSTREAM_DEFAULT_PROFILE, args.admin_email),)
-        if UPSTREAM_DEFAULT_PROFILE in taken
+    # Upstream's example profile now belongs to the admin; it is managed like the others.
+    adopted = (
+        (ProfileSpec(UPSTREAM_EXAMPLE_PROFILE, args.admin_email),)
+        if UPSTREAM_EXAMPLE_PROFILE in taken
         else ()
+    )
+    setup = (
+        NotebookSetup(
+            image=notebooks.image,
+            job_base_image=notebooks.job_base_image,
+            registries=notebooks.registries,
+            gpu_groups=gpu_groups_document(args.gpu_groups),
+        )
+        if pod_defaults
+        else None
     )
     out += profile_objects(
         args.profiles,
-        args.registry_access,
-        credentials.docker_config_json,
-        extra_namespaces=upstream_admin_profile,
+        adopted=adopted,
+        docker_configs=credentials.docker_configs
+        if args.registry_access == "docker-config"
+        else {},
+        notebooks=setup,
     )
     out = annotate_config_digests(out)
     findings = find_default_credentials(out)

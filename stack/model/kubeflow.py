@@ -48,6 +48,8 @@ RESERVED_NAMESPACES = frozenset(
 )
 RESERVED_NAMESPACE_PREFIXES = ("kube-", "kubeflow-", "istio-", "knative-")
 UPSTREAM_DEFAULT_USER = "user@example.com"
+# Upstream's example profile; the stack gives it to the admin.
+UPSTREAM_EXAMPLE_PROFILE = "kubeflow-user-example-com"
 _RELEASES_FILE = Path(__file__).parent.parent / "kubeflow_releases.yaml"
 _DOMAIN = r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 _ACM_ARN = r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$"

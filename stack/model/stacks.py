@@ -33,7 +33,7 @@ from stack.model.base import (
     unique,
 )
 from stack.model.gpu import DevicePlugin, EksGpuGroup, GpuGroup, OnpremGpuGroup
-from stack.model.kubeflow import Kubeflow
+from stack.model.kubeflow import UPSTREAM_EXAMPLE_PROFILE, Kubeflow
 from stack.versions import DEFAULT_KUBERNETES_VERSION, SUPPORTED_KUBERNETES_VERSIONS
 
 PROJECT = "kubeflow-eks"
@@ -82,28 +82,43 @@ def _admin_password(value: SecretStr | None, info: ValidationInfo) -> SecretStr 
     return value
 
 
-def _docker_config(value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-    kubeflow = info.data.get("kubeflow")
-    if value is None:
-        if (
-            kubeflow is not None
-            and kubeflow.enabled
-            and kubeflow.registry_access == "docker-config"
-        ):
-            raise custom(
-                "secret_missing",
-                "registryAccess docker-config needs it: "
-                'pulumi config set --secret registryDockerConfig "$(cat config.json)"',
-            )
-        return value
-    if value.get_secret_value() == SECRET_PRESENT:
-        return value
+def _is_docker_config(text: str) -> bool:
     try:
-        parsed = json.loads(value.get_secret_value())
+        parsed = json.loads(text)
     except ValueError:
-        parsed = None
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("auths"), dict):
-        raise custom("docker_config", 'use a docker config.json: {"auths": {"REGISTRY": {...}}}')
+        return False
+    return isinstance(parsed, dict) and isinstance(parsed.get("auths"), dict)
+
+
+def _docker_configs(
+    value: Mapping[str, SecretStr], info: ValidationInfo
+) -> Mapping[str, SecretStr]:
+    """One docker config per profile: each profile reaches only its own registry credentials."""
+    kubeflow = info.data.get("kubeflow")
+    if kubeflow is None:
+        return value
+    rules = Rules()
+    profiles = [p.name for p in kubeflow.profiles]
+    wanted = kubeflow.enabled and kubeflow.registry_access == "docker-config"
+    if value and not wanted:
+        rules.add("", MISSING, "remove it: only kubeflow.registryAccess docker-config uses it")
+    for name, secret in value.items():
+        if name not in (*profiles, UPSTREAM_EXAMPLE_PROFILE):
+            rules.add(name, MISSING, f"not a profile; profiles: {', '.join(profiles) or 'none'}")
+        elif secret.get_secret_value() != SECRET_PRESENT and not _is_docker_config(
+            secret.get_secret_value()
+        ):
+            rules.add(name, MISSING, 'use a docker config.json: {"auths": {"REGISTRY": {...}}}')
+    if wanted:
+        for name in profiles:
+            if name not in value:
+                rules.add(
+                    name,
+                    MISSING,
+                    f"set the profile's own credentials: pulumi config set --secret --path "
+                    f"'registryDockerConfigs.{name}' \"$(cat {name}-config.json)\"",
+                )
+    rules.raise_if_any()
     return value
 
 
@@ -112,7 +127,7 @@ class StackBase(Model):
 
     secret_keys: ClassVar[tuple[str, ...]] = (
         "kubeflowAdminPassword",
-        "registryDockerConfig",
+        "registryDockerConfigs",
         "onpremKubeconfig",
     )
 
@@ -129,10 +144,13 @@ class StackBase(Model):
         validate_default=True,
         description="(secret) the admin's password, 12 characters to 72 bytes",
     )
-    registry_docker_config: Annotated[SecretStr | None, AfterValidator(_docker_config)] = Field(
-        default=None,
-        validate_default=True,
-        description="(secret) docker config.json for registryAccess: docker-config",
+    registry_docker_configs: Annotated[Mapping[str, SecretStr], AfterValidator(_docker_configs)] = (
+        Field(
+            default_factory=dict,
+            validate_default=True,
+            description="(secret, per profile) each profile's docker config.json, for "
+            "registryAccess: docker-config",
+        )
     )
 
     @field_validator("gpu_node_groups", mode="after")

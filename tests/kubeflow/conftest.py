@@ -21,7 +21,8 @@ import yaml
 
 from components.kubeflow.component import bcrypt_hash_with_seed
 from components.kubeflow.manifests import RenderedManifests, render_manifests
-from components.kubeflow.transform import KubeflowArgs, KubeflowCredentials, ProfileSpec
+from components.kubeflow.profiles import ProfileSpec
+from components.kubeflow.transform import KubeflowArgs, KubeflowCredentials
 from stack.model import EksGpuGroup, Taint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +34,8 @@ UPSTREAM_TOP_FOLDER = "kubeflow-manifests-26.03"
 ADMIN_EMAIL = "ada@research.example.org"
 ADMIN_PASSWORD = "a-long-admin-password"
 DOCKER_CONFIG = json.dumps({"auths": {"registry.corp.example": {"auth": "dXNlcjpwYXNzd29yZA=="}}})
+# Each profile has its own credentials; the admin's must never reach team-vision.
+ADMIN_DOCKER_CONFIG = json.dumps({"auths": {"registry.corp.example": {"auth": "YWRtaW46c2VjcmV0"}}})
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +54,10 @@ def credentials() -> KubeflowCredentials:
         pipelines_db_password="kfp-db-Ue92kdL1",
         pipelines_object_store_access_key="AKIAKFPSTACKACCESS1",
         pipelines_object_store_secret_key="kfp-object-store-secret-8d7f6g5h4j3k2l1",
-        docker_config_json=DOCKER_CONFIG,
+        docker_configs={
+            "team-vision": DOCKER_CONFIG,
+            "kubeflow-user-example-com": ADMIN_DOCKER_CONFIG,
+        },
     )
 
 

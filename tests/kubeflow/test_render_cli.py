@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.kubeflow.component import build_phases, placeholder_credentials
+from components.kubeflow.component import DeployInputs, build_phases, placeholder_credentials
 from components.kubeflow.manifests import RenderedManifests
 from components.kubeflow.phases import Phase
 from components.kubeflow.references import find_missing_references
@@ -46,7 +46,11 @@ def _render(source: str, tmp_path: Path) -> tuple[dict, ...]:
 
 
 def test_rendered_secrets_are_clear_placeholders(tmp_path: Path) -> None:
-    summary = render_to_directory(make_args(), tmp_path / "out", cache_dir=tmp_path / "cache")
+    # The render command gives the stack's profiles placeholder credentials, as here.
+    deploy = DeployInputs(docker_configs={"team-vision": "set by the stack"})
+    summary = render_to_directory(
+        make_args(), tmp_path / "out", cache_dir=tmp_path / "cache", deploy=deploy
+    )
     text = "\n".join(p.read_text() for p in summary.files)
     assert "# placeholders: `pulumi up` generates" in summary.files[0].read_text()
     secrets = [o for o in yaml.safe_load_all(text) if o and o["kind"] == "Secret"]
@@ -144,9 +148,11 @@ def test_render_command_end_to_end_on_upstream(
     assert ("Deployment", "kubeflow-trainer-controller-manager") in kinds
     assert ("ValidatingWebhookConfiguration", "validator.trainer.kubeflow.org") in kinds
     assert any(kind == "ClusterTrainingRuntime" for kind, _ in kinds)
-    # Upstream's 675 objects plus the dev stack's profile.
-    assert len(objects) == 676
+    # Upstream's 675 objects, the dev stack's profile, and for it and upstream's example
+    # profile (now the admin's) the namespace, fnjob's GPU groups and its PodDefault.
+    assert len(objects) == 675 + 1 + 2 * 3
     assert ("Profile", "team-ml") in kinds
+    assert ("PodDefault", "fnjob") in kinds
     # What the stack would apply keeps every invariant.
     assert find_default_credentials(objects) == []
     assert find_missing_references(objects) == ()

@@ -74,6 +74,8 @@ def test_every_builtin_fixture_object_validates_strictly(
     objects = [o for phase in phases for o in phase.objects]
     custom = _assert_valid(objects, "1.34", capsys)
     assert {o["kind"] for o in custom} == {
+        "PodDefault",
+        "RequestAuthentication",
         "AuthorizationPolicy",
         "Certificate",
         "ClusterIssuer",

@@ -64,7 +64,8 @@ def test_bad_stack_registers_no_resource(path: Path) -> None:
     assert mocks.resources == [], f"registered {[r.name for r in mocks.resources]}"
     # The program names the same key (or, for a list the renderer checks, the list itself).
     keys = {e.partition(" :: ")[0] for e in _header(path, "expect")}
-    assert any(k.startswith(p.path) for k in keys for p in caught.value.problems)
+    paths = [p.path for p in caught.value.problems]
+    assert any(k.startswith(p) or p.startswith(k) for k in keys for p in paths), paths
 
 
 @pytest.mark.parametrize("path", GOOD, ids=_case)
@@ -154,3 +155,44 @@ def test_project_file_declares_only_keys_every_stack_may_carry() -> None:
         merged = stack_file_config(stack)
         merged.setdefault("kubeflow-eks:mode", "eks")
         run_program(merged, stack=stack)
+
+
+def test_registry_credentials_are_per_profile_and_never_shown() -> None:
+    from stack.load import parse_stack_config
+
+    raw = {
+        "mode": "onprem",
+        "onprem": {"kubeconfigPath": "~/.kube/config"},
+        "gpuNodeGroups": [{"name": "dgx", "labels": {"example.org/gpu": "a100"}}],
+        "kubeflow": {
+            "adminEmail": "admin@example.org",
+            "registryAccess": "docker-config",
+            "profiles": [
+                {"name": "lab", "owner": "lab@example.org"},
+                {"name": "ops", "owner": "ops@example.org"},
+            ],
+        },
+    }
+    leaked = '{"auths": {"r": {"auth": "c2VjcmV0"}}, "oops": '
+    cases = [
+        ({}, {"registryDockerConfigs.lab", "registryDockerConfigs.ops"}),
+        ({"lab": leaked, "ops": '{"auths": {}}'}, {"registryDockerConfigs.lab"}),
+        (
+            {"lab": '{"auths": {}}', "ops": '{"auths": {}}', "dev": '{"auths": {}}'},
+            {"registryDockerConfigs.dev"},
+        ),
+    ]
+    for configs, paths in cases:
+        secrets = {"kubeflowAdminPassword": "a-long-password", "registryDockerConfigs": configs}
+        with pytest.raises(StackConfigError) as caught:
+            parse_stack_config(raw, stack="lab", secrets=secrets)
+        assert {p.path for p in caught.value.problems} == paths
+        assert "c2VjcmV0" not in str(caught.value)
+    ok = {"lab": '{"auths": {}}', "ops": '{"auths": {}}'}
+    cfg = parse_stack_config(
+        raw,
+        stack="lab",
+        secrets={"kubeflowAdminPassword": "a-long-password", "registryDockerConfigs": ok},
+    )
+    assert set(cfg.registry_docker_configs) == {"lab", "ops"}
+    assert "auths" not in repr(cfg)

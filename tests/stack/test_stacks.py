@@ -224,7 +224,9 @@ def test_irsa_roles_trust_exactly_one_service_account(stack: str) -> None:
 def test_autoscaler_may_only_resize_this_clusters_groups(stack: str) -> None:
     mocks = _run(stack).mocks
     cfg = load_stack_file(STACKS / f"Pulumi.{stack}.yaml", require_secrets=False)
-    (policy_resource,) = mocks.of_type("aws:iam/rolePolicy:RolePolicy")
+    (policy_resource,) = [
+        r for r in mocks.of_type("aws:iam/rolePolicy:RolePolicy") if "-autoscaler-" in r.name
+    ]
     policy = json.loads(policy_resource.inputs["policy"])
     writes = [s for s in policy["Statement"] if "autoscaling:SetDesiredCapacity" in s["Action"]]
     (write,) = writes

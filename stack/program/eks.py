@@ -1,17 +1,11 @@
-"""The whole stack: wires the components from one validated StackConfig.
-
-``__main__.py`` calls ``build_stack(load_stack_config())``; tests call the same function
-under Pulumi's mocks.
-"""
+"""The AWS half of an EKS stack: VPC, cluster, node groups, add-ons, storage, autoscaler,
+and the load balancer in front of Kubeflow."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from components.aws.addons import NodeAddons, NodeAddonsArgs
 from components.aws.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
@@ -25,45 +19,13 @@ from components.aws.load_balancer import (
 from components.aws.network import Network, NetworkArgs
 from components.aws.node_groups import ManagedNodeGroup, ManagedNodeGroupArgs
 from components.aws.storage import EbsStorage, EbsStorageArgs
-from components.gpu.device_plugin import DevicePluginArgs, NvidiaDevicePlugin
-from components.kubeflow.component import Kubeflow, KubeflowPlan, plan_kubeflow
-from components.kubeflow.manifests import ComponentSelectionError
-from components.kubeflow.references import ReferenceClosureError
-from components.kubeflow.transform import KubeflowArgs, ProfileSpec
 from stack import versions
-from stack.model import EksStack, OnpremStack, SystemNodeGroup
+from stack.model import EksStack, SystemNodeGroup
 from stack.model.aws import SYSTEM_NODE_LABEL
-from stack.problems import Problem, StackConfigError, show
+from stack.program.platform import Platform
 
 
-@dataclass(frozen=True)
-class Platform:
-    """What the Kubernetes-side components build on."""
-
-    provider: k8s.Provider
-    # Resources the cluster must have before workloads land (node groups, storage).
-    ready: list[pulumi.Resource]
-    # EKS only: the VPC, and what the load balancer controller waits for.
-    network: Network | None = None
-    ingress_ready: list[pulumi.Resource] = field(default_factory=list)
-
-
-def kubeflow_args_from_config(cfg: EksStack | OnpremStack) -> KubeflowArgs:
-    kubeflow = cfg.kubeflow
-    assert kubeflow.admin_email is not None  # the model requires it when Kubeflow is on
-    return KubeflowArgs(
-        admin_email=kubeflow.admin_email,
-        source=kubeflow.source,
-        components=kubeflow.components,
-        http_mode=kubeflow.http_mode,
-        gpu_groups=cfg.gpu_node_groups,
-        notebook_images=kubeflow.notebook_images,
-        profiles=tuple(ProfileSpec(p.name, p.owner) for p in kubeflow.profiles),
-        registry_access=kubeflow.registry_access,
-    )
-
-
-def _stack_tags(cfg: EksStack) -> dict[str, str]:
+def stack_tags(cfg: EksStack) -> dict[str, str]:
     return {
         "kubeflow-eks:stack": cfg.stack,
         "kubeflow-eks:cluster": cfg.cluster_name,
@@ -137,7 +99,7 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
     assert cfg.region is not None  # the model requires it
     name = cfg.cluster_name
     pins = versions.pins(cfg.kubernetes_version)
-    tags = _stack_tags(cfg)
+    tags = stack_tags(cfg)
     network = Network(
         name, NetworkArgs(config=cfg.vpc, cluster_name=name, region=cfg.region, tags=tags)
     )
@@ -248,57 +210,13 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
     return platform, outputs
 
 
-def build_onprem(cfg: OnpremStack) -> tuple[Platform, dict[str, Any]]:
-    """An existing cluster reached through a kubeconfig: no AWS resource at all."""
-    name = cfg.cluster_name
-    if cfg.onprem_kubeconfig is not None:
-        kubeconfig: pulumi.Input[str] = pulumi.Output.secret(
-            cfg.onprem_kubeconfig.get_secret_value()
-        )
-    else:
-        path = os.path.expanduser(cfg.onprem.kubeconfig_path or "")
-        # The provider reads the file itself; the path is not secret, its content is.
-        kubeconfig = path
-    provider = k8s.Provider(
-        f"{name}-k8s",
-        kubeconfig=kubeconfig,
-        context=cfg.onprem.context,
-        delete_unreachable=False,
-    )
-    context = f" --context {cfg.onprem.context}" if cfg.onprem.context else ""
-    outputs: dict[str, Any] = {
-        "clusterName": name,
-        "connectCommand": f"kubectl{context} get nodes -l nvidia.com/gpu.present=true",
-    }
-    return Platform(provider=provider, ready=[]), outputs
-
-
-def _plan_kubeflow(args: KubeflowArgs) -> KubeflowPlan:
-    """What Kubeflow will apply; a selection that cannot work is a problem of the stack's
-    configuration, reported before any resource exists."""
-    try:
-        return plan_kubeflow(args)
-    except ComponentSelectionError as error:
-        given = show(list(args.components or ()))
-        raise StackConfigError([Problem("kubeflow.components", given, str(error))]) from None
-    except ReferenceClosureError as error:
-        fix = (
-            f"add {', '.join(error.entries)}: {len(error.problems)} objects refer to what "
-            "they would render"
-            if error.entries
-            else str(error)
-        )
-        given = show(list(args.components or ()))
-        raise StackConfigError([Problem("kubeflow.components", given, fix)]) from None
-
-
-def _kubeflow_load_balancer(
-    cfg: EksStack, platform: Platform, kubeflow: Kubeflow
+def kubeflow_load_balancer(
+    cfg: EksStack, platform: Platform, kubeflow: pulumi.Resource
 ) -> pulumi.Output[str]:
     """The AWS Load Balancer Controller and the ALB that serves https://<domain>/."""
     assert platform.network is not None and cfg.region is not None and cfg.kubeflow.domain
     name = cfg.cluster_name
-    tags = _stack_tags(cfg)
+    tags = stack_tags(cfg)
     controller = LoadBalancerController(
         f"{name}-lb-controller",
         LoadBalancerControllerArgs(
@@ -330,47 +248,3 @@ def _kubeflow_load_balancer(
         ),
     )
     return balancer.dns_name
-
-
-def build_stack(cfg: EksStack | OnpremStack) -> dict[str, Any]:
-    """Register every resource of the stack; returns the stack outputs."""
-    name = cfg.cluster_name
-    # Render and check Kubeflow before any resource: a selection that cannot work fails here.
-    kubeflow_args = kubeflow_args_from_config(cfg) if cfg.kubeflow.enabled else None
-    kubeflow_plan = _plan_kubeflow(kubeflow_args) if kubeflow_args is not None else None
-    if isinstance(cfg, EksStack):
-        platform, outputs = build_eks(cfg)
-    else:
-        platform, outputs = build_onprem(cfg)
-    on_cluster = pulumi.ResourceOptions(providers=[platform.provider], depends_on=platform.ready)
-    plugin_needed = any(not g.bundles_device_plugin for g in cfg.gpu_node_groups)
-    if cfg.device_plugin.enabled and plugin_needed:
-        NvidiaDevicePlugin(
-            f"{name}-nvidia",
-            DevicePluginArgs(
-                gpu_groups=cfg.gpu_node_groups,
-                chart_version=cfg.device_plugin.chart_version,
-                time_slicing_replicas=cfg.device_plugin.time_slicing_replicas,
-            ),
-            opts=on_cluster,
-        )
-    if kubeflow_args is not None:
-        assert cfg.kubeflow_admin_password is not None  # the model requires it
-        password = cfg.kubeflow_admin_password.get_secret_value()
-        docker = cfg.registry_docker_config
-        docker_config = docker.get_secret_value() if docker is not None else None
-        kubeflow = Kubeflow(
-            f"{name}-kubeflow",
-            kubeflow_args,
-            plan=kubeflow_plan,
-            admin_password=pulumi.Output.secret(password),
-            docker_config_json=pulumi.Output.secret(docker_config) if docker_config else None,
-            opts=on_cluster,
-        )
-        if isinstance(cfg, EksStack) and cfg.kubeflow.ingress == "load-balancer":
-            outputs["loadBalancerDnsName"] = _kubeflow_load_balancer(cfg, platform, kubeflow)
-        outputs["kubeflowUrl"] = cfg.kubeflow.url
-        outputs["kubeflowAdmin"] = kubeflow.admin_email
-        outputs["kubeflowDashboard"] = kubeflow.dashboard_url
-        outputs["kubeflowPortForward"] = kubeflow.dashboard_port_forward
-    return outputs

@@ -1,0 +1,187 @@
+"""What the stack puts into each profile namespace (pure object builders).
+
+For every profile the stack manages (its configured ones, and upstream's example profile,
+which it gives to the admin):
+- the Namespace, annotated with its owner: the profile controller adopts a namespace whose
+  ``owner`` annotation names the profile's owner, so everything below can be applied with
+  the Profile, without waiting for the controller (and without racing it);
+- with registryAccess docker-config, Secret ``registry-credentials`` holding *that profile's*
+  docker config, and ServiceAccount ``default-editor`` pulling with it (the controller creates
+  the account only when it does not exist yet, and leaves our imagePullSecrets alone);
+- when the notebook admission webhook is installed (PodDefault CRD): ConfigMap
+  ``fnjob-gpu-groups`` and PodDefault ``fnjob``, selected by default in the notebook form,
+  which set ``FNJOB_REGISTRY``, ``FNJOB_BASE_IMAGE`` and ``FNJOB_GPU_GROUPS`` and, with
+  docker-config, mount the profile's credentials at ``~/.docker/config.json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from components.kubeflow.manifests import KubeObject
+
+PROFILE_EDITOR_SA = "default-editor"
+REGISTRY_SECRET = "registry-credentials"
+FNJOB_PODDEFAULT = "fnjob"
+FNJOB_LABEL = "kubeflow-eks.io/fnjob"
+GPU_GROUPS_CONFIG_MAP = "fnjob-gpu-groups"
+GPU_GROUPS_KEY = "gpu-groups.json"
+GPU_GROUPS_DIR = "/etc/fnjob"
+NOTEBOOK_HOME = "/home/jovyan"
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """A Kubeflow user namespace (Profile) and the email of the person who owns it."""
+
+    name: str
+    owner_email: str
+
+
+@dataclass(frozen=True)
+class NotebookSetup:
+    """What notebooks get for fnjob; values known at deploy time (digests, registry URLs)."""
+
+    # The stack's notebook image (first in the form), digest-pinned; None when there is none.
+    image: str | None = None
+    # Default base image of jobs: the configured one, else the notebook image.
+    job_base_image: str | None = None
+    # Profile -> where fnjob pushes (FNJOB_REGISTRY).
+    registries: Mapping[str, str] = field(default_factory=dict)
+    # fnjob's gpu-groups.json (components.gpu.scheduling.gpu_groups_document).
+    gpu_groups: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_image(self) -> str | None:
+        return self.job_base_image or self.image
+
+
+def namespace(profile: ProfileSpec) -> KubeObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": profile.name, "annotations": {"owner": profile.owner_email}},
+    }
+
+
+def profile(spec: ProfileSpec) -> KubeObject:
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Profile",
+        "metadata": {"name": spec.name},
+        "spec": {"owner": {"kind": "User", "name": spec.owner_email}},
+    }
+
+
+def registry_secret(profile_name: str, docker_config_json: str) -> KubeObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": REGISTRY_SECRET, "namespace": profile_name},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": base64.b64encode(docker_config_json.encode()).decode()},
+    }
+
+
+def editor_pulling_with_credentials(profile_name: str) -> KubeObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": PROFILE_EDITOR_SA, "namespace": profile_name},
+        "imagePullSecrets": [{"name": REGISTRY_SECRET}],
+    }
+
+
+def gpu_groups_config_map(profile_name: str, document: Mapping[str, Any]) -> KubeObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": GPU_GROUPS_CONFIG_MAP, "namespace": profile_name},
+        "data": {GPU_GROUPS_KEY: json.dumps(document, indent=2, sort_keys=True)},
+    }
+
+
+def fnjob_pod_default(
+    profile_name: str, *, registry: str | None, base_image: str | None, docker_config: bool
+) -> KubeObject:
+    """The PodDefault that configures fnjob in a profile's notebooks."""
+    env = [{"name": "FNJOB_GPU_GROUPS", "value": f"{GPU_GROUPS_DIR}/{GPU_GROUPS_KEY}"}]
+    if registry:
+        env.append({"name": "FNJOB_REGISTRY", "value": registry})
+    if base_image:
+        env.append({"name": "FNJOB_BASE_IMAGE", "value": base_image})
+    volumes: list[dict[str, Any]] = [
+        {"name": "fnjob-gpu-groups", "configMap": {"name": GPU_GROUPS_CONFIG_MAP}}
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "fnjob-gpu-groups", "mountPath": GPU_GROUPS_DIR, "readOnly": True}
+    ]
+    if docker_config:
+        volumes.append(
+            {
+                "name": "registry-credentials",
+                "secret": {
+                    "secretName": REGISTRY_SECRET,
+                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
+                },
+            }
+        )
+        mounts.append(
+            {
+                "name": "registry-credentials",
+                "mountPath": f"{NOTEBOOK_HOME}/.docker/config.json",
+                "subPath": "config.json",
+                "readOnly": True,
+            }
+        )
+    return {
+        "apiVersion": "kubeflow.org/v1alpha1",
+        "kind": "PodDefault",
+        "metadata": {"name": FNJOB_PODDEFAULT, "namespace": profile_name},
+        "spec": {
+            "desc": "fnjob: registry, base image and GPU groups for jobs",
+            "selector": {"matchLabels": {FNJOB_LABEL: "true"}},
+            "env": env,
+            "volumes": volumes,
+            "volumeMounts": mounts,
+        },
+    }
+
+
+def profile_objects(
+    profiles: tuple[ProfileSpec, ...],
+    *,
+    adopted: tuple[ProfileSpec, ...] = (),
+    docker_configs: Mapping[str, str],
+    notebooks: NotebookSetup | None,
+) -> list[KubeObject]:
+    """Profiles to create, and what every managed profile namespace gets.
+
+    ``adopted`` are profiles upstream's manifests already define (its example profile, now
+    the admin's): they get everything but a second Profile object. ``notebooks`` None means
+    the notebook admission webhook (PodDefault) is not installed.
+    """
+    objects: list[KubeObject] = [profile(p) for p in profiles]
+    for spec in (*profiles, *adopted):
+        objects.append(namespace(spec))
+        docker = docker_configs.get(spec.name)
+        if docker is not None:
+            objects += [
+                registry_secret(spec.name, docker),
+                editor_pulling_with_credentials(spec.name),
+            ]
+        if notebooks is not None:
+            objects += [
+                gpu_groups_config_map(spec.name, notebooks.gpu_groups),
+                fnjob_pod_default(
+                    spec.name,
+                    registry=notebooks.registries.get(spec.name),
+                    base_image=notebooks.base_image,
+                    docker_config=docker is not None,
+                ),
+            ]
+    return objects

@@ -1,0 +1,41 @@
+"""The whole stack, wired from one validated model: ``build_stack(cfg)`` registers every
+resource and returns the outputs. ``__main__.py`` calls it; tests call it under mocks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from components.gpu.device_plugin import DevicePluginArgs, NvidiaDevicePlugin
+from stack.model import EksStack, OnpremStack
+from stack.program.eks import build_eks
+from stack.program.kubeflow import build_kubeflow, kubeflow_args_from_config, plan
+from stack.program.onprem import build_onprem
+
+__all__ = ["build_stack", "kubeflow_args_from_config"]
+
+
+def build_stack(cfg: EksStack | OnpremStack) -> dict[str, Any]:
+    """Register every resource of the stack; returns the stack outputs."""
+    # Render and check Kubeflow before any resource: a selection that cannot work fails here.
+    kubeflow = plan(cfg) if cfg.kubeflow.enabled else None
+    if isinstance(cfg, EksStack):
+        platform, outputs = build_eks(cfg)
+    else:
+        platform, outputs = build_onprem(cfg)
+    plugin_needed = any(not g.bundles_device_plugin for g in cfg.gpu_node_groups)
+    if cfg.device_plugin.enabled and plugin_needed:
+        NvidiaDevicePlugin(
+            f"{cfg.cluster_name}-nvidia",
+            DevicePluginArgs(
+                gpu_groups=cfg.gpu_node_groups,
+                chart_version=cfg.device_plugin.chart_version,
+                time_slicing_replicas=cfg.device_plugin.time_slicing_replicas,
+            ),
+            opts=pulumi.ResourceOptions(providers=[platform.provider], depends_on=platform.ready),
+        )
+    if kubeflow is not None:
+        args, kubeflow_plan = kubeflow
+        build_kubeflow(cfg, args, kubeflow_plan, platform, outputs)
+    return outputs
