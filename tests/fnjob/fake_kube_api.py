@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -60,6 +61,8 @@ class JobScenario:
     # Instead of log_lines: run fnjob's runner with this FNJOB_ENTRY (and the pod's Secret
     # volumes and env); the log, the exit code and the Job's outcome are the runner's.
     entry: str | None = None
+    # Where the runner finds the entry's module, besides this repository.
+    pythonpath: list[str] = field(default_factory=list)
     # "Complete" or "Failed": the Job condition once the logs have been read.
     outcome: str = "Complete"
     job_reason: str = ""
@@ -76,6 +79,8 @@ class JobScenario:
     # The log stream sends its lines, then hangs like a running container until the Job
     # is deleted.
     hold_logs_until_deleted: bool = False
+    # ...and for this long after the delete, as a real pod's log lasts its grace period.
+    grace_period_seconds: float = 0.0
     # The follow stream breaks after this many lines (a proxy timeout on a long run); a
     # plain (non-follow) log read still returns everything.
     cut_follow_after: int | None = None
@@ -220,6 +225,8 @@ class FakeKubeApi:
         _send(handler, 200, _status(200, "", "", status="Success"))
 
     def _job_status(self, handler: BaseHTTPRequestHandler, name: str) -> None:
+        if name not in self.jobs:
+            return _send(handler, 404, _status(404, "NotFound", f'jobs.batch "{name}" not found'))
         job = dict(self.jobs[name])
         scenario = self.scenario
         self._status_polls += 1
@@ -415,10 +422,11 @@ class FakeKubeApi:
         container = pod["containers"][0]
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(CLOUDPICKLE_HOME)]),
+            "PYTHONPATH": os.pathsep.join(
+                [*self.scenario.pythonpath, str(REPO_ROOT), str(CLOUDPICKLE_HOME)]
+            ),
             "FNJOB_ENTRY": self.scenario.entry or "",
         }
-        env.pop("FNJOB_CALL", None)
         for item in container.get("env") or []:
             if "value" in item:
                 env[item["name"]] = item["value"]
@@ -474,6 +482,7 @@ class FakeKubeApi:
             if follow and self.scenario.hold_logs_until_deleted and not planted:
                 # A running container: the stream stays open until the Job goes away.
                 self.deleted.wait(timeout=30)
+                time.sleep(self.scenario.grace_period_seconds)
             handler.wfile.write(b"0\r\n\r\n")
             handler.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):

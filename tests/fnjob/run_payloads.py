@@ -94,3 +94,8 @@ def value_of_an_image_only_type(reading: float) -> object:
     import fnjob_image_only  # type: ignore[import-not-found]
 
     return fnjob_image_only.Measurement(reading)
+
+
+def shm_bytes() -> int:
+    stats = os.statvfs("/dev/shm")
+    return stats.f_blocks * stats.f_frsize

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fnjob import fairing
+from fnjob import Resources, fairing
 from fnjob.fairing import (
     FairingConfig,
     FairingConfigError,
@@ -41,12 +41,30 @@ def test_resource_mutator_reads_memory_in_gb_like_fairing(facade: FairingConfig)
     )
     facade.set_deployer("job", pod_spec_mutators=[get_resource_mutator(cpu=0.5, memory=0.5)])
     description = facade.job()
-    assert description.cpu == "500m"
-    assert description.memory == "0.5Gi"
+    # Fairing's conversion: GB / 1.073741824, rounded to 2 places, in Gi.
+    assert description.resources.cpu == "500m"
+    assert description.resources.memory == "0.47Gi"
     assert description.target == "ghcr.io/ddung1203/fairing-job"
     assert description.deployer == "job"
     assert description.builder == "append"
-    assert description.service_account == "default-editor"
+    assert description.security.service_account == "default-editor"
+    limits = description.job_manifest("r/x:1")["spec"]["template"]["spec"]["containers"][0]
+    assert limits["resources"]["requests"] == limits["resources"]["limits"]
+
+
+@pytest.mark.parametrize(
+    ("memory", "expected"),
+    [(0.5, "0.47Gi"), (8, "7.45Gi"), (16, "14.9Gi"), ("8Gi", "8Gi"), ("512Mi", "512Mi")],
+)
+def test_memory_in_gb_becomes_gi_once_and_quantities_pass_through(
+    memory: Any, expected: str
+) -> None:
+    assert get_resource_mutator(memory=memory).resources.memory == expected
+
+
+def test_a_bad_resource_fails_where_the_mutator_is_made() -> None:
+    with pytest.raises(ValueError, match="memory='8GB' is not a Kubernetes quantity"):
+        get_resource_mutator(memory="8GB")
 
 
 def test_gpu_namespace_and_cleanup_map_to_the_job(facade: FairingConfig) -> None:
@@ -58,7 +76,7 @@ def test_gpu_namespace_and_cleanup_map_to_the_job(facade: FairingConfig) -> None
         pod_spec_mutators=[get_resource_mutator(gpu=2)],
     )
     description = facade.job()
-    assert (description.gpus, description.namespace, description.keep_job) == (
+    assert (description.resources.gpus, description.namespace, description.keep_job) == (
         2,
         "kubeflow-user",
         True,
@@ -79,10 +97,27 @@ def test_unknown_builder_and_deployer_list_the_allowed_ones(facade: FairingConfi
         facade.set_builder("append", registry=REGISTRY, base_image="python:3.11", push=False)
 
 
-def test_running_without_a_builder_says_what_to_call(facade: FairingConfig) -> None:
+def test_running_without_a_builder_says_what_to_call(
+    facade: FairingConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FNJOB_REGISTRY", raising=False)
     remote = facade.fn(print)
     with pytest.raises(FairingConfigError, match=r"call fairing.config.set_builder\('append'"):
         remote("hello")
+
+
+def test_in_a_notebook_the_environment_is_the_builder(
+    facade: FairingConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the stack's PodDefault sets in every notebook of a profile.
+    monkeypatch.setenv("FNJOB_REGISTRY", "123456789012.dkr.ecr.us-west-2.amazonaws.com/team-ml")
+    monkeypatch.setenv("FNJOB_BASE_IMAGE", "ghcr.io/kubeflow/notebook@sha256:" + "b" * 64)
+    description = facade.job()
+    assert description.target == "123456789012.dkr.ecr.us-west-2.amazonaws.com/team-ml/fairing-job"
+    assert description.base_image == "ghcr.io/kubeflow/notebook@sha256:" + "b" * 64
+    # set_builder without registry/base_image takes them from there too.
+    facade.set_builder("append", image_name="train")
+    assert facade.job().target.endswith("/team-ml/train")
 
 
 def test_other_pod_spec_mutators_are_refused_with_the_alternative(facade: FairingConfig) -> None:
@@ -101,7 +136,7 @@ def test_facades_do_not_share_state(facade: FairingConfig) -> None:
     facade.reset()
     with pytest.raises(FairingConfigError):
         facade.job()
-    assert get_resource_mutator(cpu=1) == ResourceMutator(cpu=1)
+    assert get_resource_mutator(cpu=1) == ResourceMutator(Resources(cpu=1))
 
 
 # -- the seed's example, for real --------------------------------------------------------
