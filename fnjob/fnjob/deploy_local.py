@@ -125,7 +125,8 @@ def build_run_command(
     command = [engine, "run", "--rm", "--quiet", "--name", container_name]
     command += ["--label", f"fnjob/run-id={run_id}"]
     command += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
-    command += ["--volume", f"{run_dir}:{RUN_DIR}:ro"]
+    # Z: on SELinux hosts, label the private directory for this container only.
+    command += ["--volume", f"{run_dir}:{RUN_DIR}:ro,Z"]
     for name in options.env:
         command += ["-e", name]
     resources = options.resources

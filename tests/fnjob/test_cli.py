@@ -119,7 +119,10 @@ def test_args_are_json_when_they_parse_and_strings_otherwise() -> None:
         (ClusterAccessDenied("forbidden", status=403), cli.EXIT_CLUSTER),
         (ClusterUnreachable("no answer", server="https://k8s:6443"), cli.EXIT_CLUSTER),
         (PodNotCreated("j", waited_seconds=120, events=["FailedCreate: x"]), cli.EXIT_JOB_FAILED),
-        (ResultNotLoadable("no torch", missing_module="torch", pickled_value=b""), 6),
+        (
+            ResultNotLoadable("no torch", missing_module="torch", pickled_value=b""),
+            cli.EXIT_JOB_FAILED,
+        ),
         (GpuGroupsFileError("/etc/fnjob/gpu-groups.json: version 2"), cli.EXIT_USAGE),
         (ContainerEngineNotFound("no podman"), cli.EXIT_CLUSTER),
         (AuthError("denied", host="r.example", status=401), cli.EXIT_REGISTRY),

@@ -47,7 +47,7 @@ def test_command_runs_the_image_entrypoint_with_the_run_directory_mounted() -> N
     assert line[-1] == "reg:5000/app@sha256:abc"
     # The call and the key are files in a read-only mount, never on the command line;
     # env values travel in the engine's environment.
-    assert line[line.index("--volume") + 1] == "/tmp/fnjob-run-x/run:/var/run/fnjob:ro"
+    assert line[line.index("--volume") + 1] == "/tmp/fnjob-run-x/run:/var/run/fnjob:ro,Z"
     assert line[line.index("-e") + 1] == "MODE" and "dev" not in line
     assert line[line.index("--cpus") + 1] == "0.5"
     assert line[line.index("--memory") + 1] == str(1024**3)
