@@ -1,15 +1,16 @@
 """fnjob: run a Python function as a Kubernetes Job (or in a local container), get its value.
 
-    from fnjob import Job, Resources
+    from fnjob import Build, Job, Resources
     result = Job(base_image="python:3.11-slim", registry="123.dkr.ecr.us-west-2.amazonaws.com/ml",
-                 resources=Resources(gpus=1, memory="8Gi")).run(train, lr=0.1)
+                 resources=Resources(gpus=1, memory="8Gi"),
+                 building=Build(requirements=["scikit-learn==1.5.2"])).run(train, lr=0.1)
 
 Three ways to call it: ``Job(...).run(func, ...)``, the decorator (``@job(...)`` or
 ``Job(...).remote``), and the Fairing-compatible facade (``fnjob.fairing``); plus the
 ``fnjob`` command line. Every error raised on purpose is an ``FnJobError``.
 """
 
-from fnjob.api import BUILDERS, DEPLOYERS, Job, RemoteFunction, Reporter, job
+from fnjob.api import DEPLOYERS, Job, RemoteFunction, Reporter, job
 from fnjob.auth import AuthError, Credentials
 from fnjob.build import (
     AppendBuilder,
@@ -33,6 +34,8 @@ from fnjob.image import ImageFormatError
 from fnjob.interrupts import Terminated
 from fnjob.manifest import JobOptions
 from fnjob.options import (
+    BUILDERS,
+    Build,
     ClaimMount,
     Lifecycle,
     Resources,
@@ -56,6 +59,7 @@ __all__ = [
     "AppendBuilder",
     "AuthError",
     "BaseImageNotFound",
+    "Build",
     "BuiltImage",
     "CallNotEncodable",
     "ClaimMount",

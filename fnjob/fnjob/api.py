@@ -17,16 +17,15 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
-from fnjob.auth import Credentials
 from fnjob.build import AppendBuilder, BuiltImage, DockerBuilder
 from fnjob.deploy_job import JobDeployer
 from fnjob.deploy_local import LocalDeployer, LocalOptions
 from fnjob.gpugroups import GpuGroups, gpu_groups_from_environment
 from fnjob.manifest import JobOptions, build_job_manifest
 from fnjob.options import (
+    Build,
     Lifecycle,
     Resources,
     Scheduling,
@@ -42,7 +41,6 @@ from fnjob.progress import ProgressEvent
 from fnjob.protocol import encode_call
 
 DEPLOYERS = ("job", "local")
-BUILDERS = ("append", "docker")
 # Defaults for ``registry`` / ``base_image`` (a Kubeflow notebook of this stack sets both).
 REGISTRY_ENV = "FNJOB_REGISTRY"
 BASE_IMAGE_ENV = "FNJOB_BASE_IMAGE"
@@ -83,7 +81,8 @@ class Job:
       ``$FNJOB_BASE_IMAGE``;
     - ``registry``: where the built image goes, ``host[:port][/path]``, default
       ``$FNJOB_REGISTRY``; ``image_name`` is the repository under it;
-    - ``builder``: ``"append"`` (no daemon: a layer appended in the registry) or ``"docker"``.
+    - ``building``: ``Build(builder=..., requirements=..., extra_files=..., base_python=...,
+      platform=..., registry_timeout=..., ...)``, how the image is made and pushed.
 
     How to run it (each piece validates itself, see ``fnjob.options``):
 
@@ -105,8 +104,8 @@ class Job:
     base_image: str | None = None
     registry: str | None = None
     image_name: str = "fnjob"
+    building: Build = field(default_factory=Build)
     deployer: str = "job"
-    builder: str = "append"
     namespace: str | None = None
     resources: Resources = field(default_factory=Resources)
     scheduling: Scheduling = field(default_factory=Scheduling)
@@ -119,17 +118,6 @@ class Job:
     keep_job: bool = False
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     gpu_groups: GpuGroups | None = None
-    # Build settings.
-    insecure_registries: tuple[str, ...] = ()
-    extra_files: tuple[str, ...] = ()
-    requirements: tuple[str, ...] | str = ()
-    platform: str = "linux/amd64"
-    credentials: Mapping[str, Credentials] | None = None
-    cache_dir: Path | None = None
-    # Passed through to the builder: the base's Python when known (skips reading its layers)
-    # and how long one registry operation may wait (None: $FNJOB_REGISTRY_TIMEOUT or 30 s).
-    base_python: str | None = None
-    registry_timeout: float | None = None
     # Local deployer only: "podman"/"docker" (None: podman, else docker) and extra
     # environment for the engine itself (e.g. CONTAINERS_CONF).
     engine: str | None = None
@@ -171,10 +159,9 @@ class Job:
             )
         if self.deployer not in DEPLOYERS:
             raise ValueError(f"deployer={self.deployer!r} is not one of {DEPLOYERS}")
-        if self.builder not in BUILDERS:
-            raise ValueError(f"builder={self.builder!r} is not one of {BUILDERS}")
         check_pieces(
             self,
+            building=Build,
             resources=Resources,
             scheduling=Scheduling,
             security=Security,
@@ -185,13 +172,6 @@ class Job:
         if self.gpu_groups is not None and not isinstance(self.gpu_groups, GpuGroups):
             raise ValueError(f"gpu_groups={self.gpu_groups!r} must be fnjob.GpuGroups or None")
         check_timeout(self.timeout)
-        for name in ("insecure_registries", "extra_files"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                raise ValueError(f"{name}={value!r} must be a list, not a single string")
-            object.__setattr__(self, name, tuple(value))
-        if not isinstance(self.requirements, str):
-            object.__setattr__(self, "requirements", tuple(self.requirements))
         for name in ("env", "engine_env", "labels"):
             object.__setattr__(self, name, frozen_str_mapping(name, getattr(self, name)))
         if inside_image:
@@ -258,17 +238,20 @@ class Job:
 
     def _builder(self) -> AppendBuilder | DockerBuilder:
         progress = self.reporter.progress if self.reporter else None
+        building = self.building
         common: dict[str, Any] = {
             "base_image": self.base_image,
-            "platform": self.platform,
-            "insecure_registries": self.insecure_registries,
-            "credentials": self.credentials,
-            "cache_dir": self.cache_dir,
-            "base_python": self.base_python,
-            "registry_timeout": self.registry_timeout,
+            "platform": building.platform,
+            "insecure_registries": building.insecure_registries,
+            "credentials": building.credentials,
+            "cache_dir": building.cache_dir,
+            "base_python": building.base_python,
+            "registry_timeout": building.registry_timeout,
             "progress": progress,
         }
-        return AppendBuilder(**common) if self.builder == "append" else DockerBuilder(**common)
+        if building.builder == "append":
+            return AppendBuilder(**common)
+        return DockerBuilder(**common)
 
     def _deployer(self) -> JobDeployer | LocalDeployer:
         options = self._deployer_options()
@@ -280,7 +263,9 @@ class Job:
 
     def package(self, func: Callable[..., Any]) -> CodePackage:
         """The code package for ``func`` (source when importable, else pickled)."""
-        return package_function(func, extra_files=self.extra_files, requirements=self.requirements)
+        return package_function(
+            func, extra_files=self.building.extra_files, requirements=self.building.requirements
+        )
 
     def build(self, func: Callable[..., Any]) -> BuiltImage:
         """Build and push the image for ``func``; returns its digest-pinned reference.

@@ -30,7 +30,7 @@ from rich.progress import (
 )
 from rich.status import Status
 
-from fnjob.api import BUILDERS, Job
+from fnjob.api import Job
 from fnjob.auth import AuthError
 from fnjob.build import (
     BaseImageNotFound,
@@ -42,7 +42,16 @@ from fnjob.cluster import ClusterError
 from fnjob.deploy_local import ContainerEngineError, ContainerEngineNotFound
 from fnjob.errors import FnJobError, JobFailed, JobTimeout
 from fnjob.image import ImageFormatError
-from fnjob.options import ClaimMount, Resources, Scheduling, SecretEnv, Security, Volumes
+from fnjob.options import (
+    BUILDERS,
+    Build,
+    ClaimMount,
+    Resources,
+    Scheduling,
+    SecretEnv,
+    Security,
+    Volumes,
+)
 from fnjob.package import CodePackage, UnshippableFunction, package_file, package_notebook
 from fnjob.progress import ProgressEvent
 from fnjob.protocol import (
@@ -314,10 +323,12 @@ def _job(args: argparse.Namespace, reporter: RichReporter) -> Job:
         "base_image": args.base_image,
         "registry": args.registry,
         "image_name": args.image_name,
-        "builder": args.builder,
-        "insecure_registries": tuple(args.insecure_registry),
-        "base_python": args.base_python,
-        "registry_timeout": args.registry_timeout,
+        "building": Build(
+            builder=args.builder,
+            insecure_registries=tuple(args.insecure_registry),
+            base_python=args.base_python,
+            registry_timeout=args.registry_timeout,
+        ),
         "reporter": reporter,
     }
     if args.command == "run":

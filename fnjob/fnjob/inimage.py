@@ -93,6 +93,7 @@ class _Piece:
 # The pieces ``Job(...)`` is described with, so a module that builds its Job at the top
 # (``Job(resources=Resources(gpus=1))``) imports inside the job too.
 PIECE_NAMES = (
+    "Build",
     "ClaimMount",
     "Lifecycle",
     "Resources",

@@ -1,7 +1,9 @@
-"""The pieces a run is described with: small frozen values that validate themselves.
+"""The pieces a job is described with: small frozen values that validate themselves.
 
 ``Job`` (and the deployers' options) is assembled from them:
 
+- ``Build``: how the image is made and pushed (builder, files, requirements, platform,
+  the base's Python, registry access);
 - ``Resources``: cpu, memory, GPUs (quantities parsed once here, by the field's own
   ``kubernetes.utils.parse_quantity``);
 - ``Scheduling``: which GPU group, and node selectors / tolerations;
@@ -22,12 +24,18 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from kubernetes.utils import parse_quantity
 
+from fnjob.auth import Credentials
+from fnjob.image import parse_platform
+
 __all__ = [
+    "BUILDERS",
+    "Build",
     "ClaimMount",
     "Lifecycle",
     "Resources",
@@ -53,6 +61,115 @@ _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 _SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 _TOLERATION_KEYS = frozenset({"key", "operator", "value", "effect", "tolerationSeconds"})
 _MAX_ID = 2**31 - 1
+BUILDERS = ("append", "docker")
+_PYTHON_VERSION = re.compile(r"3\.\d+")
+
+
+# ---------------------------------------------------------------------------------------
+# Build
+
+
+def check_platform(value: object) -> None:
+    """``platform`` is ``os/arch`` or ``os/arch/variant`` (``linux/amd64``)."""
+    if not isinstance(value, str):
+        raise ValueError(f"platform={value!r} is not 'os/arch' or 'os/arch/variant'")
+    try:
+        parse_platform(value)
+    except ValueError:
+        raise ValueError(
+            f"platform={value!r} is not 'os/arch' or 'os/arch/variant' (e.g. linux/amd64)"
+        ) from None
+
+
+def check_base_python(value: object) -> None:
+    """``base_python`` is None (found from the image) or ``MAJOR.MINOR`` like ``"3.11"``."""
+    if value is not None and (not isinstance(value, str) or not _PYTHON_VERSION.fullmatch(value)):
+        raise ValueError(f"base_python={value!r} is not like '3.11'")
+
+
+def check_registry_timeout(value: object) -> None:
+    """``registry_timeout`` is None (``$FNJOB_REGISTRY_TIMEOUT`` or 30) or seconds > 0."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int | float) or not value > 0
+    ):
+        raise ValueError(f"registry_timeout={value!r} must be a number of seconds > 0")
+
+
+def _paths(name: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str | Path) or not isinstance(value, tuple | list):
+        raise ValueError(f"{name}={value!r} must be a list, not a single string")
+    for item in value:
+        if not isinstance(item, str | Path):
+            raise ValueError(f"{name}: {item!r} is not a path")
+    return tuple(str(item) for item in value)
+
+
+@dataclass(frozen=True)
+class Build:
+    """How the image is made and pushed. (What it is built on and where it goes are
+    ``Job``'s ``base_image``, ``registry`` and ``image_name``.)
+
+    - ``builder``: ``"append"`` (no daemon: one layer appended in the registry) or
+      ``"docker"`` (a Docker-compatible daemon builds a generated Dockerfile);
+    - ``extra_files``: files and folders shipped next to the code, under ``/fnjob/app``;
+    - ``requirements``: a requirements file, or a list of requirement lines, installed into
+      the image when it is built (into ``/fnjob/site``; the job installs nothing at start);
+    - ``base_python``: the base's Python (``"3.11"``) when you know it; skips reading the
+      base's layers to find it;
+    - ``platform``: the one taken from a multi-platform base (``"linux/amd64"``);
+    - ``registry_timeout``: seconds one registry operation may wait in total, retries
+      included; None: ``$FNJOB_REGISTRY_TIMEOUT``, else 30;
+    - ``insecure_registries``: hosts allowed over plain HTTP besides loopback;
+    - ``credentials``: per-host registry credentials, before the ECR / auth-file lookup;
+    - ``cache_dir``: where the base images' Pythons are cached (``~/.cache/fnjob``).
+    """
+
+    builder: str = "append"
+    extra_files: tuple[str, ...] = ()
+    requirements: tuple[str, ...] | str = ()
+    base_python: str | None = None
+    platform: str = "linux/amd64"
+    registry_timeout: float | None = None
+    insecure_registries: tuple[str, ...] = ()
+    credentials: Mapping[str, Credentials] | None = None
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.builder not in BUILDERS:
+            raise ValueError(f"builder={self.builder!r} is not one of {BUILDERS}")
+        object.__setattr__(self, "extra_files", _paths("extra_files", self.extra_files))
+        if isinstance(self.requirements, Path):
+            object.__setattr__(self, "requirements", str(self.requirements))
+        elif not isinstance(self.requirements, str):
+            if not isinstance(self.requirements, tuple | list) or not all(
+                isinstance(line, str) for line in self.requirements
+            ):
+                raise ValueError(
+                    f"requirements={self.requirements!r} must be a requirements file or a "
+                    "list of requirement lines"
+                )
+            object.__setattr__(self, "requirements", tuple(self.requirements))
+        check_base_python(self.base_python)
+        check_platform(self.platform)
+        check_registry_timeout(self.registry_timeout)
+        if isinstance(self.insecure_registries, str) or not isinstance(
+            self.insecure_registries, tuple | list
+        ):
+            raise ValueError(
+                f"insecure_registries={self.insecure_registries!r} must be a list of hosts"
+            )
+        object.__setattr__(self, "insecure_registries", tuple(self.insecure_registries))
+        if self.credentials is not None:
+            if not isinstance(self.credentials, Mapping) or not all(
+                isinstance(host, str) and isinstance(found, Credentials)
+                for host, found in self.credentials.items()
+            ):
+                raise ValueError("credentials must map registry hosts to fnjob.Credentials")
+            object.__setattr__(self, "credentials", MappingProxyType(dict(self.credentials)))
+        if self.cache_dir is not None:
+            if not isinstance(self.cache_dir, str | Path):
+                raise ValueError(f"cache_dir={self.cache_dir!r} must be a folder path")
+            object.__setattr__(self, "cache_dir", Path(self.cache_dir))
 
 
 # ---------------------------------------------------------------------------------------

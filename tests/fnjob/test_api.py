@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from fnjob import (
+    Build,
     ClaimMount,
     Job,
     JobFailed,
@@ -40,7 +41,10 @@ from tests.fnjob.run_functions import payload
     ("settings", "words"),
     [
         ({"deployer": "kubeflow"}, "deployer='kubeflow' is not one of ('job', 'local')"),
-        ({"builder": "kaniko"}, "builder='kaniko' is not one of ('append', 'docker')"),
+        (
+            {"building": {"builder": "docker"}},
+            "building={'builder': 'docker'} must be a fnjob.Build(...)",
+        ),
         ({"image_name": "My Model"}, "image_name='My Model' is not a repository name"),
         ({"registry": "/"}, "registry='/' must be host[:port][/path]"),
         ({"resources": {"gpus": 1}}, "resources={'gpus': 1} must be a fnjob.Resources(...)"),
@@ -68,6 +72,35 @@ def test_bad_settings_fail_at_construction_naming_field_and_value(
 def test_old_flat_resource_settings_are_refused() -> None:
     with pytest.raises(TypeError, match="gpus"):
         Job(base_image="python:3.11", registry="r.example", gpus=1)  # type: ignore[call-arg]
+
+
+def test_old_flat_build_settings_are_refused() -> None:
+    # One place for how the image is made: Job(building=Build(...)).
+    for setting in ({"builder": "docker"}, {"requirements": ["six"]}, {"base_python": "3.11"}):
+        with pytest.raises(TypeError, match=next(iter(setting))):
+            Job(base_image="python:3.11", registry="r.example", **setting)
+
+
+def test_build_settings_reach_the_package_and_the_builder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "labels.txt").write_text("cat\n")
+    description = Job(
+        base_image="python:3.11",
+        registry="r.example",
+        building=Build(
+            extra_files=[str(tmp_path / "labels.txt")],
+            requirements=["six==1.17.0"],
+        ),
+    )
+    package = description.package(run_payloads.add)
+    assert package.requirements == ("six==1.17.0",)
+    assert "labels.txt" in {Path(name).name for name in package.files}
+    # A bad $FNJOB_REGISTRY_TIMEOUT still fails when the Job is made, unless Build sets one.
+    monkeypatch.setenv("FNJOB_REGISTRY_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="FNJOB_REGISTRY_TIMEOUT"):
+        Job(base_image="python:3.11", registry="r.example")
+    Job(base_image="python:3.11", registry="r.example", building=Build(registry_timeout=5))
 
 
 def test_job_is_frozen_and_copies_its_mappings() -> None:
@@ -301,6 +334,38 @@ def test_build_returns_a_digest_pinned_reference_in_the_registry(
     assert registry.manifest("tests/api-local", digest).status_code == 200
     # Same code, same image: building again gives the same digest.
     assert description.build(run_payloads.add).ref == image.ref
+
+
+class ProgressStages:
+    """A reporter that keeps the build's progress stages."""
+
+    def __init__(self) -> None:
+        self.stages: list[str] = []
+
+    def progress(self, event: Any) -> None:
+        self.stages.append(event.stage)
+
+    def status(self, text: str) -> None:
+        pass
+
+
+@pytest.mark.real
+def test_the_build_piece_reaches_the_builder(
+    registry: Any, python_base: str, podman_env: dict[str, str], tmp_path: Path
+) -> None:
+    found, given = ProgressStages(), ProgressStages()
+    building = Build(cache_dir=tmp_path / "cache", registry_timeout=20)
+    local_job(registry, python_base, podman_env, building=building, reporter=found).build(
+        run_payloads.add
+    )
+    assert "check-python" in found.stages
+    # Told the base's Python, the builder does not look for it.
+    told = Build(cache_dir=tmp_path / "cache-2", base_python="3.11")
+    local_job(registry, python_base, podman_env, building=told, reporter=given).build(
+        run_payloads.add
+    )
+    assert "check-python" not in given.stages and "done" in given.stages
+    assert not (tmp_path / "cache-2").exists()
 
 
 # -- real build + fake cluster: deployer="job" ------------------------------------------------

@@ -480,5 +480,5 @@ def test_given_base_python_skips_reading_the_layers(
     assert builder.resolve_base()[1] == "3.11"
     assert events.stages("check-python") == []
     assert not (tmp_path / "python-versions").exists()
-    with pytest.raises(ValueError, match=r"base_python: '3' is not like '3.11'"):
+    with pytest.raises(ValueError, match=r"base_python='3' is not like '3.11'"):
         AppendBuilder(python_base, base_python="3")

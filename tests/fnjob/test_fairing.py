@@ -47,7 +47,7 @@ def test_resource_mutator_reads_memory_in_gb_like_fairing(facade: FairingConfig)
     assert description.resources.memory == "0.47Gi"
     assert description.target == "ghcr.io/ddung1203/fairing-job"
     assert description.deployer == "job"
-    assert description.builder == "append"
+    assert description.building.builder == "append"
     assert description.security.service_account == "default-editor"
     limits = description.job_manifest("r/x:1")["spec"]["template"]["spec"]["containers"][0]
     assert limits["resources"]["requests"] == limits["resources"]["limits"]
@@ -188,9 +188,9 @@ def test_preprocessor_input_files_and_requirements_reach_the_job(
         input_files=[str(tmp_path / "labels.txt"), str(tmp_path / "requirements.txt")],
     )
     description = facade.job()
-    assert description.extra_files == (str(tmp_path / "labels.txt"),)
-    assert description.requirements == str(tmp_path / "requirements.txt")
-    assert description.base_python == "3.11"
+    assert description.building.extra_files == (str(tmp_path / "labels.txt"),)
+    assert description.building.requirements == str(tmp_path / "requirements.txt")
+    assert description.building.base_python == "3.11"
     with pytest.raises(FairingConfigError, match="does not take output_map"):
         facade.set_preprocessor("python", output_map={})
     with pytest.raises(FairingNotSupported, match="preprocessor 'converted_notebook'"):

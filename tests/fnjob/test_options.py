@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fnjob.auth import Credentials
 from fnjob.options import (
+    Build,
     ClaimMount,
     Lifecycle,
     Resources,
@@ -119,6 +122,14 @@ def test_volumes_refuse_overlapping_mounts_and_take_a_shm_size() -> None:
         (lambda: Scheduling(node_selector={"zone": 1}), "keys and values must be strings"),
         (lambda: Lifecycle(pod_creation_timeout=0), "pod_creation_timeout=0 must be"),
         (lambda: Lifecycle(backoff_limit=-1), "backoff_limit=-1"),
+        (lambda: Build(builder="kaniko"), "builder='kaniko' is not one of ('append', 'docker')"),
+        (lambda: Build(extra_files="data.csv"), "extra_files='data.csv' must be a list"),
+        (lambda: Build(requirements=[b"six"]), "must be a requirements file or a list"),
+        (lambda: Build(base_python="3"), "base_python='3' is not like '3.11'"),
+        (lambda: Build(platform="amd64"), "platform='amd64' is not 'os/arch'"),
+        (lambda: Build(registry_timeout=0), "registry_timeout=0 must be a number of seconds"),
+        (lambda: Build(insecure_registries="reg.lan"), "must be a list of hosts"),
+        (lambda: Build(credentials={"r": ("u", "p")}), "map registry hosts to fnjob.Credentials"),
     ],
 )
 def test_bad_pieces_name_the_field(build: Any, words: str) -> None:
@@ -134,3 +145,29 @@ def test_pieces_are_frozen_copies() -> None:
     assert scheduling.node_selector == {"pool": "a"}
     with pytest.raises(AttributeError):
         scheduling.gpu_group = "x"  # type: ignore[misc]
+
+
+def test_build_holds_read_only_copies_of_what_it_was_given(tmp_path: Path) -> None:
+    files = [tmp_path / "labels.txt"]
+    credentials = {"reg.lan": Credentials(username="u", password="p")}
+    build = Build(
+        extra_files=files,
+        requirements=["six==1.17.0"],
+        insecure_registries=["reg.lan"],
+        credentials=credentials,
+        cache_dir=str(tmp_path),
+    )
+    files.append(tmp_path / "more.txt")
+    credentials.clear()
+    assert build.extra_files == (str(tmp_path / "labels.txt"),)
+    assert build.requirements == ("six==1.17.0",)
+    assert build.insecure_registries == ("reg.lan",)
+    assert dict(build.credentials or {}) == {"reg.lan": Credentials(username="u", password="p")}
+    assert build.cache_dir == tmp_path
+    # A requirements file stays a path; registry_timeout None means "from the environment".
+    assert Build(requirements=str(tmp_path / "requirements.txt")).requirements == str(
+        tmp_path / "requirements.txt"
+    )
+    assert Build().registry_timeout is None
+    with pytest.raises(AttributeError):
+        build.builder = "docker"  # type: ignore[misc]

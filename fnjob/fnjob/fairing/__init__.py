@@ -37,7 +37,7 @@ from typing import Any
 
 from fnjob.api import BASE_IMAGE_ENV, REGISTRY_ENV, Job
 from fnjob.errors import FnJobError
-from fnjob.options import Resources, Security
+from fnjob.options import Build, Resources, Security
 from fnjob.package import CodePackage, package_file, package_notebook
 
 FAIRING_BUILDERS = ("append", "docker")
@@ -336,11 +336,13 @@ class FairingConfig:
             base_image=builder.base_image,
             registry=builder.registry,
             image_name=builder.image_name,
-            builder=builder.name,
-            insecure_registries=builder.insecure_registries,
-            base_python=builder.base_python,
-            extra_files=preprocessor.input_files if preprocessor.name == "function" else (),
-            requirements=preprocessor.requirements,
+            building=Build(
+                builder=builder.name,
+                insecure_registries=builder.insecure_registries,
+                base_python=builder.base_python,
+                extra_files=preprocessor.input_files if preprocessor.name == "function" else (),
+                requirements=preprocessor.requirements,
+            ),
             deployer=self._deployer.name,
             resources=Resources(cpu=cpu, memory=memory, gpus=gpus),
             on_log=on_log,
