@@ -65,6 +65,8 @@ ERROR_NAMES = tuple(_ERROR_PARENTS)
 _errors: dict[str, type] = {"FnJobError": FnJobError}
 for _name, _parent in _ERROR_PARENTS.items():  # parents are listed before their children
     _errors[_name] = type(_name, (_errors[_parent],), {})
+# A bad GPU groups file is also a bad setting, as on the caller's side.
+_errors["GpuGroupsFileError"] = type("GpuGroupsFileError", (FnJobError, ValueError), {})
 globals().update(_errors)
 del _name, _parent
 

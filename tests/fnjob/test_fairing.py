@@ -333,6 +333,9 @@ def test_in_image_fnjob_runs_functions_here_and_covers_fnjob_names(
             assert issubclass(getattr(image_fnjob, name), getattr(image_fnjob, parent)) == (
                 issubclass(getattr(real, name), getattr(real, parent))
             ), (name, parent)
+        assert issubclass(getattr(image_fnjob, name), ValueError) == (
+            issubclass(getattr(real, name), ValueError)
+        ), name
     for name in sorted(names - provided - {"__version__"}):
         with pytest.raises(image_fnjob.FnJobError, match="not available inside"):
             getattr(image_fnjob, name)
