@@ -16,7 +16,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, InitVar, dataclass, field
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from fnjob.build import AppendBuilder, BuiltImage, DockerBuilder
@@ -65,6 +65,15 @@ def print_log_line(line: str) -> None:
     sys.stdout.flush()
 
 
+# Keyword shorthands of Job for the two pieces people size and place jobs with:
+# Job(gpus=1, gpu_group="gpu-spot") is Job(resources=Resources(gpus=1),
+# scheduling=Scheduling(gpu_group="gpu-spot")).
+RESOURCE_SHORTHANDS = ("cpu", "memory", "gpus")
+SCHEDULING_SHORTHANDS = ("gpu_group", "gpu_tolerations", "gpu_node_selector")
+# The defaults of those pieces, compared by identity: any other value was given by the caller.
+_UNSET_RESOURCES = Resources()
+_UNSET_SCHEDULING = Scheduling()
+
 _REPOSITORY = re.compile(
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 )
@@ -99,6 +108,13 @@ class Job:
     - ``keep_job``: leave a successful Job for inspection (failed ones are always deleted;
       ``lifecycle.ttl_seconds_after_finished`` removes kept ones eventually);
     - ``lifecycle``: retries, clean-up and wait bounds (``Lifecycle``).
+
+    Shorthands (keyword only): ``cpu``, ``memory``, ``gpus`` build ``resources`` and
+    ``gpu_group``, ``gpu_tolerations``, ``gpu_node_selector`` build ``scheduling``, so
+    ``Job(gpus=1, gpu_group="gpu-spot")`` is ``Job(resources=Resources(gpus=1),
+    scheduling=Scheduling(gpu_group="gpu-spot"))``. A shorthand and the piece it builds cannot
+    both be given (``ValueError`` naming both). They are arguments, not attributes: the
+    values live in the pieces (``job.resources.gpus``).
     """
 
     base_image: str | None = None
@@ -107,8 +123,8 @@ class Job:
     building: Build = field(default_factory=Build)
     deployer: str = "job"
     namespace: str | None = None
-    resources: Resources = field(default_factory=Resources)
-    scheduling: Scheduling = field(default_factory=Scheduling)
+    resources: Resources = _UNSET_RESOURCES
+    scheduling: Scheduling = _UNSET_SCHEDULING
     security: Security = field(default_factory=Security)
     volumes: Volumes = field(default_factory=Volumes)
     env: Mapping[str, str] = field(default_factory=dict)
@@ -129,8 +145,44 @@ class Job:
     on_stderr: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
     reporter: Reporter | None = field(default=None, compare=False, repr=False)
     api_client: Any = field(default=None, compare=False, repr=False)
+    # The shorthands (see the docstring): arguments of __init__ only, never attributes.
+    _: KW_ONLY
+    cpu: InitVar[str | float | int | None] = None
+    memory: InitVar[str | float | int | None] = None
+    gpus: InitVar[int | None] = None
+    gpu_group: InitVar[str | None] = None
+    gpu_tolerations: InitVar[Sequence[Mapping[str, Any]] | None] = None
+    gpu_node_selector: InitVar[Mapping[str, str] | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(
+        self,
+        cpu: str | float | int | None,
+        memory: str | float | int | None,
+        gpus: int | None,
+        gpu_group: str | None,
+        gpu_tolerations: Sequence[Mapping[str, Any]] | None,
+        gpu_node_selector: Mapping[str, str] | None,
+    ) -> None:
+        resources = _piece_from_shorthands(
+            "resources",
+            self.resources,
+            _UNSET_RESOURCES,
+            Resources,
+            {"cpu": cpu, "memory": memory, "gpus": gpus},
+        )
+        object.__setattr__(self, "resources", resources)
+        scheduling = _piece_from_shorthands(
+            "scheduling",
+            self.scheduling,
+            _UNSET_SCHEDULING,
+            Scheduling,
+            {
+                "gpu_group": gpu_group,
+                "gpu_tolerations": gpu_tolerations,
+                "gpu_node_selector": gpu_node_selector,
+            },
+        )
+        object.__setattr__(self, "scheduling", scheduling)
         # Inside an fnjob image, the module defining a decorated function is imported again:
         # the description is never used there, and the notebook's environment (registry,
         # GPU groups file) is not there to complete it.
@@ -333,6 +385,25 @@ class Job:
         return RemoteFunction(func, self)
 
 
+PieceT = TypeVar("PieceT", Resources, Scheduling)
+
+
+def _piece_from_shorthands(
+    name: str, piece: PieceT, unset: PieceT, kind: type[PieceT], shorthands: Mapping[str, Any]
+) -> PieceT:
+    """``piece``, or the piece the given shorthands describe; both given is an error."""
+    given = {key: value for key, value in shorthands.items() if value is not None}
+    if not given:
+        return piece
+    spelled = ", ".join(f"{key}={value!r}" for key, value in given.items())
+    if piece is not unset:
+        raise ValueError(
+            f"{spelled} and {name}={piece!r} both describe the job's {name}; give one of "
+            f"them ({spelled} is short for {name}={kind.__name__}({spelled}))"
+        )
+    return kind(**given)
+
+
 class RemoteFunction(Generic[P, R]):
     """A function that runs remotely when called; ``.local(...)`` runs it here.
 
@@ -352,7 +423,8 @@ class RemoteFunction(Generic[P, R]):
 
 
 def job(**settings: Any) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]:
-    """Decorator factory: ``@job(resources=Resources(gpus=1), ...)`` over a function."""
+    """Decorator factory: ``@job(gpus=1)`` or ``@job(resources=Resources(gpus=1), ...)``
+    over a function; takes what ``Job`` takes."""
     description = Job(**settings)
     return description.remote
 

@@ -7,6 +7,7 @@ side is the fake API server (real HTTP, real client).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import pickle
 import re
@@ -69,9 +70,83 @@ def test_bad_settings_fail_at_construction_naming_field_and_value(
     assert words in str(caught.value)
 
 
-def test_old_flat_resource_settings_are_refused() -> None:
-    with pytest.raises(TypeError, match="gpus"):
-        Job(base_image="python:3.11", registry="r.example", gpus=1)  # type: ignore[call-arg]
+def test_old_flat_settings_without_a_shorthand_are_refused() -> None:
+    # gpus/cpu/memory/gpu_group/... are shorthands now (below); the other old flat run
+    # settings still have a single home, their piece.
+    for setting in (
+        {"service_account": "default-editor"},
+        {"backoff_limit": 1},
+        {"node_selector": {"pool": "a"}},
+    ):
+        with pytest.raises(TypeError, match=next(iter(setting))):
+            Job(base_image="python:3.11", registry="r.example", **setting)
+
+
+def test_resource_shorthands_build_the_resources_piece() -> None:
+    short = Job(base_image="python:3.11", registry="r.example", cpu=2, memory="8Gi")
+    assert short.resources == Resources(cpu=2, memory="8Gi")
+    assert short == Job(
+        base_image="python:3.11", registry="r.example", resources=Resources(cpu=2, memory="8Gi")
+    )
+    container = short.job_manifest("r.example/fnjob:x")["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
+    # The piece's own checks apply, naming the shorthand.
+    with pytest.raises(ValueError, match="memory='8GB' is not a Kubernetes quantity"):
+        Job(base_image="python:3.11", registry="r.example", memory="8GB")
+    # Replacing other settings keeps the resources.
+    assert dataclasses.replace(short, timeout=60).resources == short.resources
+
+
+def test_gpu_shorthands_place_the_job_like_the_notebook_contract_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FNJOB_GPU_GROUPS", str(write_gpu_groups(tmp_path / "gpu-groups.json")))
+    monkeypatch.setenv("FNJOB_REGISTRY", "123456789012.dkr.ecr.us-west-2.amazonaws.com/team-ml")
+    monkeypatch.setenv("FNJOB_BASE_IMAGE", "python:3.11")
+    # Issue 9 / the contract: Job(gpus=1, gpu_group="gpu-spot") in a notebook.
+    short = Job(gpus=1, gpu_group="gpu-spot")
+    assert short == Job(resources=Resources(gpus=1), scheduling=Scheduling(gpu_group="gpu-spot"))
+    pod = short.job_manifest("r.example/fnjob:x")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"kubeflow-eks.io/gpu-group": "gpu-spot"}
+    assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    # Job(gpus=N) alone uses the file's default group.
+    assert Job(gpus=1).job_manifest("r/x:1") == short.job_manifest("r/x:1")
+    with pytest.raises(ValueError, match="'gpu-ondemand' is not one of the GPU groups"):
+        Job(gpus=1, gpu_group="gpu-ondemand")
+    # Explicit gpu_tolerations= / gpu_node_selector= still override the group's placement.
+    mine = Job(
+        gpus=1,
+        gpu_tolerations=[{"key": "team", "operator": "Exists", "effect": "NoSchedule"}],
+        gpu_node_selector={"pool": "a100"},
+    )
+    pod = mine.job_manifest("r/x:1")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "a100"}
+    assert pod["tolerations"] == [{"key": "team", "operator": "Exists", "effect": "NoSchedule"}]
+    # The decorator takes the same shorthands.
+    assert job(gpus=1, gpu_group="gpu-spot")(run_payloads.add).job == short
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        (
+            {"gpus": 1, "resources": Resources(memory="8Gi")},
+            "gpus=1 and resources=Resources(cpu=None, memory='8Gi', gpus=0) both describe",
+        ),
+        # Even the piece's defaults, given explicitly, are the piece.
+        ({"cpu": 2, "resources": Resources()}, "give one of them (cpu=2 is short for"),
+        (
+            {"gpu_group": "gpu-spot", "scheduling": Scheduling(node_selector={"pool": "a"})},
+            "gpu_group='gpu-spot' and scheduling=Scheduling(",
+        ),
+    ],
+)
+def test_a_shorthand_and_the_piece_it_builds_are_not_both_taken(
+    settings: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(ValueError) as caught:
+        Job(base_image="python:3.11", registry="r.example", **settings)
+    assert words in str(caught.value)
 
 
 def test_old_flat_build_settings_are_refused() -> None:
@@ -239,6 +314,7 @@ def test_a_decorator_relying_on_the_notebooks_environment_imports_inside_the_ima
     settings = {"resources": Resources(gpus=1), "scheduling": Scheduling(gpu_group="gpu-spot")}
     remote_add = job(**settings)(run_payloads.add)
     assert remote_add(2, 3) == 5
+    assert job(gpus=1, gpu_group="gpu-spot")(run_payloads.add)(2, 3) == 5
 
 
 # -- real: local deployer -------------------------------------------------------------------
