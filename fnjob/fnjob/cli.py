@@ -555,6 +555,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     image: BuiltImage | None = None
     value: Any = None
     try:
+        # Before anything is built or run, so a typo does not cost a whole run.
+        _check_output(args.output)
+    except ValueError as error:
+        _report_error(console, error, None)
+        if args.json:
+            record = result_record("failed", EXIT_USAGE, error=error)
+            print(json.dumps(record), file=sys.stdout, flush=True)
+        return EXIT_USAGE
+    try:
         call = b""
         if args.command == "run":
             call = encode_call((), parse_key_values(args.arg, option="--arg", as_json=True))
@@ -570,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: fnjob removed what it had started")
-        _emit_result(args, result_record("interrupted", EXIT_INTERRUPTED, image=image))
+        _emit_result(args, result_record("interrupted", EXIT_INTERRUPTED, image=image), console)
         return EXIT_INTERRUPTED
     except Exception as error:
         remote = _remote_traceback(error)
@@ -579,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = EXIT_FUNCTION_RAISED if remote is not None else exit_code_for(error)
         _report_error(console, error, remote)
         status = "raised" if code == EXIT_FUNCTION_RAISED else "failed"
-        _emit_result(args, result_record(status, code, image=image, error=error))
+        _emit_result(args, result_record(status, code, image=image, error=error), console)
         return code
     if args.command == "build":
         record = result_record("built", EXIT_OK, image=image)
@@ -589,16 +598,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = result_record("returned", EXIT_OK, image=image, value=value)
         if value is not None and not args.json:
             print(_format_result(value), file=sys.stdout, flush=True)
-    _emit_result(args, record)
-    return EXIT_OK
+    return EXIT_OK if _emit_result(args, record, console) else EXIT_USAGE
 
 
-def _emit_result(args: argparse.Namespace, record: dict[str, Any]) -> None:
+def _check_output(path: Path | None) -> None:
+    """``--output FILE`` can be written (made empty if it did not exist)."""
+    if path is None:
+        return
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"--output {path}: cannot write the result there ({error.strerror or error})"
+        ) from None
+
+
+def _emit_result(args: argparse.Namespace, record: dict[str, Any], console: Console) -> bool:
+    """Print and/or write the JSON record; False (reported) when ``--output`` failed."""
     text = json.dumps(record)
     if args.json:
         print(text, file=sys.stdout, flush=True)
-    if args.output is not None:
-        args.output.write_text(text + "\n")
+    if args.output is None:
+        return True
+    try:
+        args.output.write_text(text + "\n", encoding="utf-8")
+    except OSError as error:
+        _report_error(
+            console,
+            ValueError(f"--output {args.output}: cannot write the result there ({error})"),
+            None,
+        )
+        return False
+    return True
 
 
 def _remote_traceback(error: BaseException) -> str | None:

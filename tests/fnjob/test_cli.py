@@ -80,6 +80,28 @@ def test_missing_file_is_a_build_error(tmp_path: Path, capsys: pytest.CaptureFix
     assert "nope.py" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("where", ["missing-folder/result.json", "a-folder"])
+def test_an_unwritable_output_file_is_a_usage_error_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    (tmp_path / "train.py").write_text(TRAIN_PY)
+    (tmp_path / "a-folder").mkdir()
+    output = tmp_path / where
+    # A registry nobody listens on: reaching it would be exit 4, not 2.
+    argv = ["run", str(tmp_path / "train.py"), "--function", "main", "--base-image", "b"]
+    argv += ["--registry", f"127.0.0.1:{free_port()}", "--registry-timeout", "1"]
+    code = cli.main([*argv, "--json", "--output", str(output)])
+    captured = capsys.readouterr()
+    assert code == cli.EXIT_USAGE
+    # rich wraps long paths anywhere: compare without whitespace.
+    err = "".join(captured.err.split())
+    assert f"--output{output}:cannotwritetheresultthere" in err
+    assert "Traceback" not in captured.err
+    assert "build:" not in captured.err  # nothing was built
+    record = json.loads(captured.out)
+    assert (record["status"], record["exit_code"]) == ("failed", cli.EXIT_USAGE)
+
+
 @pytest.mark.parametrize(
     ("option", "words"),
     [
