@@ -46,6 +46,7 @@ from fnjob.options import (
     BUILDERS,
     Build,
     ClaimMount,
+    Lifecycle,
     Resources,
     Scheduling,
     SecretEnv,
@@ -232,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--local", action="store_true", help="run with podman/docker here")
     run.add_argument("--engine", choices=("podman", "docker"), help="with --local")
     run.add_argument("--timeout", type=int, help="seconds before the run is stopped")
+    run.add_argument(
+        "--pod-creation-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="fail (exit 6, with the Job's events) when no pod exists after this long "
+        "(default 120)",
+    )
     run.add_argument("--service-account", default="default-editor")
     run.add_argument(
         "--mount-service-account-token",
@@ -356,6 +364,11 @@ def _job(args: argparse.Namespace, reporter: RichReporter) -> Job:
             engine=args.engine,
             timeout=args.timeout,
             keep_job=args.keep_job,
+            lifecycle=(
+                Lifecycle()
+                if args.pod_creation_timeout is None
+                else Lifecycle(pod_creation_timeout=args.pod_creation_timeout)
+            ),
             on_log=reporter.log,
             on_stderr=reporter.log_stderr,
         )

@@ -105,6 +105,7 @@ def test_an_unwritable_output_file_is_a_usage_error_before_anything_runs(
 @pytest.mark.parametrize(
     ("option", "words"),
     [
+        (["--pod-creation-timeout", "0"], "pod_creation_timeout=0.0 must be a number of seconds"),
         (["--volume", "workspace"], "volume 'workspace' must look like CLAIM:/mount/path"),
         (["--volume", "ws:/fnjob/app"], "would hide /fnjob"),
         (["--shm-size", "2GB"], "shm_size='2GB' is not a Kubernetes quantity"),
@@ -319,6 +320,33 @@ def test_an_unreachable_cluster_exits_5_with_one_paragraph_naming_the_server(
     # After the build's progress: one error paragraph, not a 97-line traceback.
     error = completed.stderr[completed.stderr.index("error:") :]
     assert len(error.strip().splitlines()) <= 6
+
+
+@pytest.mark.real
+def test_pod_creation_timeout_bounds_the_wait_for_a_pod(
+    train_file: Path, tmp_path: Path, registry: Any, python_base: str
+) -> None:
+    event = 'Error creating: pods "fnjob-main-x7k2p-" is forbidden: exceeded quota: compute'
+    scenario = JobScenario(pod_never_created=True, job_events=[("FailedCreate", event)])
+    with FakeKubeApi(scenario) as fake:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", fake.host)
+        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        completed = fnjob_command(
+            [
+                *("run", train_file.name, "--function", "main", "--pod-creation-timeout", "0.5"),
+                *image_args(registry, python_base),
+            ],
+            {**env, "KUBECONFIG": str(kubeconfig)},
+            train_file.parent,
+        )
+    assert completed.returncode == cli.EXIT_JOB_FAILED, completed.stderr
+    err = " ".join(completed.stderr.split())
+    # Gave up after the bound (and the next status read), not the default 120 s.
+    waited = re.search(r"no pod was created within ([0-9.]+) s", err)
+    assert waited is not None, err
+    assert 0.5 <= float(waited.group(1)) < 10
+    assert "exceeded quota: compute" in err
+    assert "Traceback" not in completed.stderr
 
 
 @pytest.mark.real
