@@ -27,7 +27,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "fnjob"), str(REPO_ROOT)]
 
-from fnjob import Job  # noqa: E402
+from fnjob import Build, Job  # noqa: E402
 from fnjob.protocol import encode_call  # noqa: E402
 from tests.fnjob import run_payloads  # noqa: E402
 from tests.fnjob.conftest import (  # noqa: E402
@@ -72,7 +72,7 @@ def main() -> None:
                     deployer="local",
                     engine="podman",
                     engine_env=podman.env,
-                    cache_dir=workdir / "cache",
+                    building=Build(cache_dir=workdir / "cache"),
                     on_log=lambda line: None,
                 )
                 first, value = _timed(lambda: job.run(run_payloads.add, 2, 40))

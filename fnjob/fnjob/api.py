@@ -16,28 +16,34 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from types import MappingProxyType
+from dataclasses import KW_ONLY, InitVar, dataclass, field
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
-from fnjob.auth import Credentials
 from fnjob.build import AppendBuilder, BuiltImage, DockerBuilder
-from fnjob.deploy_job import (
-    DEFAULT_GPU_NODE_SELECTOR,
-    DEFAULT_GPU_TOLERATIONS,
-    JobDeployer,
-    JobOptions,
-    cpu_quantity,
-    memory_quantity,
-)
+from fnjob.deploy_job import JobDeployer
 from fnjob.deploy_local import LocalDeployer, LocalOptions
+from fnjob.gpugroups import GpuGroups, gpu_groups_from_environment
+from fnjob.manifest import JobOptions, build_job_manifest
+from fnjob.options import (
+    Build,
+    Lifecycle,
+    Resources,
+    Scheduling,
+    SecretEnv,
+    Security,
+    Volumes,
+    check_pieces,
+    check_timeout,
+    frozen_str_mapping,
+)
 from fnjob.package import CodePackage, package_function
 from fnjob.progress import ProgressEvent
 from fnjob.protocol import encode_call
 
 DEPLOYERS = ("job", "local")
-BUILDERS = ("append", "docker")
+# Defaults for ``registry`` / ``base_image`` (a Kubeflow notebook of this stack sets both).
+REGISTRY_ENV = "FNJOB_REGISTRY"
+BASE_IMAGE_ENV = "FNJOB_BASE_IMAGE"
 # Set in every fnjob image; tells a decorated function it is already the remote side.
 _INSIDE_IMAGE_ENV = "FNJOB_ENTRY"
 
@@ -59,6 +65,15 @@ def print_log_line(line: str) -> None:
     sys.stdout.flush()
 
 
+# Keyword shorthands of Job for the two pieces people size and place jobs with:
+# Job(gpus=1, gpu_group="gpu-spot") is Job(resources=Resources(gpus=1),
+# scheduling=Scheduling(gpu_group="gpu-spot")).
+RESOURCE_SHORTHANDS = ("cpu", "memory", "gpus")
+SCHEDULING_SHORTHANDS = ("gpu_group", "gpu_tolerations", "gpu_node_selector")
+# The defaults of those pieces, compared by identity: any other value was given by the caller.
+_UNSET_RESOURCES = Resources()
+_UNSET_SCHEDULING = Scheduling()
+
 _REPOSITORY = re.compile(
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 )
@@ -68,59 +83,61 @@ _REPOSITORY = re.compile(
 class Job:
     """Where and how to run a function.
 
+    What to build:
+
     - ``base_image``: an image with Python (same major.minor as here when the function has
-      to be pickled: lambdas, notebook or ``__main__`` functions);
-    - ``registry``: where the built image goes, ``host[:port][/path]``; ``image_name`` is the
-      repository under it;
-    - ``cpu``/``memory``/``gpus``: Kubernetes quantities or numbers (cores, GiB, count);
-    - ``namespace``: default the current one (the notebook's own namespace in Kubeflow);
+      to be pickled: lambdas, notebook or ``__main__`` functions); default
+      ``$FNJOB_BASE_IMAGE``;
+    - ``registry``: where the built image goes, ``host[:port][/path]``, default
+      ``$FNJOB_REGISTRY``; ``image_name`` is the repository under it;
+    - ``building``: ``Build(builder=..., requirements=..., extra_files=..., base_python=...,
+      platform=..., registry_timeout=..., ...)``, how the image is made and pushed.
+
+    How to run it (each piece validates itself, see ``fnjob.options``):
+
     - ``deployer``: ``"job"`` (Kubernetes Job) or ``"local"`` (podman/docker here);
-    - ``builder``: ``"append"`` (no daemon: a layer appended in the registry) or ``"docker"``;
+    - ``resources``: ``Resources(cpu=..., memory=..., gpus=...)``; ``memory`` as a number is
+      GiB;
+    - ``scheduling``: ``Scheduling(gpu_group=..., node_selector=..., tolerations=...)``;
+      GPU groups come from ``gpu_groups`` (default: the file ``$FNJOB_GPU_GROUPS`` names);
+    - ``security``: ``Security(service_account=..., run_as_user=..., ...)``;
+    - ``volumes``: ``Volumes(claims=(ClaimMount(...),), shm_size="2Gi")``;
+    - ``env`` (plain values) and ``secret_env`` (``SecretEnv``: values from Secrets);
+    - ``namespace``: default the current one (the notebook's own namespace in Kubeflow);
     - ``timeout``: seconds before the run is stopped (Job ``activeDeadlineSeconds``);
     - ``keep_job``: leave a successful Job for inspection (failed ones are always deleted;
-      ``ttl_seconds_after_finished`` removes kept ones eventually).
+      ``lifecycle.ttl_seconds_after_finished`` removes kept ones eventually);
+    - ``lifecycle``: retries, clean-up and wait bounds (``Lifecycle``).
+
+    Shorthands (keyword only): ``cpu``, ``memory``, ``gpus`` build ``resources`` and
+    ``gpu_group``, ``gpu_tolerations``, ``gpu_node_selector`` build ``scheduling``, so
+    ``Job(gpus=1, gpu_group="gpu-spot")`` is ``Job(resources=Resources(gpus=1),
+    scheduling=Scheduling(gpu_group="gpu-spot"))``. A shorthand and the piece it builds cannot
+    both be given (``ValueError`` naming both). They are arguments, not attributes: the
+    values live in the pieces (``job.resources.gpus``).
     """
 
-    base_image: str
-    registry: str
+    base_image: str | None = None
+    registry: str | None = None
     image_name: str = "fnjob"
-    cpu: str | float | int | None = None
-    memory: str | float | int | None = None
-    gpus: int = 0
-    namespace: str | None = None
+    building: Build = field(default_factory=Build)
     deployer: str = "job"
-    builder: str = "append"
-    service_account: str | None = "default-editor"
-    image_pull_secrets: tuple[str, ...] = ()
+    namespace: str | None = None
+    resources: Resources = _UNSET_RESOURCES
+    scheduling: Scheduling = _UNSET_SCHEDULING
+    security: Security = field(default_factory=Security)
+    volumes: Volumes = field(default_factory=Volumes)
     env: Mapping[str, str] = field(default_factory=dict)
-    timeout: int | None = None
-    insecure_registries: tuple[str, ...] = ()
-    extra_files: tuple[str, ...] = ()
-    requirements: tuple[str, ...] | str = ()
-    keep_job: bool = False
-    backoff_limit: int = 0
-    ttl_seconds_after_finished: int | None = 3600
-    platform: str = "linux/amd64"
-    tolerations: tuple[Mapping[str, str], ...] = ()
-    node_selector: Mapping[str, str] = field(default_factory=dict)
+    secret_env: SecretEnv = field(default_factory=SecretEnv)
     labels: Mapping[str, str] = field(default_factory=dict)
-    # Where GPU pods go: by default tolerate the nvidia.com/gpu taint and select nodes
-    # labelled nvidia.com/gpu.present=true (NVIDIA device plugin / GPU feature discovery).
-    gpu_tolerations: tuple[Mapping[str, str], ...] = DEFAULT_GPU_TOLERATIONS
-    gpu_node_selector: Mapping[str, str] = field(
-        default_factory=lambda: dict(DEFAULT_GPU_NODE_SELECTOR)
-    )
+    timeout: int | None = None
+    keep_job: bool = False
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    gpu_groups: GpuGroups | None = None
     # Local deployer only: "podman"/"docker" (None: podman, else docker) and extra
     # environment for the engine itself (e.g. CONTAINERS_CONF).
     engine: str | None = None
     engine_env: Mapping[str, str] = field(default_factory=dict)
-    credentials: Mapping[str, Credentials] | None = None
-    cache_dir: Path | None = None
-    # Build side, passed through to the builder: the base's Python when known (skips reading
-    # its layers) and how long one registry operation may wait (None: $FNJOB_REGISTRY_TIMEOUT
-    # or 30 s).
-    base_python: str | None = None
-    registry_timeout: float | None = None
     # Not part of the description: where things go, and how to reach the cluster.
     on_log: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
     # The function's stderr lines, where the deployer can tell them apart (local deployer;
@@ -128,16 +145,65 @@ class Job:
     on_stderr: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
     reporter: Reporter | None = field(default=None, compare=False, repr=False)
     api_client: Any = field(default=None, compare=False, repr=False)
+    # The shorthands (see the docstring): arguments of __init__ only, never attributes.
+    _: KW_ONLY
+    cpu: InitVar[str | float | int | None] = None
+    memory: InitVar[str | float | int | None] = None
+    gpus: InitVar[int | None] = None
+    gpu_group: InitVar[str | None] = None
+    gpu_tolerations: InitVar[Sequence[Mapping[str, Any]] | None] = None
+    gpu_node_selector: InitVar[Mapping[str, str] | None] = None
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.base_image, str) or not self.base_image.strip():
-            raise ValueError(f"base_image={self.base_image!r} must name an image with Python")
-        if not isinstance(self.registry, str) or not self.registry.strip("/"):
+    def __post_init__(
+        self,
+        cpu: str | float | int | None,
+        memory: str | float | int | None,
+        gpus: int | None,
+        gpu_group: str | None,
+        gpu_tolerations: Sequence[Mapping[str, Any]] | None,
+        gpu_node_selector: Mapping[str, str] | None,
+    ) -> None:
+        resources = _piece_from_shorthands(
+            "resources",
+            self.resources,
+            _UNSET_RESOURCES,
+            Resources,
+            {"cpu": cpu, "memory": memory, "gpus": gpus},
+        )
+        object.__setattr__(self, "resources", resources)
+        scheduling = _piece_from_shorthands(
+            "scheduling",
+            self.scheduling,
+            _UNSET_SCHEDULING,
+            Scheduling,
+            {
+                "gpu_group": gpu_group,
+                "gpu_tolerations": gpu_tolerations,
+                "gpu_node_selector": gpu_node_selector,
+            },
+        )
+        object.__setattr__(self, "scheduling", scheduling)
+        # Inside an fnjob image, the module defining a decorated function is imported again:
+        # the description is never used there, and the notebook's environment (registry,
+        # GPU groups file) is not there to complete it.
+        inside_image = bool(os.environ.get(_INSIDE_IMAGE_ENV))
+        base_image = self.base_image or os.environ.get(BASE_IMAGE_ENV, "").strip() or None
+        if inside_image and (base_image is None or self.registry is None):
+            return
+        if not isinstance(base_image, str) or not base_image.strip():
             raise ValueError(
-                f"registry={self.registry!r} must be host[:port][/path], "
-                "e.g. 123456789012.dkr.ecr.us-west-2.amazonaws.com/ml or 127.0.0.1:5000"
+                f"base_image={self.base_image!r}: name an image with Python "
+                f"(base_image=... or ${BASE_IMAGE_ENV})"
             )
-        object.__setattr__(self, "registry", self.registry.strip().rstrip("/"))
+        object.__setattr__(self, "base_image", base_image.strip())
+        registry = self.registry or os.environ.get(REGISTRY_ENV, "").strip() or None
+        if not isinstance(registry, str) or not registry.strip("/ "):
+            raise ValueError(
+                f"registry={self.registry!r} must be host[:port][/path] (registry=... or "
+                f"${REGISTRY_ENV}), e.g. 123456789012.dkr.ecr.us-west-2.amazonaws.com/ml or "
+                "127.0.0.1:5000"
+            )
+        object.__setattr__(self, "registry", registry.strip().rstrip("/"))
         if not isinstance(self.image_name, str) or not _REPOSITORY.fullmatch(self.image_name):
             raise ValueError(
                 f"image_name={self.image_name!r} is not a repository name "
@@ -145,26 +211,25 @@ class Job:
             )
         if self.deployer not in DEPLOYERS:
             raise ValueError(f"deployer={self.deployer!r} is not one of {DEPLOYERS}")
-        if self.builder not in BUILDERS:
-            raise ValueError(f"builder={self.builder!r} is not one of {BUILDERS}")
-        if self.cpu is not None:
-            object.__setattr__(self, "cpu", cpu_quantity(self.cpu))
-        if self.memory is not None:
-            object.__setattr__(self, "memory", memory_quantity(self.memory))
-        for name in ("image_pull_secrets", "insecure_registries", "extra_files"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                raise ValueError(f"{name}={value!r} must be a list, not a single string")
-            object.__setattr__(self, name, tuple(value))
-        if not isinstance(self.requirements, str):
-            object.__setattr__(self, "requirements", tuple(self.requirements))
-        for name in ("env", "engine_env", "node_selector", "labels", "gpu_node_selector"):
-            value = getattr(self, name)
-            if not isinstance(value, Mapping):
-                raise ValueError(f"{name}={value!r} must be a mapping of strings to strings")
-            object.__setattr__(self, name, MappingProxyType(dict(value)))
-        object.__setattr__(self, "tolerations", tuple(self.tolerations))
-        object.__setattr__(self, "gpu_tolerations", tuple(self.gpu_tolerations))
+        check_pieces(
+            self,
+            building=Build,
+            resources=Resources,
+            scheduling=Scheduling,
+            security=Security,
+            volumes=Volumes,
+            secret_env=SecretEnv,
+            lifecycle=Lifecycle,
+        )
+        if self.gpu_groups is not None and not isinstance(self.gpu_groups, GpuGroups):
+            raise ValueError(f"gpu_groups={self.gpu_groups!r} must be fnjob.GpuGroups or None")
+        check_timeout(self.timeout)
+        for name in ("env", "engine_env", "labels"):
+            object.__setattr__(self, name, frozen_str_mapping(name, getattr(self, name)))
+        if inside_image:
+            return
+        if self.deployer == "job" and self.gpu_groups is None and self.resources.gpus > 0:
+            object.__setattr__(self, "gpu_groups", gpu_groups_from_environment())
         # Build the deployer options and the builder now, so every bad value fails at
         # construction.
         self._deployer_options()
@@ -179,47 +244,66 @@ class Job:
 
     def _deployer_options(self) -> JobOptions | LocalOptions:
         if self.deployer == "local":
+            if self.secret_env:
+                raise ValueError(
+                    "secret_env: Kubernetes Secrets need the Kubernetes deployer "
+                    "(deployer='job'); locally, pass the values in env"
+                )
             return LocalOptions(
                 engine=self.engine,
                 engine_env=self.engine_env,
                 env=self.env,
-                cpu=self.cpu,
-                memory=self.memory,
-                gpus=self.gpus,
+                resources=self.resources,
+                volumes=self.volumes,
+                security=self.security,
                 timeout_seconds=self.timeout,
             )
         return JobOptions(
             namespace=self.namespace,
-            cpu=self.cpu,
-            memory=self.memory,
-            gpus=self.gpus,
-            service_account=self.service_account,
-            image_pull_secrets=self.image_pull_secrets,
+            resources=self.resources,
+            scheduling=self.scheduling,
+            security=self.security,
+            volumes=self.volumes,
             env=self.env,
-            timeout_seconds=self.timeout,
-            backoff_limit=self.backoff_limit,
-            ttl_seconds_after_finished=self.ttl_seconds_after_finished,
-            delete_on_completion=not self.keep_job,
-            tolerations=self.tolerations,
-            node_selector=self.node_selector,
+            secret_env=self.secret_env,
             labels=self.labels,
-            gpu_tolerations=self.gpu_tolerations,
-            gpu_node_selector=self.gpu_node_selector,
+            timeout=self.timeout,
+            keep_job=self.keep_job,
+            lifecycle=self.lifecycle,
+            gpu_groups=self.gpu_groups,
+        )
+
+    def job_manifest(self, image: str, *, function_name: str = "function") -> dict[str, Any]:
+        """The batch/v1 Job this description submits for ``image``, to review (as with
+        ``kubectl --dry-run``); the run id and the Secret's name are a placeholder run's.
+        The namespace is ``namespace`` or ``"default"``."""
+        options = self._deployer_options()
+        if not isinstance(options, JobOptions):
+            raise ValueError("job_manifest needs deployer='job'")
+        return build_job_manifest(
+            image=image,
+            function_name=function_name,
+            run_id="000000000000",
+            namespace=self.namespace or "default",
+            options=options,
         )
 
     def _builder(self) -> AppendBuilder | DockerBuilder:
         progress = self.reporter.progress if self.reporter else None
+        building = self.building
         common: dict[str, Any] = {
             "base_image": self.base_image,
-            "platform": self.platform,
-            "insecure_registries": self.insecure_registries,
-            "credentials": self.credentials,
-            "cache_dir": self.cache_dir,
-            "base_python": self.base_python,
-            "registry_timeout": self.registry_timeout,
+            "platform": building.platform,
+            "insecure_registries": building.insecure_registries,
+            "credentials": building.credentials,
+            "cache_dir": building.cache_dir,
+            "base_python": building.base_python,
+            "registry_timeout": building.registry_timeout,
             "progress": progress,
         }
-        return AppendBuilder(**common) if self.builder == "append" else DockerBuilder(**common)
+        if building.builder == "append":
+            return AppendBuilder(**common)
+        return DockerBuilder(**common)
 
     def _deployer(self) -> JobDeployer | LocalDeployer:
         options = self._deployer_options()
@@ -231,7 +315,9 @@ class Job:
 
     def package(self, func: Callable[..., Any]) -> CodePackage:
         """The code package for ``func`` (source when importable, else pickled)."""
-        return package_function(func, extra_files=self.extra_files, requirements=self.requirements)
+        return package_function(
+            func, extra_files=self.building.extra_files, requirements=self.building.requirements
+        )
 
     def build(self, func: Callable[..., Any]) -> BuiltImage:
         """Build and push the image for ``func``; returns its digest-pinned reference.
@@ -249,9 +335,11 @@ class Job:
         """Run ``func(*args, **kwargs)`` remotely and return its value.
 
         Streams the function's output live to ``on_log``. Raises the function's own
-        exception (same type, remote traceback attached) or ``RemoteError``; ``JobFailed``
-        / ``JobTimeout`` when the run dies without an outcome; ``ClusterError``,
-        ``ContainerEngineError`` and the build errors of ``build``.
+        exception (same type, remote traceback attached) or ``RemoteError``;
+        ``ResultNotLoadable`` when the value's type is not importable here; ``JobFailed`` /
+        ``JobTimeout`` / ``PodNotCreated`` when the run dies without an outcome;
+        ``ClusterError`` (``ClusterUnreachable``...), ``ContainerEngineError`` and the build
+        errors of ``build``.
         """
         call = encode_call(args, kwargs)  # fail on unpicklable arguments before building
         image = self.build(func)
@@ -271,7 +359,7 @@ class Job:
         image = self.build_package(package)
         return self.run_image(image.ref, call, function_name=function_name)
 
-    def run_image(self, image: str, call: str, *, function_name: str) -> Any:
+    def run_image(self, image: str, call: bytes, *, function_name: str) -> Any:
         """Run a built image with an encoded call (``fnjob.protocol.encode_call``)."""
         status = self.reporter.status if self.reporter else None
         deployer = self._deployer()
@@ -297,6 +385,25 @@ class Job:
         return RemoteFunction(func, self)
 
 
+PieceT = TypeVar("PieceT", Resources, Scheduling)
+
+
+def _piece_from_shorthands(
+    name: str, piece: PieceT, unset: PieceT, kind: type[PieceT], shorthands: Mapping[str, Any]
+) -> PieceT:
+    """``piece``, or the piece the given shorthands describe; both given is an error."""
+    given = {key: value for key, value in shorthands.items() if value is not None}
+    if not given:
+        return piece
+    spelled = ", ".join(f"{key}={value!r}" for key, value in given.items())
+    if piece is not unset:
+        raise ValueError(
+            f"{spelled} and {name}={piece!r} both describe the job's {name}; give one of "
+            f"them ({spelled} is short for {name}={kind.__name__}({spelled}))"
+        )
+    return kind(**given)
+
+
 class RemoteFunction(Generic[P, R]):
     """A function that runs remotely when called; ``.local(...)`` runs it here.
 
@@ -316,7 +423,8 @@ class RemoteFunction(Generic[P, R]):
 
 
 def job(**settings: Any) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]:
-    """Decorator factory: ``@job(base_image=..., registry=..., gpus=1)`` over a function."""
+    """Decorator factory: ``@job(gpus=1)`` or ``@job(resources=Resources(gpus=1), ...)``
+    over a function; takes what ``Job`` takes."""
     description = Job(**settings)
     return description.remote
 

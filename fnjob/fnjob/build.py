@@ -41,6 +41,7 @@ from fnjob.image import (
     select_platform,
     sha256_digest,
 )
+from fnjob.options import check_base_python, check_platform, check_registry_timeout
 from fnjob.package import APP_DIR, CodePackage
 from fnjob.progress import ProgressCallback, ProgressEvent
 from fnjob.pythonversion import (
@@ -277,16 +278,11 @@ class AppendBuilder:
             parse_reference(self.base_image)
         except ValueError as error:
             raise ValueError(f"base_image: {error}") from error
-        try:
-            parse_platform(self.platform)
-        except ValueError as error:
-            raise ValueError(f"platform: {error}") from error
-        if self.base_python is not None and not re.fullmatch(r"3\.\d+", self.base_python):
-            raise ValueError(f"base_python: {self.base_python!r} is not like '3.11'")
+        check_platform(self.platform)
+        check_base_python(self.base_python)
+        check_registry_timeout(self.registry_timeout)
         if self.registry_timeout is None:
             object.__setattr__(self, "registry_timeout", timeout_from_env())
-        elif not self.registry_timeout > 0:
-            raise ValueError(f"registry_timeout: {self.registry_timeout} must be > 0 seconds")
         if self.upload_chunk_size < 1:
             raise ValueError(f"upload_chunk_size: {self.upload_chunk_size} must be >= 1 byte")
         object.__setattr__(self, "insecure_registries", tuple(self.insecure_registries))
@@ -467,6 +463,9 @@ class DockerBuilder:
             parse_reference(self.base_image)
         except ValueError as error:
             raise ValueError(f"base_image: {error}") from error
+        check_platform(self.platform)
+        check_base_python(self.base_python)
+        check_registry_timeout(self.registry_timeout)
         object.__setattr__(self, "insecure_registries", tuple(self.insecure_registries))
 
     def _client(self) -> Any:

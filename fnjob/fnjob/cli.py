@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -29,7 +30,7 @@ from rich.progress import (
 )
 from rich.status import Status
 
-from fnjob.api import BUILDERS, Job
+from fnjob.api import Job
 from fnjob.auth import AuthError
 from fnjob.build import (
     BaseImageNotFound,
@@ -37,13 +38,30 @@ from fnjob.build import (
     DockerBuildFailed,
     DockerDaemonUnavailable,
 )
-from fnjob.deploy_job import ClusterError, JobFailed, JobTimeout
+from fnjob.cluster import ClusterError
 from fnjob.deploy_local import ContainerEngineError, ContainerEngineNotFound
-from fnjob.errors import FnJobError
+from fnjob.errors import FnJobError, JobFailed, JobTimeout
 from fnjob.image import ImageFormatError
+from fnjob.options import (
+    BUILDERS,
+    Build,
+    ClaimMount,
+    Lifecycle,
+    Resources,
+    Scheduling,
+    SecretEnv,
+    Security,
+    Volumes,
+)
 from fnjob.package import CodePackage, UnshippableFunction, package_file, package_notebook
 from fnjob.progress import ProgressEvent
-from fnjob.protocol import CallNotEncodable, RemoteError, ResultMissing, encode_call
+from fnjob.protocol import (
+    CallNotEncodable,
+    RemoteError,
+    ResultMissing,
+    ResultNotLoadable,
+    encode_call,
+)
 from fnjob.pythonversion import PythonVersionMismatch
 from fnjob.registry import RegistryError
 
@@ -63,8 +81,9 @@ EXIT_CODES = {
     EXIT_USAGE: "bad command line or option value",
     EXIT_BUILD: "cannot package or build (function, Python version, base image)",
     EXIT_REGISTRY: "registry unreachable, refused, or credentials rejected",
-    EXIT_CLUSTER: "cluster or container engine unreachable / permission denied",
-    EXIT_JOB_FAILED: "the job died without a result (OOMKilled, image pull, unschedulable)",
+    EXIT_CLUSTER: "cluster (API server) or container engine unreachable / permission denied",
+    EXIT_JOB_FAILED: "no usable result: the job died without one (OOMKilled, image pull, "
+    "unschedulable, no pod created) or its type is not installed here",
     EXIT_TIMEOUT: "the job ran past --timeout",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); the job or container was deleted",
 }
@@ -74,6 +93,7 @@ _ERROR_EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (JobTimeout, EXIT_TIMEOUT),
     (JobFailed, EXIT_JOB_FAILED),
     (ResultMissing, EXIT_JOB_FAILED),
+    (ResultNotLoadable, EXIT_JOB_FAILED),
     (RemoteError, EXIT_FUNCTION_RAISED),
     (ClusterError, EXIT_CLUSTER),
     (ContainerEngineNotFound, EXIT_CLUSTER),
@@ -109,7 +129,8 @@ def _epilog() -> str:
         "exit codes:\n"
         f"{codes}\n\n"
         "defaults from the environment: FNJOB_BASE_IMAGE, FNJOB_REGISTRY, FNJOB_NAMESPACE,\n"
-        "FNJOB_REGISTRY_TIMEOUT.\n"
+        "FNJOB_REGISTRY_TIMEOUT;\n"
+        "GPU groups (--gpu-group) from the file FNJOB_GPU_GROUPS names.\n"
         "registry credentials: podman/skopeo auth files ($REGISTRY_AUTH_FILE,\n"
         "$XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json), then\n"
         "~/.docker/config.json (or $DOCKER_CONFIG); ECR through boto3;\n"
@@ -201,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--memory", help='memory quantity ("8Gi") or GiB as a number')
     run.add_argument("--gpus", type=int, default=0, help="NVIDIA GPUs (nvidia.com/gpu)")
     run.add_argument(
+        "--gpu-group",
+        help="GPU group from $FNJOB_GPU_GROUPS (default: the file's default group)",
+    )
+    run.add_argument(
         "--namespace",
         default=os.environ.get("FNJOB_NAMESPACE"),
         help="default: the pod's own namespace, else the kubeconfig context's",
@@ -208,9 +233,41 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--local", action="store_true", help="run with podman/docker here")
     run.add_argument("--engine", choices=("podman", "docker"), help="with --local")
     run.add_argument("--timeout", type=int, help="seconds before the run is stopped")
+    run.add_argument(
+        "--pod-creation-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="fail (exit 6, with the Job's events) when no pod exists after this long "
+        "(default 120)",
+    )
     run.add_argument("--service-account", default="default-editor")
+    run.add_argument(
+        "--mount-service-account-token",
+        action="store_true",
+        help="give the function the service account's API token (off by default)",
+    )
+    run.add_argument("--run-as-user", type=int, metavar="UID", help="numeric user id")
+    run.add_argument("--run-as-group", type=int, metavar="GID", help="numeric group id")
+    run.add_argument("--fs-group", type=int, metavar="GID", help="group owning the volumes")
     run.add_argument("--image-pull-secret", action="append", default=[], metavar="NAME")
     run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument(
+        "--env-from-secret",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="every key of this Secret becomes an environment variable (envFrom)",
+    )
+    run.add_argument(
+        "--volume",
+        action="append",
+        default=[],
+        metavar="CLAIM:PATH[:ro]",
+        help="mount a PersistentVolumeClaim, e.g. workspace-nb:/home/jovyan:ro",
+    )
+    run.add_argument(
+        "--shm-size", metavar="SIZE", help='size of /dev/shm (memory-backed), e.g. "2Gi"'
+    )
     run.add_argument("--keep-job", action="store_true", help="keep a successful Job for inspection")
 
     build = commands.add_parser(
@@ -255,6 +312,16 @@ def _package(args: argparse.Namespace) -> CodePackage:
     )
 
 
+def _number_or_text(value: str | None) -> str | float | None:
+    """``--cpu 0.5`` is cores and ``--memory 8`` GiB, as in the library; else a quantity."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
 def _job(args: argparse.Namespace, reporter: RichReporter) -> Job:
     if not args.base_image:
         raise ValueError("--base-image is required (or set FNJOB_BASE_IMAGE)")
@@ -264,25 +331,44 @@ def _job(args: argparse.Namespace, reporter: RichReporter) -> Job:
         "base_image": args.base_image,
         "registry": args.registry,
         "image_name": args.image_name,
-        "builder": args.builder,
-        "insecure_registries": tuple(args.insecure_registry),
-        "base_python": args.base_python,
-        "registry_timeout": args.registry_timeout,
+        "building": Build(
+            builder=args.builder,
+            insecure_registries=tuple(args.insecure_registry),
+            base_python=args.base_python,
+            registry_timeout=args.registry_timeout,
+        ),
         "reporter": reporter,
     }
     if args.command == "run":
         settings.update(
-            cpu=args.cpu,
-            memory=args.memory,
-            gpus=args.gpus,
+            resources=Resources(
+                cpu=_number_or_text(args.cpu), memory=_number_or_text(args.memory), gpus=args.gpus
+            ),
+            scheduling=Scheduling(gpu_group=args.gpu_group),
+            security=Security(
+                service_account=args.service_account or None,
+                service_account_token=args.mount_service_account_token,
+                run_as_user=args.run_as_user,
+                run_as_group=args.run_as_group,
+                fs_group=args.fs_group,
+                image_pull_secrets=tuple(args.image_pull_secret),
+            ),
+            volumes=Volumes(
+                claims=tuple(ClaimMount.parse(spec) for spec in args.volume),
+                shm_size=args.shm_size,
+            ),
+            env=parse_key_values(args.env, option="--env", as_json=False),
+            secret_env=SecretEnv(secrets=tuple(args.env_from_secret)),
             namespace=args.namespace,
             deployer="local" if args.local else "job",
             engine=args.engine,
             timeout=args.timeout,
-            service_account=args.service_account or None,
-            image_pull_secrets=tuple(args.image_pull_secret),
-            env=parse_key_values(args.env, option="--env", as_json=False),
             keep_job=args.keep_job,
+            lifecycle=(
+                Lifecycle()
+                if args.pod_creation_timeout is None
+                else Lifecycle(pod_creation_timeout=args.pod_creation_timeout)
+            ),
             on_log=reporter.log,
             on_stderr=reporter.log_stderr,
         )
@@ -474,13 +560,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fnjob``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # urllib3 logs each retry of an unreachable server as a warning; the error says it once.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     console = Console(stderr=True)
     # With --json, stdout carries only the result; the function's output moves to stderr.
     out = sys.stderr if args.json else sys.stdout
     image: BuiltImage | None = None
     value: Any = None
     try:
-        call = ""
+        # Before anything is built or run, so a typo does not cost a whole run.
+        _check_output(args.output)
+    except ValueError as error:
+        _report_error(console, error, None)
+        if args.json:
+            record = result_record("failed", EXIT_USAGE, error=error)
+            print(json.dumps(record), file=sys.stdout, flush=True)
+        return EXIT_USAGE
+    try:
+        call = b""
         if args.command == "run":
             call = encode_call((), parse_key_values(args.arg, option="--arg", as_json=True))
         reporter = RichReporter(console, out, sys.stderr)
@@ -495,7 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: fnjob removed what it had started")
-        _emit_result(args, result_record("interrupted", EXIT_INTERRUPTED, image=image))
+        _emit_result(args, result_record("interrupted", EXIT_INTERRUPTED, image=image), console)
         return EXIT_INTERRUPTED
     except Exception as error:
         remote = _remote_traceback(error)
@@ -504,7 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = EXIT_FUNCTION_RAISED if remote is not None else exit_code_for(error)
         _report_error(console, error, remote)
         status = "raised" if code == EXIT_FUNCTION_RAISED else "failed"
-        _emit_result(args, result_record(status, code, image=image, error=error))
+        _emit_result(args, result_record(status, code, image=image, error=error), console)
         return code
     if args.command == "build":
         record = result_record("built", EXIT_OK, image=image)
@@ -514,16 +611,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = result_record("returned", EXIT_OK, image=image, value=value)
         if value is not None and not args.json:
             print(_format_result(value), file=sys.stdout, flush=True)
-    _emit_result(args, record)
-    return EXIT_OK
+    return EXIT_OK if _emit_result(args, record, console) else EXIT_USAGE
 
 
-def _emit_result(args: argparse.Namespace, record: dict[str, Any]) -> None:
+def _check_output(path: Path | None) -> None:
+    """``--output FILE`` can be written (made empty if it did not exist)."""
+    if path is None:
+        return
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"--output {path}: cannot write the result there ({error.strerror or error})"
+        ) from None
+
+
+def _emit_result(args: argparse.Namespace, record: dict[str, Any], console: Console) -> bool:
+    """Print and/or write the JSON record; False (reported) when ``--output`` failed."""
     text = json.dumps(record)
     if args.json:
         print(text, file=sys.stdout, flush=True)
-    if args.output is not None:
-        args.output.write_text(text + "\n")
+    if args.output is None:
+        return True
+    try:
+        args.output.write_text(text + "\n", encoding="utf-8")
+    except OSError as error:
+        _report_error(
+            console,
+            ValueError(f"--output {args.output}: cannot write the result there ({error})"),
+            None,
+        )
+        return False
+    return True
 
 
 def _remote_traceback(error: BaseException) -> str | None:

@@ -1,39 +1,42 @@
 """Run a built image on this machine with podman or docker: iterate without a cluster.
 
-The container gets exactly what a Kubernetes Job gets: the same image, its own
-entrypoint (no command override) and ``FNJOB_CALL`` (plus the user's env). Output is
-streamed line by line; the runner's outcome line becomes the return value or the remote
+The container gets what a Kubernetes Job gets: the same image, its own entrypoint (no
+command override), the user's env, and the run directory (the pickled call and the key that
+signs the outcome) mounted read-only at ``/var/run/fnjob`` from a private temporary
+directory. It runs with every capability dropped and no privilege escalation. Output is
+streamed line by line; the signed outcome line becomes the return value or the remote
 exception, as with the Job deployer.
 """
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import os
 import queue
 import shutil
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from pathlib import Path
 from typing import IO, Any
 
-from fnjob.deploy_job import (
-    JobFailed,
-    JobTimeout,
-    LogSink,
-    StatusSink,
-    _quantity_value,
-    cpu_quantity,
-    memory_quantity,
-    new_run_id,
+from fnjob import interrupts
+from fnjob.errors import FnJobError, JobFailed, JobTimeout
+from fnjob.follow import LogSink, StatusSink
+from fnjob.options import (
+    RUN_DIR,
+    Resources,
+    Security,
+    Volumes,
+    check_env,
+    check_pieces,
+    frozen_str_mapping,
 )
-from fnjob.errors import FnJobError
-from fnjob.protocol import CALL_ENV_VAR
+from fnjob.protocol import CALL_FILE, KEY_FILE, OutcomeReader, new_run_id, new_run_key
 
 ENGINES = ("podman", "docker")
-LAST_LOG_LINES = 20
 # podman and docker both exit with these when they themselves (not the container) failed.
 _ENGINE_FAILURE_CODES = frozenset({125, 126, 127})
 
@@ -60,38 +63,31 @@ class LocalOptions:
 
     ``engine=None`` picks podman, then docker, from PATH. ``engine_env`` is added to the
     engine's own environment (e.g. ``CONTAINERS_CONF`` for a private podman setup);
-    ``env`` goes into the container. cpu/memory/gpus become limits when given.
+    ``env`` goes into the container. ``resources`` become limits, ``volumes.shm_size`` the
+    size of ``/dev/shm``, ``security.run_as_user``/``run_as_group`` the container's user.
+    PersistentVolumeClaims do not exist here: ``volumes.claims`` is refused.
     """
 
     engine: str | None = None
     engine_env: Mapping[str, str] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
-    cpu: str | float | int | None = None
-    memory: str | float | int | None = None
-    gpus: int = 0
+    resources: Resources = field(default_factory=Resources)
+    volumes: Volumes = field(default_factory=Volumes)
+    security: Security = field(default_factory=Security)
     timeout_seconds: float | None = None
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.engine is not None and self.engine not in ENGINES:
             raise ValueError(f"engine={self.engine!r} is not supported; use one of {ENGINES}")
-        for name in ("engine_env", "env"):
-            value = getattr(self, name)
-            if not isinstance(value, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-            ):
-                raise ValueError(f"{name}={value!r} must be a mapping of strings to strings")
-            object.__setattr__(self, name, MappingProxyType(dict(value)))
-        if CALL_ENV_VAR in self.env:
+        object.__setattr__(self, "engine_env", frozen_str_mapping("engine_env", self.engine_env))
+        object.__setattr__(self, "env", check_env(self.env, reserved=frozenset({"FNJOB_RUN_DIR"})))
+        check_pieces(self, resources=Resources, volumes=Volumes, security=Security)
+        if self.volumes.claims:
             raise ValueError(
-                f"env may not set {CALL_ENV_VAR}: fnjob passes the call arguments in it"
+                "volumes.claims: PersistentVolumeClaims need the Kubernetes deployer "
+                "(deployer='job'); locally, read the data from a path instead"
             )
-        if self.cpu is not None:
-            object.__setattr__(self, "cpu", cpu_quantity(self.cpu))
-        if self.memory is not None:
-            object.__setattr__(self, "memory", memory_quantity(self.memory))
-        if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0:
-            raise ValueError(f"gpus={self.gpus!r} must be a whole number >= 0")
         if self.timeout_seconds is not None and self.timeout_seconds <= 0:
             raise ValueError(f"timeout_seconds={self.timeout_seconds!r} must be > 0 seconds")
         object.__setattr__(self, "extra_args", tuple(self.extra_args))
@@ -111,32 +107,69 @@ def find_engine(preferred: str | None = None, *, path: str | None = None) -> str
 
 
 def build_run_command(
-    engine: str, image: str, *, container_name: str, run_id: str, options: LocalOptions
+    engine: str,
+    image: str,
+    *,
+    container_name: str,
+    run_id: str,
+    run_dir: str,
+    options: LocalOptions,
 ) -> list[str]:
     """The ``podman run`` / ``docker run`` command line (values of env vars not included).
 
     Env vars are passed as ``-e NAME`` and their values through the engine's own
-    environment, so the encoded call never shows up in ``ps``.
+    environment, so they never show up in ``ps``. ``run_dir`` (the call and the key) is
+    mounted read-only at ``/var/run/fnjob``.
     """
     flavour = os.path.basename(engine)
     command = [engine, "run", "--rm", "--quiet", "--name", container_name]
     command += ["--label", f"fnjob/run-id={run_id}"]
-    for name in (CALL_ENV_VAR, *options.env):
+    command += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+    # Z: on SELinux hosts, label the private directory for this container only.
+    command += ["--volume", f"{run_dir}:{RUN_DIR}:ro,Z"]
+    for name in options.env:
         command += ["-e", name]
-    if options.cpu is not None:
-        cores = _quantity_value(str(options.cpu)) or 0.0
-        command += ["--cpus", f"{cores:g}"]
-    if options.memory is not None:
-        command += ["--memory", str(int(_quantity_value(str(options.memory)) or 0))]
-    if options.gpus > 0:
+    resources = options.resources
+    if resources.cpu_cores is not None:
+        command += ["--cpus", f"{resources.cpu_cores:f}".rstrip("0").rstrip(".")]
+    if resources.memory_bytes is not None:
+        command += ["--memory", str(resources.memory_bytes)]
+    if resources.gpus > 0:
         # podman reaches GPUs through CDI specs (nvidia-ctk), docker through its --gpus flag.
         if flavour.startswith("podman"):
             command += ["--device", "nvidia.com/gpu=all"]
         else:
-            command += ["--gpus", str(options.gpus)]
+            command += ["--gpus", str(resources.gpus)]
+    if options.volumes.shm_bytes is not None:
+        command += ["--shm-size", str(options.volumes.shm_bytes)]
+    user = options.security.run_as_user
+    if user is not None:
+        group = options.security.run_as_group
+        command += ["--user", str(user) if group is None else f"{user}:{group}"]
     command += list(options.extra_args)
     command.append(image)
     return command
+
+
+@contextlib.contextmanager
+def run_directory(call: bytes, key: bytes) -> Iterator[str]:
+    """A private directory holding the run's ``call`` and ``key``, removed afterwards.
+
+    The parent is readable by this user only; the directory the container sees is
+    world-readable so a ``run_as_user`` other than ours can read it inside the container.
+    """
+    with tempfile.TemporaryDirectory(prefix="fnjob-run-") as parent:
+        run_dir = Path(parent) / "run"
+        run_dir.mkdir(mode=0o755)
+        for name, data in ((CALL_FILE, call), (KEY_FILE, key)):
+            path = run_dir / name
+            path.write_bytes(data)
+            path.chmod(0o444)
+        run_dir.chmod(0o555)
+        try:
+            yield str(run_dir)
+        finally:
+            run_dir.chmod(0o755)
 
 
 class LocalDeployer:
@@ -148,7 +181,7 @@ class LocalDeployer:
     def run(
         self,
         image: str,
-        call: str,
+        call: bytes,
         *,
         function_name: str,
         on_log: LogSink,
@@ -159,96 +192,102 @@ class LocalDeployer:
 
         The function's stderr lines go to ``on_stderr`` when given (else to ``on_log`` too).
 
-        Raises the function's own exception (rebuilt from the protocol line),
-        ``ContainerEngineError`` when the engine cannot run it, ``JobFailed`` when the
-        container dies without an outcome, ``JobTimeout`` past ``timeout_seconds``.
-        The container is removed on Ctrl-C and on any error.
+        Raises the function's own exception (rebuilt from its authenticated outcome),
+        ``ResultNotLoadable``, ``ContainerEngineError`` when the engine cannot run it,
+        ``JobFailed`` when the container dies without an outcome, ``JobTimeout`` past
+        ``timeout_seconds``. The container is removed on Ctrl-C, SIGTERM/SIGHUP and errors.
         """
-        from fnjob import protocol
-
         status = on_status or (lambda _text: None)
         engine = find_engine(self.options.engine)
-        run_id = new_run_id()
+        run_id, key = new_run_id(), new_run_key()
         container_name = f"fnjob-{run_id}"
-        command = build_run_command(
-            engine, image, container_name=container_name, run_id=run_id, options=self.options
-        )
-        engine_env = {
-            **os.environ,
-            **self.options.engine_env,
-            **self.options.env,
-            CALL_ENV_VAR: call,
-        }
-        protocol_lines: list[str] = []
-        last_lines: collections.deque[str] = collections.deque(maxlen=LAST_LOG_LINES)
+        engine_env = {**os.environ, **self.options.engine_env, **self.options.env}
+        reader = OutcomeReader(key)
         timed_out = threading.Event()
-        status(f"starting {os.path.basename(engine)} container {container_name}")
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=engine_env,
-        )
         remove = _Remover(engine, container_name, engine_env)
-        timer: threading.Timer | None = None
-        if self.options.timeout_seconds is not None:
+        with interrupts.signals_raise(), run_directory(call, key) as run_dir:
+            command = build_run_command(
+                engine,
+                image,
+                container_name=container_name,
+                run_id=run_id,
+                run_dir=run_dir,
+                options=self.options,
+            )
+            status(f"starting {os.path.basename(engine)} container {container_name}")
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=engine_env,
+            )
+            timer: threading.Timer | None = None
+            if self.options.timeout_seconds is not None:
 
-            def stop_for_timeout() -> None:
-                timed_out.set()
-                remove()
+                def stop_for_timeout() -> None:
+                    timed_out.set()
+                    remove()
 
-            timer = threading.Timer(self.options.timeout_seconds, stop_for_timeout)
-            timer.daemon = True
-            timer.start()
-        finished = False
-        try:
-            for stream, line in _merged_lines(process):
-                # The outcome line is only ever on stdout; stderr is read separately so its
-                # bytes cannot land inside it.
-                if stream == "stdout" and protocol.is_protocol_line(line):
-                    protocol_lines.append(line)
-                    continue
-                last_lines.append(line)
-                if stream == "stderr" and on_stderr is not None:
-                    on_stderr(line)
-                else:
-                    on_log(line)
-            exit_code = process.wait()
-            finished = True
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if not finished:
-                remove()
-                process.kill()
-                process.wait()
+                timer = threading.Timer(self.options.timeout_seconds, stop_for_timeout)
+                timer.daemon = True
+                timer.start()
+            finished = False
+            try:
+                for stream, line in _merged_lines(process):
+                    # The outcome is only ever on stdout; stderr is read separately so its
+                    # bytes cannot land inside it.
+                    shown = reader.feed(line) if stream == "stdout" else line
+                    if stream == "stderr":
+                        reader.last_lines.append(line)
+                    if shown is None:
+                        continue
+                    if stream == "stderr" and on_stderr is not None:
+                        on_stderr(shown)
+                    else:
+                        on_log(shown)
+                exit_code = process.wait()
+                finished = True
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                if not finished:
+                    remove()
+                    process.kill()
+                    process.wait()
         status(f"container {container_name} exited with code {exit_code}")
+        last_lines = tuple(reader.last_lines)
         if timed_out.is_set():
             raise JobTimeout(
                 container_name,
                 reason="DeadlineExceeded",
                 message=f"still running after {self.options.timeout_seconds:g} s; stopped",
-                last_logs=tuple(last_lines),
+                last_logs=last_lines,
             )
-        if protocol_lines:
-            return protocol.parse_outcome(protocol_lines).unwrap()
+        if reader.outcome is not None:
+            return reader.outcome.unwrap()
         if exit_code in _ENGINE_FAILURE_CODES:
             raise ContainerEngineError(
                 f"{os.path.basename(engine)} could not run {image} (exit code {exit_code})",
                 exit_code=exit_code,
-                output=tuple(last_lines),
+                output=last_lines,
+            )
+        message = (
+            "SIGKILL: out of memory, or stopped from outside"
+            if exit_code == 137
+            else "the container ended without reporting an outcome"
+        )
+        if reader.unsigned_lines:
+            message += (
+                f" ({reader.unsigned_lines} line(s) of its output looked like an outcome but "
+                "were not signed with this run's key)"
             )
         raise JobFailed(
             container_name,
             reason="Killed" if exit_code == 137 else "Error",
-            message=(
-                "SIGKILL: out of memory, or stopped from outside"
-                if exit_code == 137
-                else "the container ended without reporting an outcome"
-            ),
+            message=message,
             exit_code=exit_code,
-            last_logs=tuple(last_lines),
+            last_logs=last_lines,
         )
 
 

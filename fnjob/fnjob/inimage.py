@@ -5,9 +5,11 @@ fnjob the base image may have. Inside the job the function already runs where it
 fnjob's entry points run it right here: ``Job(...).run(f, *args)`` returns ``f(*args)``,
 ``@job(...)``, ``Job(...).remote(f)`` and ``fairing.config.fn(f)`` give ``f`` back, and
 ``fairing.config.set_builder`` / ``set_deployer`` / ``set_preprocessor`` are accepted and do
-nothing. That is what lets a script or module that uses fnjob at its top (the migrated
-Fairing tutorial does) be imported or run as the job itself. The rest of fnjob (builders,
-deployers, the registry client) is not in the image; using it raises ``FnJobError``.
+nothing; the pieces a run is described with (``Resources``, ``Scheduling``, ...) are accepted
+too, and fnjob's error types exist with the same hierarchy. That is what lets a script or
+module that uses fnjob at its top (the migrated Fairing tutorial does) be imported or run as
+the job itself. The rest of fnjob (builders, deployers, the registry client) is not in the
+image; using it raises ``FnJobError``.
 
 Standard library only, and syntax Python 3.7 accepts: the base image's Python runs it.
 """
@@ -31,31 +33,79 @@ class FnJobError(Exception):
     """Base of fnjob's errors (the same name as on the caller's side)."""
 
 
-# fnjob's error types, so ``except fnjob.JobFailed`` in shipped code still resolves.
-ERROR_NAMES = (
-    "AuthError",
-    "BaseImageNotFound",
-    "CallNotEncodable",
-    "ClusterAccessDenied",
-    "ClusterConfigError",
-    "ClusterError",
-    "ContainerEngineError",
-    "ContainerEngineNotFound",
-    "DockerBuildFailed",
-    "DockerDaemonUnavailable",
-    "ImageFormatError",
-    "JobFailed",
-    "JobTimeout",
-    "PythonVersionMismatch",
-    "RegistryError",
-    "RegistryServerError",
-    "RegistryUnreachable",
-    "RemoteError",
-    "ResultMissing",
-    "UnshippableFunction",
-)
-_errors: dict[str, type] = {name: type(name, (FnJobError,), {}) for name in ERROR_NAMES}
+# fnjob's error types, so ``except fnjob.JobFailed`` in shipped code still resolves; each
+# with the same parent as on the caller's side.
+_ERROR_PARENTS = {
+    "AuthError": "FnJobError",
+    "BaseImageNotFound": "FnJobError",
+    "CallNotEncodable": "FnJobError",
+    "ClusterError": "FnJobError",
+    "ClusterAccessDenied": "ClusterError",
+    "ClusterConfigError": "ClusterError",
+    "ClusterUnreachable": "ClusterError",
+    "ContainerEngineError": "FnJobError",
+    "ContainerEngineNotFound": "FnJobError",
+    "DockerBuildFailed": "FnJobError",
+    "DockerDaemonUnavailable": "FnJobError",
+    "GpuGroupsFileError": "FnJobError",
+    "ImageFormatError": "FnJobError",
+    "JobFailed": "FnJobError",
+    "JobTimeout": "JobFailed",
+    "PodNotCreated": "JobFailed",
+    "PythonVersionMismatch": "FnJobError",
+    "RegistryError": "FnJobError",
+    "RegistryServerError": "RegistryError",
+    "RegistryUnreachable": "RegistryError",
+    "RemoteError": "FnJobError",
+    "ResultMissing": "FnJobError",
+    "ResultNotLoadable": "FnJobError",
+    "UnshippableFunction": "FnJobError",
+}
+ERROR_NAMES = tuple(_ERROR_PARENTS)
+_errors: dict[str, type] = {"FnJobError": FnJobError}
+for _name, _parent in _ERROR_PARENTS.items():  # parents are listed before their children
+    _errors[_name] = type(_name, (_errors[_parent],), {})
+# A bad GPU groups file is also a bad setting, as on the caller's side.
+_errors["GpuGroupsFileError"] = type("GpuGroupsFileError", (FnJobError, ValueError), {})
 globals().update(_errors)
+del _name, _parent
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP stopped a run (the same name as on the caller's side)."""
+
+
+class _Piece:
+    """A piece of a run's description (``Resources(gpus=1)``...): accepted, and unused here,
+    where the run already is."""
+
+    def __init__(self, *args: Any, **settings: Any) -> None:
+        self.settings: tuple[tuple[Any, ...], dict[str, Any]] = (args, settings)
+
+    @classmethod
+    def parse(cls, *args: Any) -> _Piece:
+        return cls(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise FnJobError(f"fnjob.{type(self).__name__}.{name} {_NOT_HERE}")
+
+
+# The pieces ``Job(...)`` is described with, so a module that builds its Job at the top
+# (``Job(resources=Resources(gpus=1))``) imports inside the job too.
+PIECE_NAMES = (
+    "Build",
+    "ClaimMount",
+    "Lifecycle",
+    "Resources",
+    "Scheduling",
+    "SecretEnv",
+    "SecretKey",
+    "Security",
+    "Volumes",
+)
+globals().update({name: type(name, (_Piece,), {}) for name in PIECE_NAMES})
 
 
 class Job:

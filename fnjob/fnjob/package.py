@@ -80,8 +80,8 @@ class CodePackage:
     - ``needs_exact_python``: the entry is a pickle; the base image's Python must have the
       same major.minor as ``source_python``.
     - ``source_python``: the major.minor this package was made with.
-    - ``requirements``: pip requirement lines installed when the container starts (append
-      builder) or at build time (docker builder).
+    - ``requirements``: pip requirement lines, installed when the image is built (the append
+      builder cross-installs them into ``/fnjob/site``; the docker builder runs the base's pip).
     - ``description``: a short human name (``train.fit (source)``) for progress and errors.
     - ``pickle_hint``: for a pickle, how this function could ship as source instead (said
       when the base image's Python differs).

@@ -1,18 +1,30 @@
-"""The caller's side of the runtime protocol: encode a call, read the outcome from the logs.
+"""The caller's side of the runtime protocol: encode a call, authenticate and read the outcome.
 
-The image's runner (``fnjob/runner.py``) prints the function's output as-is and then one line
-starting with ``OUTCOME_PREFIX``. Deployers feed the log lines they collected to
-``parse_outcome`` and call ``Outcome.unwrap()`` to get the return value or the remote
-exception. Call arguments travel in the ``FNJOB_CALL`` environment variable, never in the
-image, so the same code always gives the same image digest.
+Per run, the caller makes a fresh random key and hands the runner (``fnjob/runner.py``)
+two files, ``call`` (a pickle of the arguments) and ``key``, through a channel only that
+run reads (a Secret owned by the Job, or a private directory for the local deployer). The
+runner prints the function's output as-is and then one outcome line signed with the key
+(HMAC-SHA256). ``OutcomeReader`` reads a container's output line by line: the line carrying
+a valid signature is the outcome, wherever it sits in the line (a partial line may be glued
+before it) and whatever follows it (output written at exit); every other line, including
+ones that merely look like an outcome, is the function's output.
+
+Results are pickles, and unpickling runs code: ``Outcome.unwrap`` only ever unpickles bytes
+whose signature was checked with this run's key.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import collections
+import hashlib
+import hmac
 import json
 import pickle
+import re
+import secrets
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,37 +32,60 @@ from typing import Any
 import cloudpickle
 
 from fnjob.errors import FnJobError
-from fnjob.runner import OUTCOME_PREFIX, PICKLE_PROTOCOL
+from fnjob.runner import CALL_FILE, KEY_FILE, OUTCOME_PREFIX, PICKLE_PROTOCOL, RUN_DIR
 
 __all__ = [
-    "CALL_ENV_VAR",
+    "CALL_FILE",
+    "KEY_FILE",
     "MAX_CALL_BYTES",
     "OUTCOME_PREFIX",
+    "RUN_DIR",
     "CallNotEncodable",
     "Outcome",
+    "OutcomeReader",
     "RemoteError",
     "ResultMissing",
+    "ResultNotLoadable",
     "encode_call",
-    "is_protocol_line",
+    "new_run_id",
+    "new_run_key",
     "parse_outcome",
 ]
 
-CALL_ENV_VAR = "FNJOB_CALL"
-# Linux refuses a single environment string longer than 128 KiB (MAX_ARG_STRLEN); stay below.
-MAX_CALL_BYTES = 96 * 1024
+# The call travels in a Secret (at most 1 MiB of data); leave room for the key and headers.
+MAX_CALL_BYTES = 768 * 1024
+KEY_BYTES = 32
+LAST_LINES = 20
+# Anything that starts like an outcome line, signed or not (for counting forgeries).
+_OUTCOME_MARK = "FNJOB-OUTCOME/"
+_SIGNED_OUTCOME = re.compile(re.escape(OUTCOME_PREFIX) + r"([A-Za-z0-9+/]*={0,2}) ([0-9a-f]{64})")
 
 
 class CallNotEncodable(FnJobError):
-    """The call's arguments cannot be pickled, or are too large for an environment variable."""
+    """The call's arguments cannot be pickled, or are too large to travel with the run."""
 
 
 class ResultMissing(FnJobError):
-    """The logs hold no outcome line: the container was killed, ran out of memory, or the
-    image was not built by fnjob."""
+    """The output holds no outcome signed with this run's key: the container was killed,
+    crashed, ran out of memory, or the image was not built by this fnjob."""
 
     def __init__(self, message: str, last_lines: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.last_lines = last_lines
+
+
+class ResultNotLoadable(FnJobError):
+    """The function returned, but its value cannot be rebuilt here: typically its class
+    lives in a library the image has and this Python lacks (``missing_module``).
+
+    ``pickled_value`` holds the authenticated pickle, to load later (e.g. after installing
+    the module) with ``pickle.loads``.
+    """
+
+    def __init__(self, message: str, *, missing_module: str | None, pickled_value: bytes) -> None:
+        super().__init__(message)
+        self.missing_module = missing_module
+        self.pickled_value = pickled_value
 
 
 class RemoteError(FnJobError):
@@ -76,7 +111,7 @@ class _RemoteTraceback(Exception):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the remote function did: returned ``value`` (``ok``) or raised.
+    """What the remote function did (authenticated): returned ``value`` (``ok``) or raised.
 
     For a failure, ``error_type`` is ``module.QualName``, ``error_message`` its ``str()``,
     ``remote_traceback`` the formatted traceback and ``pickled_error`` the pickled exception
@@ -93,13 +128,14 @@ class Outcome:
     def unwrap(self) -> Any:
         """Return the remote return value, or raise the remote exception.
 
-        The exception is re-raised with its own type when it can be unpickled here (its class
-        importable locally), with the remote traceback as ``__cause__`` and as a note;
-        otherwise a ``RemoteError`` naming the remote type is raised.
+        Raises ``ResultNotLoadable`` (naming the missing module, with the raw pickle) when
+        the value's type cannot be imported here. The exception is re-raised with its own
+        type when it can be unpickled here, with the remote traceback as ``__cause__`` and
+        as a note; otherwise a ``RemoteError`` naming the remote type is raised.
         """
         if self.ok:
             assert self.pickled_value is not None
-            return pickle.loads(self.pickled_value)
+            return _load_value(self.pickled_value)
         error = self._rebuild_error()
         if error is None:
             raise RemoteError(self.error_type, self.error_message, self.remote_traceback)
@@ -113,39 +149,67 @@ class Outcome:
             error = pickle.loads(self.pickled_error)
         except Exception:
             return None
-        if not isinstance(error, BaseException):
-            return None
         # SystemExit/KeyboardInterrupt from the container must not stop the caller's process.
         if not isinstance(error, Exception):
             return None
         return error
 
 
-def encode_call(args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None) -> str:
-    """Encode call arguments for the ``FNJOB_CALL`` environment variable.
+_MODULE_IN_MESSAGE = re.compile(r"<module '([^']+)'")
 
-    Raises ``CallNotEncodable`` when an argument cannot be pickled or the encoded call is
-    larger than ``MAX_CALL_BYTES`` (pass large data through storage instead).
+
+def _load_value(data: bytes) -> Any:
+    try:
+        return pickle.loads(data)
+    except ModuleNotFoundError as error:
+        module = error.name
+        reason = f"module {module!r} is not installed here"
+    except (ImportError, AttributeError) as error:
+        # A module that exists here but lacks the class: another version than the image's.
+        found = _MODULE_IN_MESSAGE.search(str(error))
+        module = found.group(1) if found else None
+        reason = f"{error} (the module differs from the image's)"
+    except Exception as error:
+        module = None
+        reason = f"{type(error).__name__}: {error}"
+    raise ResultNotLoadable(
+        f"the function returned a value that cannot be rebuilt here: {reason}; install the "
+        "same library version as in the image, or return plain types (the raw pickle is in "
+        "this error's pickled_value)",
+        missing_module=module,
+        pickled_value=data,
+    )
+
+
+def new_run_id() -> str:
+    """A fresh id for one run (labels, names)."""
+    return uuid.uuid4().hex[:12]
+
+
+def new_run_key() -> bytes:
+    """A fresh random key that signs one run's outcome."""
+    return secrets.token_bytes(KEY_BYTES)
+
+
+def encode_call(args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None) -> bytes:
+    """The ``call`` file for the runner: a pickle of ``(args, kwargs)``.
+
+    Raises ``CallNotEncodable`` when an argument cannot be pickled or the call is larger than
+    ``MAX_CALL_BYTES`` (pass large data through storage instead).
     """
     call = (tuple(args), dict(kwargs or {}))
     try:
         # cloudpickle writes plain pickle for importable objects and handles lambdas too;
         # the runner has a vendored cloudpickle to read the latter.
-        data = cloudpickle.dumps(call, protocol=PICKLE_PROTOCOL)
+        data: bytes = cloudpickle.dumps(call, protocol=PICKLE_PROTOCOL)
     except Exception as error:
         raise CallNotEncodable(f"the call's arguments cannot be pickled: {error}") from error
-    encoded = base64.b64encode(data).decode("ascii")
-    if len(encoded) > MAX_CALL_BYTES:
+    if len(data) > MAX_CALL_BYTES:
         raise CallNotEncodable(
-            f"the call's arguments take {len(encoded)} bytes encoded; at most {MAX_CALL_BYTES} "
-            "fit in an environment variable; pass large data through storage (e.g. S3 paths)"
+            f"the call's arguments take {len(data)} bytes pickled; at most {MAX_CALL_BYTES} "
+            "travel with a run; pass large data through storage (e.g. S3 paths)"
         )
-    return encoded
-
-
-def is_protocol_line(line: str) -> bool:
-    """Whether a log line is the runner's outcome line (deployers hide it from the user)."""
-    return line.startswith(OUTCOME_PREFIX)
+    return data
 
 
 def _decode_b64(value: object, field: str) -> bytes:
@@ -154,8 +218,7 @@ def _decode_b64(value: object, field: str) -> bytes:
     return base64.b64decode(value, validate=True)
 
 
-def _outcome_from_line(line: str) -> Outcome:
-    payload = line.rstrip("\r\n")[len(OUTCOME_PREFIX) :]
+def _outcome_from_payload(payload: str) -> Outcome:
     record = json.loads(base64.b64decode(payload, validate=True))
     if not isinstance(record, dict):
         raise ValueError("the outcome record is not a JSON object")
@@ -171,27 +234,70 @@ def _outcome_from_line(line: str) -> Outcome:
     )
 
 
-def parse_outcome(lines: Iterable[str]) -> Outcome:
-    """Find the outcome in a container's log lines (the last outcome line wins).
+class OutcomeReader:
+    """Reads one run's output, line by line, and keeps the outcome signed with ``key``.
 
-    Raises ``ResultMissing`` when no line carries an outcome, or the outcome line is damaged
-    (e.g. cut off by a log size limit); the error keeps the last few log lines.
+    ``feed(line)`` returns the text to show the user: the line itself, the line without the
+    outcome glued into it, or None when the line was only the outcome.
     """
-    last_lines: list[str] = []
-    outcome_line: str | None = None
-    for line in lines:
-        if is_protocol_line(line):
-            outcome_line = line
-        else:
-            last_lines.append(line.rstrip("\r\n"))
-            del last_lines[:-20]
-    if outcome_line is None:
-        raise ResultMissing(
-            "the container ended without reporting an outcome "
-            "(killed, out of memory, or not an fnjob image)",
-            tuple(last_lines),
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self.outcome: Outcome | None = None
+        self.unsigned_lines = 0
+        self.last_lines: collections.deque[str] = collections.deque(maxlen=LAST_LINES)
+        self._damaged: str | None = None
+
+    def feed(self, line: str) -> str | None:
+        line = line.rstrip("\r\n")
+        if _OUTCOME_MARK not in line:
+            self.last_lines.append(line)
+            return line
+        for match in _SIGNED_OUTCOME.finditer(line):
+            if self._signed(match):
+                self._accept(match.group(1))
+                rest = line[: match.start()] + line[match.end() :]
+                if rest:
+                    self.last_lines.append(rest)
+                return rest or None
+        self.unsigned_lines += 1
+        self.last_lines.append(line)
+        return line
+
+    def _signed(self, match: re.Match[str]) -> bool:
+        signed_text = OUTCOME_PREFIX + match.group(1)
+        expected = hmac.new(self._key, signed_text.encode("ascii"), hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, match.group(2))
+
+    def _accept(self, payload: str) -> None:
+        try:
+            self.outcome = _outcome_from_payload(payload)
+        except (ValueError, binascii.Error, UnicodeDecodeError) as error:
+            # Signed but unreadable: a runner bug, never someone else's line.
+            self._damaged = str(error)
+
+    def result(self) -> Outcome:
+        """The authenticated outcome; ``ResultMissing`` (with the last lines) when none."""
+        if self.outcome is not None:
+            return self.outcome
+        last = tuple(self.last_lines)
+        if self._damaged is not None:
+            raise ResultMissing(f"the outcome line is damaged: {self._damaged}", last)
+        message = (
+            "the container ended without reporting an outcome (killed, crashed, out of "
+            "memory, or not an image built by this fnjob)"
         )
-    try:
-        return _outcome_from_line(outcome_line)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as error:
-        raise ResultMissing(f"the outcome line is damaged: {error}", tuple(last_lines)) from error
+        if self.unsigned_lines:
+            message += (
+                f"; {self.unsigned_lines} line(s) of its output looked like an outcome but were "
+                "not signed with this run's key, so they were treated as output"
+            )
+        raise ResultMissing(message, last)
+
+
+def parse_outcome(lines: Iterable[str], key: bytes) -> Outcome:
+    """The outcome signed with ``key`` among a run's output lines (``ResultMissing`` if none)."""
+    reader = OutcomeReader(key)
+    for line in lines:
+        reader.feed(line)
+    return reader.result()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import importlib
 import sys
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from fnjob.progress import ProgressEvent
-from fnjob.protocol import encode_call, is_protocol_line, parse_outcome
+from fnjob.protocol import RUN_DIR, OutcomeReader, encode_call, new_run_key
 from tests.fnjob.conftest import PodmanConfig
+from tests.fnjob.run_functions import write_run_dir
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample_code"
 
@@ -28,21 +31,38 @@ class ContainerRun:
     exit_code: int
     lines: list[str]
     stderr: str
+    key: bytes
 
     @property
     def user_lines(self) -> list[str]:
-        return [line for line in self.lines if not is_protocol_line(line)]
+        reader = OutcomeReader(self.key)
+        return [shown for line in self.lines if (shown := reader.feed(line)) is not None]
 
     def unwrap(self) -> Any:
-        return parse_outcome(self.lines).unwrap()
+        reader = OutcomeReader(self.key)
+        for line in self.lines:
+            reader.feed(line)
+        return reader.result().unwrap()
 
 
-def run_image(podman: PodmanConfig, ref: str, *args: Any, **kwargs: Any) -> ContainerRun:
-    """``podman run`` the image with FNJOB_CALL set, as a deployer would."""
-    completed = podman.run(
-        "run", "--rm", "--tls-verify=false", "-e", f"FNJOB_CALL={encode_call(args, kwargs)}", ref
-    )
-    return ContainerRun(completed.returncode, completed.stdout.splitlines(), completed.stderr)
+def run_image(
+    podman: PodmanConfig,
+    ref: str,
+    *args: Any,
+    podman_args: Sequence[str] = (),
+    **kwargs: Any,
+) -> ContainerRun:
+    """``podman run`` the image with the run directory mounted, as a deployer would;
+    ``podman_args`` go before the image (e.g. ``--network none``)."""
+    key = new_run_key()
+    with tempfile.TemporaryDirectory(prefix="fnjob-test-run-") as parent:
+        run_dir = write_run_dir(Path(parent), encode_call(args, kwargs), key)
+        completed = podman.run(
+            *("run", "--rm", "--tls-verify=false", "-v", f"{run_dir}:{RUN_DIR}:ro"),
+            *podman_args,
+            ref,
+        )
+    return ContainerRun(completed.returncode, completed.stdout.splitlines(), completed.stderr, key)
 
 
 class EventLog:

@@ -41,3 +41,61 @@ def count_slowly(n: int, delay: float) -> int:
         print(f"tick {i}", flush=True)
         time.sleep(delay)
     return n
+
+
+# -- functions whose output imitates the runner's outcome line (issue 10) -------------------
+# ``records`` stand for data from an untrusted file that the function prints or logs.
+
+
+def echo_records(records: list[str]) -> str:
+    for record in records:
+        print(record)
+    return "the real result"
+
+
+def partial_line_then_return(records: list[str]) -> str:
+    import subprocess
+
+    for record in records:
+        print(record, flush=True)
+    # A subprocess leaves a partial line on the shared stdout: the runner's outcome line is
+    # glued to it.
+    subprocess.run([sys.executable, "-c", "import sys; sys.stdout.write('50% done')"], check=True)
+    return "the real result"
+
+
+def log_records_flushed_at_exit(records: list[str]) -> str:
+    import logging
+    import logging.handlers
+
+    # A buffering handler: its records reach stdout when logging shuts down at exit, after
+    # the runner has written the outcome.
+    target = logging.StreamHandler(sys.stdout)
+    buffered = logging.handlers.MemoryHandler(capacity=1000, target=target, flushLevel=100)
+    logger = logging.getLogger("fnjob-test-records")
+    logger.addHandler(buffered)
+    logger.setLevel(logging.INFO)
+    for record in records:
+        logger.info(record)
+    return "the real result"
+
+
+def crash_after_logging(records: list[str]) -> str:
+    import ctypes
+
+    for record in records:
+        print(record, flush=True)
+    ctypes.string_at(0)  # a native crash (SIGSEGV) before any outcome is written
+    return "never"
+
+
+def value_of_an_image_only_type(reading: float) -> object:
+    # fnjob_image_only ships with the image (extra_files); the caller does not have it.
+    import fnjob_image_only  # type: ignore[import-not-found]
+
+    return fnjob_image_only.Measurement(reading)
+
+
+def shm_bytes() -> int:
+    stats = os.statvfs("/dev/shm")
+    return stats.f_blocks * stats.f_frsize

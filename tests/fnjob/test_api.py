@@ -7,19 +7,33 @@ side is the fake API server (real HTTP, real client).
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
 import pickle
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fnjob import Job, JobFailed, RemoteFunction, job
-from fnjob.deploy_job import JobOptions
-from fnjob.deploy_local import LocalOptions
+from fnjob import (
+    Build,
+    ClaimMount,
+    Job,
+    JobFailed,
+    Lifecycle,
+    RemoteFunction,
+    Resources,
+    Scheduling,
+    SecretEnv,
+    Security,
+    Volumes,
+    job,
+)
 from tests.fnjob import run_payloads, run_with_fnjob_import
 from tests.fnjob.fake_kube_api import FakeKubeApi, JobScenario
 from tests.fnjob.run_fixtures import api_client_for, fnjob_containers
-from tests.fnjob.run_functions import runner_log_lines
+from tests.fnjob.run_functions import payload
 
 # -- validation ---------------------------------------------------------------------------
 
@@ -28,14 +42,24 @@ from tests.fnjob.run_functions import runner_log_lines
     ("settings", "words"),
     [
         ({"deployer": "kubeflow"}, "deployer='kubeflow' is not one of ('job', 'local')"),
-        ({"builder": "kaniko"}, "builder='kaniko' is not one of ('append', 'docker')"),
-        ({"memory": "8GB"}, "memory='8GB' is not a Kubernetes quantity"),
-        ({"cpu": "fast"}, "cpu='fast'"),
+        (
+            {"building": {"builder": "docker"}},
+            "building={'builder': 'docker'} must be a fnjob.Build(...)",
+        ),
         ({"image_name": "My Model"}, "image_name='My Model' is not a repository name"),
-        ({"registry": ""}, "registry='' must be host[:port][/path]"),
-        ({"image_pull_secrets": "ecr"}, "image_pull_secrets='ecr' must be a list"),
-        ({"gpus": -1}, "gpus=-1"),
-        ({"timeout": 0}, "timeout_seconds=0"),
+        ({"registry": "/"}, "registry='/' must be host[:port][/path]"),
+        ({"resources": {"gpus": 1}}, "resources={'gpus': 1} must be a fnjob.Resources(...)"),
+        ({"timeout": 0}, "timeout=0"),
+        ({"namespace": "Team_A"}, "namespace='Team_A' is not a valid namespace"),
+        ({"scheduling": Scheduling(gpu_group="gpu-spot")}, "needs GPUs"),
+        (
+            {"deployer": "local", "volumes": Volumes(claims=(ClaimMount("data", "/data"),))},
+            "need the Kubernetes deployer",
+        ),
+        (
+            {"deployer": "local", "secret_env": SecretEnv(secrets=("wandb",))},
+            "need the Kubernetes deployer",
+        ),
     ],
 )
 def test_bad_settings_fail_at_construction_naming_field_and_value(
@@ -46,6 +70,114 @@ def test_bad_settings_fail_at_construction_naming_field_and_value(
     assert words in str(caught.value)
 
 
+def test_old_flat_settings_without_a_shorthand_are_refused() -> None:
+    # gpus/cpu/memory/gpu_group/... are shorthands now (below); the other old flat run
+    # settings still have a single home, their piece.
+    for setting in (
+        {"service_account": "default-editor"},
+        {"backoff_limit": 1},
+        {"node_selector": {"pool": "a"}},
+    ):
+        with pytest.raises(TypeError, match=next(iter(setting))):
+            Job(base_image="python:3.11", registry="r.example", **setting)
+
+
+def test_resource_shorthands_build_the_resources_piece() -> None:
+    short = Job(base_image="python:3.11", registry="r.example", cpu=2, memory="8Gi")
+    assert short.resources == Resources(cpu=2, memory="8Gi")
+    assert short == Job(
+        base_image="python:3.11", registry="r.example", resources=Resources(cpu=2, memory="8Gi")
+    )
+    container = short.job_manifest("r.example/fnjob:x")["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
+    # The piece's own checks apply, naming the shorthand.
+    with pytest.raises(ValueError, match="memory='8GB' is not a Kubernetes quantity"):
+        Job(base_image="python:3.11", registry="r.example", memory="8GB")
+    # Replacing other settings keeps the resources.
+    assert dataclasses.replace(short, timeout=60).resources == short.resources
+
+
+def test_gpu_shorthands_place_the_job_like_the_notebook_contract_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FNJOB_GPU_GROUPS", str(write_gpu_groups(tmp_path / "gpu-groups.json")))
+    monkeypatch.setenv("FNJOB_REGISTRY", "123456789012.dkr.ecr.us-west-2.amazonaws.com/team-ml")
+    monkeypatch.setenv("FNJOB_BASE_IMAGE", "python:3.11")
+    # Issue 9 / the contract: Job(gpus=1, gpu_group="gpu-spot") in a notebook.
+    short = Job(gpus=1, gpu_group="gpu-spot")
+    assert short == Job(resources=Resources(gpus=1), scheduling=Scheduling(gpu_group="gpu-spot"))
+    pod = short.job_manifest("r.example/fnjob:x")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"kubeflow-eks.io/gpu-group": "gpu-spot"}
+    assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    # Job(gpus=N) alone uses the file's default group.
+    assert Job(gpus=1).job_manifest("r/x:1") == short.job_manifest("r/x:1")
+    with pytest.raises(ValueError, match="'gpu-ondemand' is not one of the GPU groups"):
+        Job(gpus=1, gpu_group="gpu-ondemand")
+    # Explicit gpu_tolerations= / gpu_node_selector= still override the group's placement.
+    mine = Job(
+        gpus=1,
+        gpu_tolerations=[{"key": "team", "operator": "Exists", "effect": "NoSchedule"}],
+        gpu_node_selector={"pool": "a100"},
+    )
+    pod = mine.job_manifest("r/x:1")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "a100"}
+    assert pod["tolerations"] == [{"key": "team", "operator": "Exists", "effect": "NoSchedule"}]
+    # The decorator takes the same shorthands.
+    assert job(gpus=1, gpu_group="gpu-spot")(run_payloads.add).job == short
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        (
+            {"gpus": 1, "resources": Resources(memory="8Gi")},
+            "gpus=1 and resources=Resources(cpu=None, memory='8Gi', gpus=0) both describe",
+        ),
+        # Even the piece's defaults, given explicitly, are the piece.
+        ({"cpu": 2, "resources": Resources()}, "give one of them (cpu=2 is short for"),
+        (
+            {"gpu_group": "gpu-spot", "scheduling": Scheduling(node_selector={"pool": "a"})},
+            "gpu_group='gpu-spot' and scheduling=Scheduling(",
+        ),
+    ],
+)
+def test_a_shorthand_and_the_piece_it_builds_are_not_both_taken(
+    settings: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(ValueError) as caught:
+        Job(base_image="python:3.11", registry="r.example", **settings)
+    assert words in str(caught.value)
+
+
+def test_old_flat_build_settings_are_refused() -> None:
+    # One place for how the image is made: Job(building=Build(...)).
+    for setting in ({"builder": "docker"}, {"requirements": ["six"]}, {"base_python": "3.11"}):
+        with pytest.raises(TypeError, match=next(iter(setting))):
+            Job(base_image="python:3.11", registry="r.example", **setting)
+
+
+def test_build_settings_reach_the_package_and_the_builder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "labels.txt").write_text("cat\n")
+    description = Job(
+        base_image="python:3.11",
+        registry="r.example",
+        building=Build(
+            extra_files=[str(tmp_path / "labels.txt")],
+            requirements=["six==1.17.0"],
+        ),
+    )
+    package = description.package(run_payloads.add)
+    assert package.requirements == ("six==1.17.0",)
+    assert "labels.txt" in {Path(name).name for name in package.files}
+    # A bad $FNJOB_REGISTRY_TIMEOUT still fails when the Job is made, unless Build sets one.
+    monkeypatch.setenv("FNJOB_REGISTRY_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="FNJOB_REGISTRY_TIMEOUT"):
+        Job(base_image="python:3.11", registry="r.example")
+    Job(base_image="python:3.11", registry="r.example", building=Build(registry_timeout=5))
+
+
 def test_job_is_frozen_and_copies_its_mappings() -> None:
     env = {"A": "1"}
     description = Job(base_image="python:3.11", registry="r.example/ml/", env=env)
@@ -53,34 +185,110 @@ def test_job_is_frozen_and_copies_its_mappings() -> None:
     assert description.env == {"A": "1"}
     assert description.target == "r.example/ml/fnjob"
     with pytest.raises(AttributeError):
-        description.gpus = 2  # type: ignore[misc]
+        description.timeout = 2  # type: ignore[misc]
 
 
-def test_settings_reach_the_deployer_options() -> None:
+def test_registry_and_base_image_default_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FNJOB_REGISTRY", "123456789012.dkr.ecr.us-west-2.amazonaws.com/team-ml")
+    monkeypatch.setenv("FNJOB_BASE_IMAGE", "ghcr.io/kubeflow/notebook@sha256:" + "b" * 64)
+    description = Job()
+    assert description.target == "123456789012.dkr.ecr.us-west-2.amazonaws.com/team-ml/fnjob"
+    assert description.base_image == "ghcr.io/kubeflow/notebook@sha256:" + "b" * 64
+    # Given values win.
+    assert Job(registry="r.example").registry == "r.example"
+    monkeypatch.delenv("FNJOB_REGISTRY")
+    with pytest.raises(ValueError, match=r"registry=None .* \$FNJOB_REGISTRY"):
+        Job()
+    monkeypatch.delenv("FNJOB_BASE_IMAGE")
+    with pytest.raises(ValueError, match=r"base_image=None: .* \$FNJOB_BASE_IMAGE"):
+        Job(registry="r.example")
+
+
+def test_every_setting_reaches_the_submitted_job() -> None:
     description = Job(
         base_image="python:3.11",
         registry="r.example",
-        cpu=0.5,
-        memory=0.5,
-        gpus=1,
         namespace="team-a",
-        keep_job=True,
+        resources=Resources(cpu=0.5, memory=0.5, gpus=1),
+        scheduling=Scheduling(gpu_node_selector={"karpenter.k8s.aws/instance-gpu-name": "a10g"}),
+        security=Security(run_as_user=1000, fs_group=100, image_pull_secrets=("ecr",)),
+        volumes=Volumes(claims=(ClaimMount.parse("workspace:/home/jovyan:ro"),), shm_size="1Gi"),
+        secret_env=SecretEnv(secrets=("wandb",)),
+        env={"MODE": "train"},
         timeout=120,
-        image_pull_secrets=["ecr"],
-        gpu_node_selector={"karpenter.k8s.aws/instance-gpu-name": "a10g"},
+        lifecycle=Lifecycle(backoff_limit=1),
     )
-    options = description._deployer_options()
-    assert isinstance(options, JobOptions)
-    assert (options.cpu, options.memory, options.gpus) == ("500m", "512Mi", 1)
-    assert options.delete_on_completion is False
-    assert options.timeout_seconds == 120
-    assert options.image_pull_secrets == ("ecr",)
-    assert options.gpu_node_selector == {"karpenter.k8s.aws/instance-gpu-name": "a10g"}
-    assert options.gpu_tolerations[0]["key"] == "nvidia.com/gpu"
-    local = Job(base_image="python:3.11", registry="r.example", deployer="local", timeout=9)
-    local_options = local._deployer_options()
-    assert isinstance(local_options, LocalOptions)
-    assert local_options.timeout_seconds == 9
+    manifest = description.job_manifest("r.example/fnjob@sha256:" + "c" * 64)
+    pod = manifest["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert manifest["metadata"]["namespace"] == "team-a"
+    assert manifest["spec"]["activeDeadlineSeconds"] == 120
+    assert manifest["spec"]["backoffLimit"] == 1
+    assert container["resources"]["limits"] == {
+        "cpu": "500m",
+        "memory": "512Mi",
+        "nvidia.com/gpu": "1",
+    }
+    assert pod["nodeSelector"] == {"karpenter.k8s.aws/instance-gpu-name": "a10g"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pod["securityContext"]["runAsUser"] == 1000
+    assert pod["imagePullSecrets"] == [{"name": "ecr"}]
+    assert {"name": "MODE", "value": "train"} in container["env"]
+    assert container["envFrom"] == [{"secretRef": {"name": "wandb"}}]
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/home/jovyan", "/dev/shm"}
+
+
+def write_gpu_groups(path: Path) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "default": "gpu-spot",
+                "groups": [
+                    {
+                        "name": "gpu-spot",
+                        "resource": "nvidia.com/gpu",
+                        "gpusPerNode": 1,
+                        "gpuModel": "NVIDIA A10G",
+                        "nodeSelector": {"kubeflow-eks.io/gpu-group": "gpu-spot"},
+                        "tolerations": [
+                            {
+                                "key": "capacity",
+                                "operator": "Equal",
+                                "value": "spot",
+                                "effect": "NoSchedule",
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    return path
+
+
+def test_gpu_groups_come_from_the_file_the_environment_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FNJOB_GPU_GROUPS", str(write_gpu_groups(tmp_path / "gpu-groups.json")))
+    description = Job(base_image="python:3.11", registry="r.example", resources=Resources(gpus=1))
+    pod = description.job_manifest("r.example/fnjob:x")["spec"]["template"]["spec"]
+    # The group's placement, not the hard-coded defaults.
+    assert pod["nodeSelector"] == {"kubeflow-eks.io/gpu-group": "gpu-spot"}
+    assert pod["tolerations"] == [
+        {"key": "capacity", "operator": "Equal", "value": "spot", "effect": "NoSchedule"}
+    ]
+    with pytest.raises(ValueError, match="'gpu-ondemand' is not one of the GPU groups"):
+        Job(
+            base_image="python:3.11",
+            registry="r.example",
+            resources=Resources(gpus=1),
+            scheduling=Scheduling(gpu_group="gpu-ondemand"),
+        )
+    with pytest.raises(ValueError, match="gpus=2 does not fit GPU group gpu-spot"):
+        Job(base_image="python:3.11", registry="r.example", resources=Resources(gpus=2))
 
 
 def test_decorated_function_runs_in_place_inside_an_fnjob_image(
@@ -93,6 +301,20 @@ def test_decorated_function_runs_in_place_inside_an_fnjob_image(
     assert remote_add(2, 3) == 5
     assert remote_add.__name__ == "add"
     assert remote_add.local is run_payloads.add
+
+
+def test_a_decorator_relying_on_the_notebooks_environment_imports_inside_the_image(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # In the notebook, FNJOB_REGISTRY/FNJOB_BASE_IMAGE/FNJOB_GPU_GROUPS complete the
+    # description; in the image none of them is set, and importing the module must work.
+    for name in ("FNJOB_REGISTRY", "FNJOB_BASE_IMAGE", "FNJOB_GPU_GROUPS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FNJOB_ENTRY", "module:train:add")
+    settings = {"resources": Resources(gpus=1), "scheduling": Scheduling(gpu_group="gpu-spot")}
+    remote_add = job(**settings)(run_payloads.add)
+    assert remote_add(2, 3) == 5
+    assert job(gpus=1, gpu_group="gpu-spot")(run_payloads.add)(2, 3) == 5
 
 
 # -- real: local deployer -------------------------------------------------------------------
@@ -190,36 +412,89 @@ def test_build_returns_a_digest_pinned_reference_in_the_registry(
     assert description.build(run_payloads.add).ref == image.ref
 
 
-# -- real build + fake cluster: deployer="job" ------------------------------------------------
+class ProgressStages:
+    """A reporter that keeps the build's progress stages."""
+
+    def __init__(self) -> None:
+        self.stages: list[str] = []
+
+    def progress(self, event: Any) -> None:
+        self.stages.append(event.stage)
+
+    def status(self, text: str) -> None:
+        pass
 
 
 @pytest.mark.real
-def test_run_as_kubernetes_job_submits_the_pushed_image_and_the_call(
-    registry: Any, python_base: str
+def test_the_build_piece_reaches_the_builder(
+    registry: Any, python_base: str, podman_env: dict[str, str], tmp_path: Path
 ) -> None:
-    scenario = JobScenario(log_lines=runner_log_lines("add", 20, 22))
+    found, given = ProgressStages(), ProgressStages()
+    building = Build(cache_dir=tmp_path / "cache", registry_timeout=20)
+    local_job(registry, python_base, podman_env, building=building, reporter=found).build(
+        run_payloads.add
+    )
+    assert "check-python" in found.stages
+    # Told the base's Python, the builder does not look for it.
+    told = Build(cache_dir=tmp_path / "cache-2", base_python="3.11")
+    local_job(registry, python_base, podman_env, building=told, reporter=given).build(
+        run_payloads.add
+    )
+    assert "check-python" not in given.stages and "done" in given.stages
+    assert not (tmp_path / "cache-2").exists()
+
+
+# -- real build + fake cluster: deployer="job" ------------------------------------------------
+
+
+class StatusLines:
+    """A reporter that keeps the status lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def progress(self, event: Any) -> None:
+        pass
+
+    def status(self, text: str) -> None:
+        self.lines.append(text)
+
+
+@pytest.mark.real
+def test_run_as_kubernetes_job_in_a_notebook_needs_no_other_setting(
+    registry: Any, python_base: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the stack's PodDefault injects into a notebook.
+    monkeypatch.setenv("FNJOB_REGISTRY", f"{registry.host}/tests")
+    monkeypatch.setenv("FNJOB_BASE_IMAGE", python_base)
+    monkeypatch.setenv("FNJOB_GPU_GROUPS", str(write_gpu_groups(tmp_path / "gpu-groups.json")))
     logs: list[str] = []
-    with FakeKubeApi(scenario) as fake:
+    reporter = StatusLines()
+    with FakeKubeApi(JobScenario(entry=payload("add"))) as fake:
         description = Job(
-            base_image=python_base,
-            registry=f"{registry.host}/tests",
             image_name="api-job",
             namespace="team-a",
-            gpus=1,
-            memory=16,
+            resources=Resources(gpus=1, memory=16),
             api_client=api_client_for(fake),
             on_log=logs.append,
+            reporter=reporter,
         )
         assert description.run(run_payloads.add, 20, b=22) == 42
     (create,) = fake.requests_to("POST", "/namespaces/team-a/jobs")
-    container = create.body["spec"]["template"]["spec"]["containers"][0]
+    pod = create.body["spec"]["template"]["spec"]
+    container = pod["containers"][0]
     image_ref = container["image"]
     assert image_ref.startswith(f"{registry.host}/tests/api-job@sha256:")
     assert registry.manifest("tests/api-job", image_ref.split("@")[1]).status_code == 200
-    call = next(e["value"] for e in container["env"] if e["name"] == "FNJOB_CALL")
-    assert pickle.loads(base64.b64decode(call)) == ((20,), {"b": 22})
-    assert container["resources"]["limits"] == {"memory": "16384Mi", "nvidia.com/gpu": "1"}
+    assert container["resources"]["limits"] == {"memory": "16Gi", "nvidia.com/gpu": "1"}
+    assert pod["nodeSelector"] == {"kubeflow-eks.io/gpu-group": "gpu-spot"}
+    # The arguments travelled in the run's Secret, not in the Job.
+    (secret,) = [r.body for r in fake.requests_to("POST", "/secrets")]
+    assert pickle.loads(base64.b64decode(secret["data"]["call"])) == ((20,), {"b": 22})
+    assert "env" not in container
     assert logs == ["adding 20 and 22"]
+    # The library said which GPU group it used (through the reporter, not a print).
+    assert reporter.lines[0].startswith("GPU group gpu-spot (NVIDIA A10G, 1 per node), the default")
 
 
 @pytest.mark.real

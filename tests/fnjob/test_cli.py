@@ -15,12 +15,15 @@ import pytest
 
 from fnjob import cli
 from fnjob.auth import AuthError
-from fnjob.deploy_job import ClusterAccessDenied, JobFailed, JobTimeout
+from fnjob.cluster import ClusterAccessDenied, ClusterUnreachable
 from fnjob.deploy_local import ContainerEngineNotFound
+from fnjob.errors import JobFailed, JobTimeout, PodNotCreated
+from fnjob.gpugroups import GpuGroupsFileError
+from fnjob.protocol import ResultNotLoadable
 from fnjob.pythonversion import PythonVersionMismatch
+from tests.fnjob.conftest import free_port
 from tests.fnjob.fake_kube_api import FakeKubeApi, JobScenario
 from tests.fnjob.run_fixtures import fnjob_containers, with_fnjob_importable, write_kubeconfig
-from tests.fnjob.run_functions import runner_log_lines
 
 TRAIN_PY = """\
 import sys
@@ -77,6 +80,51 @@ def test_missing_file_is_a_build_error(tmp_path: Path, capsys: pytest.CaptureFix
     assert "nope.py" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("where", ["missing-folder/result.json", "a-folder"])
+def test_an_unwritable_output_file_is_a_usage_error_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    (tmp_path / "train.py").write_text(TRAIN_PY)
+    (tmp_path / "a-folder").mkdir()
+    output = tmp_path / where
+    # A registry nobody listens on: reaching it would be exit 4, not 2.
+    argv = ["run", str(tmp_path / "train.py"), "--function", "main", "--base-image", "b"]
+    argv += ["--registry", f"127.0.0.1:{free_port()}", "--registry-timeout", "1"]
+    code = cli.main([*argv, "--json", "--output", str(output)])
+    captured = capsys.readouterr()
+    assert code == cli.EXIT_USAGE
+    # rich wraps long paths anywhere: compare without whitespace.
+    err = "".join(captured.err.split())
+    assert f"--output{output}:cannotwritetheresultthere" in err
+    assert "Traceback" not in captured.err
+    assert "build:" not in captured.err  # nothing was built
+    record = json.loads(captured.out)
+    assert (record["status"], record["exit_code"]) == ("failed", cli.EXIT_USAGE)
+
+
+@pytest.mark.parametrize(
+    ("option", "words"),
+    [
+        (["--pod-creation-timeout", "0"], "pod_creation_timeout=0.0 must be a number of seconds"),
+        (["--volume", "workspace"], "volume 'workspace' must look like CLAIM:/mount/path"),
+        (["--volume", "ws:/fnjob/app"], "would hide /fnjob"),
+        (["--shm-size", "2GB"], "shm_size='2GB' is not a Kubernetes quantity"),
+        (["--env-from-secret", "Bad_Name"], "'Bad_Name' is not a valid Secret name"),
+        (["--run-as-user", "-5"], "run_as_user=-5 must be a numeric id"),
+        (["--gpu-group", "gpu-spot"], "needs GPUs"),
+    ],
+)
+def test_bad_run_options_are_usage_errors_naming_the_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str], words: str
+) -> None:
+    (tmp_path / "train.py").write_text(TRAIN_PY)
+    argv = ["run", str(tmp_path / "train.py"), "--base-image", "b", "--registry", "r.example"]
+    assert cli.main([*argv, *option]) == cli.EXIT_USAGE
+    err = " ".join(capsys.readouterr().err.split())
+    assert words in err
+    assert "Traceback" not in err
+
+
 def test_args_are_json_when_they_parse_and_strings_otherwise() -> None:
     parsed = cli.parse_key_values(
         ["lr=0.1", "layers=[64, 32]", "name=resnet", "flag=true"], option="--arg", as_json=True
@@ -92,6 +140,13 @@ def test_args_are_json_when_they_parse_and_strings_otherwise() -> None:
         (JobTimeout("j", reason="DeadlineExceeded"), cli.EXIT_TIMEOUT),
         (JobFailed("j", reason="OOMKilled", exit_code=137), cli.EXIT_JOB_FAILED),
         (ClusterAccessDenied("forbidden", status=403), cli.EXIT_CLUSTER),
+        (ClusterUnreachable("no answer", server="https://k8s:6443"), cli.EXIT_CLUSTER),
+        (PodNotCreated("j", waited_seconds=120, events=["FailedCreate: x"]), cli.EXIT_JOB_FAILED),
+        (
+            ResultNotLoadable("no torch", missing_module="torch", pickled_value=b""),
+            cli.EXIT_JOB_FAILED,
+        ),
+        (GpuGroupsFileError("/etc/fnjob/gpu-groups.json: version 2"), cli.EXIT_USAGE),
         (ContainerEngineNotFound("no podman"), cli.EXIT_CLUSTER),
         (AuthError("denied", host="r.example", status=401), cli.EXIT_REGISTRY),
         (PythonVersionMismatch("3.9", base_python="3.9", local_python="3.11"), cli.EXIT_BUILD),
@@ -208,23 +263,90 @@ def test_build_prints_only_the_digest_pinned_reference(
 def test_run_on_a_cluster_from_the_kubeconfig(
     train_file: Path, tmp_path: Path, registry: Any, python_base: str
 ) -> None:
-    scenario = JobScenario(log_lines=runner_log_lines("train", lr=0.5, epochs=1))
+    scenario = JobScenario(entry="module:train:main", pythonpath=[str(train_file.parent)])
     with FakeKubeApi(scenario) as fake:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", fake.host, namespace="team-b")
         env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
         completed = fnjob_command(
             [
-                *("run", train_file.name, "--function", "main", "--gpus", "1", "--memory", "8Gi"),
+                *("run", train_file.name, "--function", "main", "--gpus", "1", "--memory", "8"),
+                *("--arg", "lr=0.5", "--arg", "epochs=1"),
+                *("--volume", "workspace-nb:/home/jovyan/data:ro", "--shm-size", "2Gi"),
+                *("--env-from-secret", "wandb", "--run-as-user", "1000", "--fs-group", "100"),
                 *image_args(registry, python_base),
             ],
             {**env, "KUBECONFIG": str(kubeconfig)},
             train_file.parent,
         )
     assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.splitlines() == ["epoch 0 lr=0.5", '{"loss": 0.6667, "lr": 0.5}']
+    # In a pod, stdout and stderr are one log: the warning is part of the output.
+    assert completed.stdout.splitlines() == [
+        "epoch 0 lr=0.5",
+        "a warning on stderr",
+        '{"lr": 0.5, "epochs": 1}',
+    ]
     (create,) = fake.requests_to("POST", "/apis/batch/v1/namespaces/team-b/jobs")
-    assert create.body["metadata"]["generateName"] == "fnjob-main-"
+    job = create.body
+    assert job["metadata"]["generateName"] == "fnjob-main-"
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"] == {"memory": "8Gi", "nvidia.com/gpu": "1"}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/home/jovyan/data"]["readOnly"] is True
+    assert "/dev/shm" in mounts
+    assert container["envFrom"] == [{"secretRef": {"name": "wandb"}}]
+    assert pod["securityContext"]["runAsUser"] == 1000
+    assert pod["securityContext"]["fsGroup"] == 100
     assert "job fnjob-main-x7k2p created in namespace team-b" in completed.stderr
+
+
+@pytest.mark.real
+def test_an_unreachable_cluster_exits_5_with_one_paragraph_naming_the_server(
+    train_file: Path, tmp_path: Path, registry: Any, python_base: str
+) -> None:
+    server = f"https://127.0.0.1:{free_port()}"  # a closed port
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server)
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    completed = fnjob_command(
+        ["run", train_file.name, "--function", "main", *image_args(registry, python_base)],
+        {**env, "KUBECONFIG": str(kubeconfig)},
+        train_file.parent,
+    )
+    assert completed.returncode == cli.EXIT_CLUSTER
+    err = " ".join(completed.stderr.split())
+    assert f"cannot reach the Kubernetes API server at {server} (Connection refused)" in err
+    assert "Traceback" not in completed.stderr
+    assert "urllib3" not in completed.stderr
+    # After the build's progress: one error paragraph, not a 97-line traceback.
+    error = completed.stderr[completed.stderr.index("error:") :]
+    assert len(error.strip().splitlines()) <= 6
+
+
+@pytest.mark.real
+def test_pod_creation_timeout_bounds_the_wait_for_a_pod(
+    train_file: Path, tmp_path: Path, registry: Any, python_base: str
+) -> None:
+    event = 'Error creating: pods "fnjob-main-x7k2p-" is forbidden: exceeded quota: compute'
+    scenario = JobScenario(pod_never_created=True, job_events=[("FailedCreate", event)])
+    with FakeKubeApi(scenario) as fake:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", fake.host)
+        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        completed = fnjob_command(
+            [
+                *("run", train_file.name, "--function", "main", "--pod-creation-timeout", "0.5"),
+                *image_args(registry, python_base),
+            ],
+            {**env, "KUBECONFIG": str(kubeconfig)},
+            train_file.parent,
+        )
+    assert completed.returncode == cli.EXIT_JOB_FAILED, completed.stderr
+    err = " ".join(completed.stderr.split())
+    # Gave up after the bound (and the next status read), not the default 120 s.
+    waited = re.search(r"no pod was created within ([0-9.]+) s", err)
+    assert waited is not None, err
+    assert 0.5 <= float(waited.group(1)) < 10
+    assert "exceeded quota: compute" in err
+    assert "Traceback" not in completed.stderr
 
 
 @pytest.mark.real

@@ -1,148 +1,43 @@
-"""The Job deployer: the pure manifest, then its I/O against a fake API server.
-
-The fake (``fake_kube_api``) is a real HTTP server; the real ``kubernetes`` client talks to
-it, so nothing inside the client is mocked. Pod logs are what fnjob's real runner prints.
+"""The Job deployer against a fake API server (``fake_kube_api``): a real HTTP server, the
+real ``kubernetes`` client, nothing inside the client mocked. Where a scenario has an
+``entry``, the pod "runs" fnjob's real runner with the Secret the deployer created, so the
+logs are exactly what a real pod would print for this run.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+from kubernetes import client
 
-from fnjob.deploy_job import (
-    ClusterAccessDenied,
-    JobDeployer,
-    JobFailed,
-    JobOptions,
-    JobTimeout,
-    build_job_manifest,
-    cpu_quantity,
-    memory_quantity,
-)
-from fnjob.protocol import encode_call, is_protocol_line
-from tests.fnjob.fake_kube_api import FakeKubeApi, JobScenario
-from tests.fnjob.run_fixtures import api_client_for
-from tests.fnjob.run_functions import runner_log_lines
+from fnjob.cluster import ClusterAccessDenied, ClusterUnreachable
+from fnjob.deploy_job import JobDeployer
+from fnjob.errors import JobFailed, JobTimeout, PodNotCreated
+from fnjob.gpugroups import GpuGroups
+from fnjob.manifest import JobOptions
+from fnjob.options import Lifecycle, Resources
+from fnjob.protocol import encode_call
+from tests.fnjob.conftest import free_port
+from tests.fnjob.fake_kube_api import FakeKubeApi, JobScenario, PlantedPod
+from tests.fnjob.forgery import forged_outcome_lines
+from tests.fnjob.run_fixtures import api_client_for, with_fnjob_importable
+from tests.fnjob.run_functions import payload
 
-K8S_VERSION = "1.34"
 IMAGE = "registry.example:5000/team/fnjob-train@sha256:" + "a" * 64
-
-
-def manifest(**options: Any) -> dict[str, Any]:
-    return build_job_manifest(
-        image=IMAGE,
-        call=encode_call((1,), {"lr": 0.1}),
-        function_name="train_model",
-        run_id="abc123def456",
-        options=JobOptions(**options),
-    )
-
-
-def assert_valid_job(job: dict[str, Any]) -> None:
-    # Raises ValidationError on any unknown field or wrong type (strict).
-    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
-
-
-# -- the pure manifest -------------------------------------------------------------------
-
-
-def test_cpu_job_manifest_is_valid_and_carries_the_call_and_hygiene() -> None:
-    job = manifest(namespace="team-a", cpu=2, memory="8Gi", timeout_seconds=600)
-    assert_valid_job(job)
-    spec = job["spec"]
-    pod = spec["template"]["spec"]
-    container = pod["containers"][0]
-    assert job["metadata"]["generateName"] == "fnjob-train-model-"
-    assert job["metadata"]["labels"]["fnjob/run-id"] == "abc123def456"
-    assert spec["template"]["metadata"]["labels"]["fnjob/run-id"] == "abc123def456"
-    assert spec["backoffLimit"] == 0
-    assert spec["activeDeadlineSeconds"] == 600
-    assert spec["ttlSecondsAfterFinished"] == 3600
-    assert pod["restartPolicy"] == "Never"
-    assert pod["serviceAccountName"] == "default-editor"
-    assert container["image"] == IMAGE
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["FNJOB_CALL"] == encode_call((1,), {"lr": 0.1})
-    assert container["resources"]["requests"] == {"cpu": "2", "memory": "8Gi"}
-    assert container["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
-    # No GPU asked: no GPU placement either.
-    assert "tolerations" not in pod and "nodeSelector" not in pod
-    # Kubeflow namespaces inject Istio; a sidecar would keep the Job running forever.
-    assert spec["template"]["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
-
-
-def test_gpu_job_asks_for_gpus_tolerates_the_taint_and_selects_gpu_nodes() -> None:
-    job = manifest(gpus=2, image_pull_secrets=("ecr-pull",), env={"WANDB_MODE": "offline"})
-    assert_valid_job(job)
-    pod = job["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    assert container["resources"]["limits"] == {"nvidia.com/gpu": "2"}
-    assert pod["tolerations"] == [
-        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-    ]
-    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-    assert pod["imagePullSecrets"] == [{"name": "ecr-pull"}]
-    assert {"name": "WANDB_MODE", "value": "offline"} in container["env"]
-
-
-def test_gpu_placement_can_be_replaced_for_other_clusters() -> None:
-    job = manifest(
-        gpus=1,
-        gpu_tolerations=(
-            {"key": "gpu", "operator": "Equal", "value": "a100", "effect": "NoSchedule"},
-        ),
-        gpu_node_selector={"node.kubernetes.io/instance-type": "p4d.24xlarge"},
-        service_account=None,
-    )
-    assert_valid_job(job)
-    pod = job["spec"]["template"]["spec"]
-    assert pod["tolerations"][0]["value"] == "a100"
-    assert pod["nodeSelector"] == {"node.kubernetes.io/instance-type": "p4d.24xlarge"}
-    assert "serviceAccountName" not in pod
-
-
-@pytest.mark.parametrize(
-    ("cpu", "expected"), [(0.5, "500m"), (2, "2"), ("250m", "250m"), (1.25, "1250m")]
-)
-def test_cpu_accepts_cores_and_quantities(cpu: Any, expected: str) -> None:
-    assert cpu_quantity(cpu) == expected
-
-
-@pytest.mark.parametrize(
-    ("memory", "expected"), [(0.5, "512Mi"), (8, "8192Mi"), ("8Gi", "8Gi"), ("1.5G", "1.5G")]
-)
-def test_memory_accepts_gib_numbers_and_quantities(memory: Any, expected: str) -> None:
-    assert memory_quantity(memory) == expected
-
-
-@pytest.mark.parametrize(
-    ("field", "value", "words"),
-    [
-        ("cpu", "two", "not a Kubernetes quantity"),
-        ("cpu", True, "not a CPU amount"),
-        ("memory", "8", "write the unit"),
-        ("memory", "8GB", "not a Kubernetes quantity"),
-        ("gpus", -1, "whole number >= 0"),
-        ("timeout_seconds", 0, "seconds > 0"),
-        ("namespace", "Team_A", "not a valid namespace"),
-        ("env", {"FNJOB_CALL": "x"}, "may not set FNJOB_CALL"),
-    ],
-)
-def test_bad_options_name_the_field_and_the_value(field: str, value: Any, words: str) -> None:
-    with pytest.raises(ValueError) as caught:
-        JobOptions(**{field: value})
-    assert field in str(caught.value)
-    assert words in str(caught.value)
-
-
-# -- I/O against the fake API server -----------------------------------------------------
+FAST = Lifecycle(poll_interval=0.01)
 
 
 def fast_options(**overrides: Any) -> JobOptions:
-    return JobOptions(namespace="team-a", poll_interval_seconds=0.01, **overrides)
+    return JobOptions(namespace="team-a", **{"lifecycle": FAST, **overrides})
 
 
 @pytest.fixture
@@ -160,10 +55,21 @@ def fake_cluster() -> Iterator[Any]:
         fake.__exit__(None, None, None)
 
 
-def deploy(fake: FakeKubeApi, options: JobOptions | None = None) -> tuple[Any, list[str]]:
+def deploy(
+    fake: FakeKubeApi,
+    options: JobOptions | None = None,
+    call: bytes | None = None,
+    status: list[str] | None = None,
+) -> tuple[Any, list[str]]:
     logs: list[str] = []
     deployer = JobDeployer(options or fast_options(), api_client=api_client_for(fake))
-    value = deployer.run(IMAGE, encode_call(), function_name="train", on_log=logs.append)
+    value = deployer.run(
+        IMAGE,
+        encode_call() if call is None else call,
+        function_name="train",
+        on_log=logs.append,
+        on_status=None if status is None else status.append,
+    )
     return value, logs
 
 
@@ -175,59 +81,65 @@ def submitted_job(fake: FakeKubeApi) -> dict[str, Any]:
 def foreground_deletes(fake: FakeKubeApi) -> list[Any]:
     return [
         r
-        for r in fake.requests_to("DELETE", "/jobs/")
+        for r in fake.requests_to("DELETE", "/jobs")
         if r.query.get("propagationPolicy") == ["Foreground"]
         or (r.body or {}).get("propagationPolicy") == "Foreground"
     ]
 
 
-def test_successful_job_returns_the_value_streams_logs_and_is_deleted(fake_cluster: Any) -> None:
-    fake = fake_cluster(JobScenario(log_lines=runner_log_lines("train", lr=0.5, epochs=2)))
-    value, logs = deploy(fake, fast_options(cpu=1, memory="2Gi", gpus=1))
+def test_successful_job_returns_the_value_streams_logs_and_leaves_nothing(
+    fake_cluster: Any,
+) -> None:
+    fake = fake_cluster(JobScenario(entry=payload("train")))
+    value, logs = deploy(
+        fake,
+        fast_options(resources=Resources(cpu=1, memory="2Gi", gpus=1)),
+        call=encode_call((), {"lr": 0.5, "epochs": 2}),
+    )
     assert value == {"loss": 0.5, "lr": 0.5}
-    # The user sees the function's output, never the protocol line.
+    # The user sees the function's output, never the outcome line.
     assert logs == ["epoch 0 lr=0.5", "epoch 1 lr=0.5"]
-    assert not any(is_protocol_line(line) for line in logs)
     job = submitted_job(fake)
-    assert_valid_job(job)
+    kubernetes_validate.validate(job, "1.34", strict=True)
     assert job["metadata"]["namespace"] == "team-a"
     assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {
         "cpu": "1",
         "memory": "2Gi",
         "nvidia.com/gpu": "1",
     }
+    # The arguments went into a Secret owned by the Job, never into the Job itself...
+    (secret,) = [r.body for r in fake.requests_to("POST", "/secrets")]
+    assert "FNJOB_CALL" not in json.dumps(job)
+    assert secret["data"]["call"] not in json.dumps(job)
+    (owner,) = secret["metadata"]["ownerReferences"]
+    assert owner["kind"] == "Job" and owner["name"] == "fnjob-train-x7k2p"
+    # ...and the Foreground delete of the Job took the Secret with it.
     assert len(foreground_deletes(fake)) == 1
     assert fake.jobs == {}
+    assert fake.secrets == {}
 
 
 def test_a_cut_log_stream_still_gets_the_result_from_the_log_tail(fake_cluster: Any) -> None:
-    lines = runner_log_lines("train", lr=0.25, epochs=4)
-    fake = fake_cluster(JobScenario(log_lines=lines, cut_follow_after=2))
-    value, logs = deploy(fake)
+    fake = fake_cluster(JobScenario(entry=payload("train"), cut_follow_after=2))
+    value, logs = deploy(fake, call=encode_call((), {"lr": 0.25, "epochs": 4}))
     assert value == {"loss": 0.5, "lr": 0.25}
     assert logs == ["epoch 0 lr=0.25", "epoch 1 lr=0.25"]
 
 
-def test_job_can_be_kept_after_success(fake_cluster: Any) -> None:
-    fake = fake_cluster(JobScenario(log_lines=runner_log_lines("add", 2, 3)))
-    value, _ = deploy(fake, fast_options(delete_on_completion=False))
+def test_a_kept_job_stays_but_its_secret_does_not(fake_cluster: Any) -> None:
+    fake = fake_cluster(JobScenario(entry=payload("add")))
+    value, _ = deploy(fake, fast_options(keep_job=True), call=encode_call((2, 3)))
     assert value == 5
-    assert fake.requests_to("DELETE", "/jobs/") == []
+    assert fake.requests_to("DELETE", "/jobs") == []
     assert list(fake.jobs) == ["fnjob-train-x7k2p"]
+    assert fake.secrets == {}
 
 
 def test_function_exception_comes_back_as_itself_and_the_job_is_deleted(fake_cluster: Any) -> None:
-    scenario = JobScenario(
-        log_lines=runner_log_lines("explode", "learning rate too high"),
-        outcome="Failed",
-        job_reason="BackoffLimitExceeded",
-        exit_code=1,
-        terminated_reason="Error",
-    )
-    fake = fake_cluster(scenario)
+    fake = fake_cluster(JobScenario(entry=payload("explode")))
     with pytest.raises(ValueError, match="learning rate too high") as caught:
         # Even when asked to keep finished Jobs, a failed run is cleaned up.
-        deploy(fake, fast_options(delete_on_completion=False))
+        deploy(fake, fast_options(keep_job=True), call=encode_call(("learning rate too high",)))
     notes = "\n".join(caught.value.__notes__)
     assert "Remote traceback" in notes
     assert "in explode" in notes
@@ -258,10 +170,13 @@ def test_oom_killed_job_raises_job_failed_with_reason_exit_code_and_last_logs(
 
 def test_unschedulable_pod_surfaces_the_schedulers_message(fake_cluster: Any) -> None:
     message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
-    scenario = JobScenario(unschedulable_message=message)
-    fake = fake_cluster(scenario)
+    fake = fake_cluster(JobScenario(unschedulable_message=message))
+    options = fast_options(
+        resources=Resources(gpus=8),
+        lifecycle=Lifecycle(poll_interval=0.01, unschedulable_timeout=0.05),
+    )
     with pytest.raises(JobFailed) as caught:
-        deploy(fake, fast_options(gpus=8, unschedulable_timeout_seconds=0))
+        deploy(fake, options)
     assert caught.value.reason == "Unschedulable"
     assert message in str(caught.value)
     assert len(foreground_deletes(fake)) == 1
@@ -288,8 +203,10 @@ def test_deadline_exceeded_while_running_raises_job_timeout(fake_cluster: Any) -
         exit_code=137,
         terminated_reason="Error",
     )
+    fake = fake_cluster(scenario)
     with pytest.raises(JobTimeout) as caught:
-        deploy(fake_cluster(scenario), fast_options(timeout_seconds=60))
+        deploy(fake, fast_options(timeout=60))
+    assert submitted_job(fake)["spec"]["activeDeadlineSeconds"] == 60
     assert caught.value.reason == "DeadlineExceeded"
     assert caught.value.last_logs == ("epoch 0", "epoch 1")
     assert "longer than specified deadline" in str(caught.value)
@@ -298,41 +215,252 @@ def test_deadline_exceeded_while_running_raises_job_timeout(fake_cluster: Any) -
 def test_deadline_exceeded_while_unschedulable_says_why_it_never_ran(fake_cluster: Any) -> None:
     message = "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
     scenario = JobScenario(unschedulable_message=message, deadline_after_polls=3)
+    options = fast_options(
+        resources=Resources(gpus=1),
+        lifecycle=Lifecycle(poll_interval=0.01, unschedulable_timeout=None),
+    )
     with pytest.raises(JobTimeout) as caught:
-        deploy(fake_cluster(scenario), fast_options(gpus=1, unschedulable_timeout_seconds=None))
+        deploy(fake_cluster(scenario), options)
     assert message in str(caught.value)
 
 
 def test_ctrl_c_during_log_streaming_deletes_the_job(fake_cluster: Any) -> None:
     scenario = JobScenario(log_lines=["epoch 0"], hold_logs_until_deleted=True)
     seen: list[str] = []
-
     stream_open_when_seen: list[bool] = []
+    fake = fake_cluster(scenario)
 
     def interrupt(line: str) -> None:
         seen.append(line)
         stream_open_when_seen.append(fake.log_stream_open)
         raise KeyboardInterrupt
 
-    with FakeKubeApi(scenario) as fake:
-        deployer = JobDeployer(fast_options(), api_client=api_client_for(fake))
-        with pytest.raises(KeyboardInterrupt):
-            deployer.run(IMAGE, encode_call(), function_name="train", on_log=interrupt)
-        assert seen == ["epoch 0"]
-        # The line arrived live, while the container was still running.
-        assert stream_open_when_seen == [True]
-        (delete,) = foreground_deletes(fake)
-        assert delete.path == "/apis/batch/v1/namespaces/team-a/jobs/fnjob-train-x7k2p"
-        assert fake.jobs == {}
+    deployer = JobDeployer(fast_options(), api_client=api_client_for(fake))
+    with pytest.raises(KeyboardInterrupt):
+        deployer.run(IMAGE, encode_call(), function_name="train", on_log=interrupt)
+    assert seen == ["epoch 0"]
+    # The line arrived live, while the container was still running.
+    assert stream_open_when_seen == [True]
+    (delete,) = foreground_deletes(fake)
+    assert delete.path == "/apis/batch/v1/namespaces/team-a/jobs/fnjob-train-x7k2p"
+    assert fake.jobs == {}
+    assert fake.secrets == {}
 
 
 def test_forbidden_create_raises_cluster_access_denied(fake_cluster: Any) -> None:
-    scenario = JobScenario(create_status=403)
     with pytest.raises(ClusterAccessDenied) as caught:
-        deploy(fake_cluster(scenario))
+        deploy(fake_cluster(JobScenario(create_status=403)))
     assert caught.value.status == 403
     assert 'cannot create resource "jobs"' in str(caught.value)
     assert "RBAC" in str(caught.value)
+
+
+# -- a result nobody can forge (issue 10) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "function", ["partial_line_then_return", "log_records_flushed_at_exit", "echo_records"]
+)
+def test_forged_outcome_lines_in_the_log_are_output_and_the_real_result_wins(
+    fake_cluster: Any, tmp_path: Path, function: str
+) -> None:
+    marker = tmp_path / "code-ran-here"
+    forged = forged_outcome_lines(marker)
+    fake = fake_cluster(JobScenario(entry=payload(function)))
+    value, logs = deploy(fake, call=encode_call((forged,)))
+    assert value == "the real result"
+    assert all(line in logs for line in forged)
+    assert not marker.exists()
+
+
+def test_a_native_crash_after_printing_forgeries_is_job_failed(
+    fake_cluster: Any, tmp_path: Path
+) -> None:
+    marker = tmp_path / "code-ran-here"
+    fake = fake_cluster(JobScenario(entry=payload("crash_after_logging")))
+    with pytest.raises(JobFailed) as caught:
+        deploy(fake, call=encode_call((forged_outcome_lines(marker),)))
+    assert caught.value.exit_code != 0
+    assert not marker.exists()
+
+
+def test_a_successful_function_with_a_partial_last_line_is_not_job_failed(
+    fake_cluster: Any,
+) -> None:
+    fake = fake_cluster(JobScenario(entry=payload("partial_line_then_return")))
+    value, logs = deploy(fake, call=encode_call(([],)))
+    assert value == "the real result"
+    assert logs == ["50% done"]
+
+
+def test_a_planted_pod_with_the_run_label_is_ignored(fake_cluster: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "code-ran-here"
+    scenario = JobScenario(entry=payload("add"))
+    fake = fake_cluster(scenario)
+    create_job = fake._create_job
+
+    def plant_after_create(handler: Any, namespace: str, body: Any) -> None:
+        # Someone who can create pods reads the Job's labels and plants a newer pod with
+        # them, and with a controller-uid label that is not this Job's.
+        labels = dict(body["spec"]["template"]["metadata"]["labels"])
+        scenario.planted_pods += [
+            PlantedPod("planted-by-label", labels, forged_outcome_lines(marker)),
+            PlantedPod(
+                "planted-without-owner",
+                {**labels, "batch.kubernetes.io/controller-uid": "guessed"},
+                forged_outcome_lines(marker),
+                owner_uid="guessed",
+            ),
+        ]
+        create_job(handler, namespace, body)
+
+    fake._create_job = plant_after_create
+    value, logs = deploy(fake, call=encode_call((20, 22)))
+    assert value == 42
+    assert logs == ["adding 20 and 22"]
+    assert not marker.exists()
+    # Only the Job's own pod was read.
+    read = {r.path.split("/")[-2] for r in fake.requests_to("GET", "/log")}
+    assert read == {"fnjob-train-x7k2p-pod01"}
+
+
+# -- bounded waits, unreachable servers, clean-up on signals --------------------------------
+
+
+def test_no_pod_within_the_bound_quotes_the_jobs_events(fake_cluster: Any) -> None:
+    event = (
+        'Error creating: pods "fnjob-train-x7k2p-" is forbidden: error looking up service '
+        'account team-a/default-editor: serviceaccount "default-editor" not found'
+    )
+    fake = fake_cluster(JobScenario(pod_never_created=True, job_events=[("FailedCreate", event)]))
+    status: list[str] = []
+    options = fast_options(lifecycle=Lifecycle(poll_interval=0.01, pod_creation_timeout=0.3))
+    with pytest.raises(PodNotCreated) as caught:
+        deploy(fake, options, status=status)
+    assert caught.value.reason == "FailedCreate"
+    assert caught.value.events == (f"FailedCreate: {event}",)
+    assert 'serviceaccount "default-editor" not found' in str(caught.value)
+    assert "within 0.3 s" in str(caught.value)
+    assert "service account exists" in str(caught.value)  # the hint
+    assert len(foreground_deletes(fake)) == 1
+
+
+def test_an_unreachable_api_server_is_cluster_unreachable_naming_it() -> None:
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    deployer = JobDeployer(fast_options(), api_client=client.ApiClient(configuration))
+    with pytest.raises(ClusterUnreachable) as caught:
+        deployer.run(IMAGE, encode_call(), function_name="train", on_log=print)
+    message = str(caught.value)
+    assert caught.value.server == configuration.host
+    assert f"cannot reach the Kubernetes API server at {configuration.host}" in message
+    assert "Connection refused" in message
+    assert "\n" not in message  # one paragraph
+
+
+def test_the_gpu_group_used_is_reported(fake_cluster: Any) -> None:
+    groups = GpuGroups.from_document(
+        {
+            "version": 1,
+            "default": "gpu-spot",
+            "groups": [{"name": "gpu-spot", "gpusPerNode": 1, "gpuModel": "NVIDIA A10G"}],
+        },
+        source="/etc/fnjob/gpu-groups.json",
+    )
+    fake = fake_cluster(JobScenario(entry=payload("add")))
+    status: list[str] = []
+    options = fast_options(resources=Resources(gpus=1), gpu_groups=groups)
+    deploy(fake, options, call=encode_call((1, 2)), status=status)
+    assert status[0] == (
+        "GPU group gpu-spot (NVIDIA A10G, 1 per node), the default in /etc/fnjob/gpu-groups.json"
+    )
+
+
+RUN_A_JOB = """
+import sys, threading
+from kubernetes import client
+from fnjob.deploy_job import JobDeployer
+from fnjob.manifest import JobOptions
+from fnjob.options import Lifecycle
+from fnjob.protocol import encode_call
+
+configuration = client.Configuration()
+configuration.host = sys.argv[1]
+deployer = JobDeployer(
+    JobOptions(namespace="team-a", lifecycle=Lifecycle(poll_interval=0.01)),
+    api_client=client.ApiClient(configuration),
+)
+started = threading.Event()
+
+def show(line):
+    print(line, flush=True)
+    started.set()
+
+def run():
+    deployer.run("img", encode_call(), function_name="train", on_log=show)
+
+def run_quietly():
+    # Whatever the thread sees once its Job is gone, it must not print during shutdown.
+    try:
+        run()
+    except BaseException:
+        pass
+
+if sys.argv[2] == "main-thread":
+    run()
+else:  # in a daemon thread; the main thread returns once the job runs: interpreter exit
+    threading.Thread(target=run_quietly, daemon=True).start()
+    started.wait(30)
+"""
+
+
+def start_script(fake: FakeKubeApi, mode: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN_A_JOB, fake.host, mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=with_fnjob_importable(dict(os.environ)),
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_delete_the_job_then_end_the_process(
+    fake_cluster: Any, signum: int
+) -> None:
+    fake = fake_cluster(JobScenario(log_lines=["epoch 0"], hold_logs_until_deleted=True))
+    process = start_script(fake, "main-thread")
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "epoch 0\n"
+        process.send_signal(signum)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # The signal still ends the process, as it would have without fnjob...
+    assert process.returncode == -signum
+    # ...after the Job was deleted, its pod and Secret with it.
+    (delete,) = foreground_deletes(fake)
+    assert delete.path.endswith("/jobs/fnjob-train-x7k2p")
+    assert fake.jobs == {} and fake.secrets == {}
+
+
+def test_interpreter_exit_deletes_a_job_running_in_a_daemon_thread(fake_cluster: Any) -> None:
+    scenario = JobScenario(
+        log_lines=["epoch 0"], hold_logs_until_deleted=True, grace_period_seconds=5
+    )
+    fake = fake_cluster(scenario)
+    process = start_script(fake, "daemon-thread")
+    try:
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0
+    assert len(foreground_deletes(fake)) == 1
+    assert fake.jobs == {}
 
 
 # -- how the cluster is found ------------------------------------------------------------
@@ -343,7 +471,7 @@ def test_inside_a_pod_the_service_account_and_its_namespace_are_used(
 ) -> None:
     from kubernetes.config import incluster_config
 
-    from fnjob import deploy_job
+    from fnjob import cluster
 
     account = tmp_path / "serviceaccount"
     account.mkdir()
@@ -353,19 +481,19 @@ def test_inside_a_pod_the_service_account_and_its_namespace_are_used(
     # Only the file locations move; the loading code is the client's own.
     monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(account / "token"))
     monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(account / "ca.crt"))
-    monkeypatch.setattr(deploy_job, "_SERVICE_ACCOUNT_DIR", account)
+    monkeypatch.setattr(cluster, "_SERVICE_ACCOUNT_DIR", account)
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.100.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
-    api_client = deploy_job.connect()
+    api_client = cluster.connect()
     assert api_client.configuration.host == "https://10.100.0.1:443"
     assert api_client.configuration.api_key["BearerToken"] == "bearer pod-token"
-    assert deploy_job.current_namespace() == "kubeflow-user-example-com"
+    assert cluster.current_namespace() == "kubeflow-user-example-com"
 
 
 def test_outside_a_pod_the_kubeconfig_context_namespace_is_used(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fnjob.deploy_job import ClusterConfigError, connect, current_namespace
+    from fnjob.cluster import ClusterConfigError, connect, current_namespace
     from tests.fnjob.run_fixtures import write_kubeconfig
 
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fnjob.build import AppendBuilder, BuiltImage
-from fnjob.deploy_job import JobFailed, JobTimeout
 from fnjob.deploy_local import (
     ContainerEngineError,
     ContainerEngineNotFound,
@@ -17,38 +17,56 @@ from fnjob.deploy_local import (
     build_run_command,
     find_engine,
 )
+from fnjob.errors import JobFailed, JobTimeout
+from fnjob.options import ClaimMount, Resources, Security, Volumes
 from fnjob.package import package_function
-from fnjob.protocol import encode_call
+from fnjob.protocol import ResultNotLoadable, encode_call
 from tests.fnjob import run_payloads
+from tests.fnjob.forgery import forged_outcome_lines
 from tests.fnjob.run_fixtures import fnjob_containers
 
 # -- pure: the command line --------------------------------------------------------------
 
 
-def test_command_runs_the_image_entrypoint_with_the_call_in_the_environment() -> None:
-    options = LocalOptions(env={"MODE": "dev"}, cpu=0.5, memory="1Gi")
-    command = build_run_command(
-        "/usr/bin/podman",
+def command(engine: str = "/usr/bin/podman", **options: Any) -> list[str]:
+    return build_run_command(
+        engine,
         "reg:5000/app@sha256:abc",
         container_name="fnjob-1",
         run_id="1",
-        options=options,
+        run_dir="/tmp/fnjob-run-x/run",
+        options=LocalOptions(**options),
     )
-    assert command[:2] == ["/usr/bin/podman", "run"]
-    assert "--rm" in command
+
+
+def test_command_runs_the_image_entrypoint_with_the_run_directory_mounted() -> None:
+    line = command(env={"MODE": "dev"}, resources=Resources(cpu=0.5, memory="1Gi"))
+    assert line[:2] == ["/usr/bin/podman", "run"]
+    assert "--rm" in line
     # Same command as the Job: the image's own entrypoint, nothing after the image.
-    assert command[-1] == "reg:5000/app@sha256:abc"
-    # Values travel in the engine's environment, never on the command line.
-    assert command[command.index("-e") + 1] == "FNJOB_CALL"
-    assert "MODE" in command and "dev" not in command
-    assert command[command.index("--cpus") + 1] == "0.5"
-    assert command[command.index("--memory") + 1] == str(1024**3)
+    assert line[-1] == "reg:5000/app@sha256:abc"
+    # The call and the key are files in a read-only mount, never on the command line;
+    # env values travel in the engine's environment.
+    assert line[line.index("--volume") + 1] == "/tmp/fnjob-run-x/run:/var/run/fnjob:ro,Z"
+    assert line[line.index("-e") + 1] == "MODE" and "dev" not in line
+    assert line[line.index("--cpus") + 1] == "0.5"
+    assert line[line.index("--memory") + 1] == str(1024**3)
+    # Hardened like the Job's pod.
+    assert line[line.index("--cap-drop") + 1] == "ALL"
+    assert line[line.index("--security-opt") + 1] == "no-new-privileges"
+
+
+def test_shm_size_and_user_map_to_the_engines_flags() -> None:
+    line = command(
+        volumes=Volumes(shm_size="256Mi"), security=Security(run_as_user=1000, run_as_group=100)
+    )
+    assert line[line.index("--shm-size") + 1] == str(256 * 2**20)
+    assert line[line.index("--user") + 1] == "1000:100"
 
 
 def test_gpus_use_cdi_with_podman_and_the_gpus_flag_with_docker() -> None:
-    options = LocalOptions(gpus=2)
-    podman = build_run_command("podman", "img", container_name="c", run_id="1", options=options)
-    docker = build_run_command("docker", "img", container_name="c", run_id="1", options=options)
+    podman = command("podman", resources=Resources(gpus=2))
+    docker = command("docker", resources=Resources(gpus=2))
     assert podman[podman.index("--device") + 1] == "nvidia.com/gpu=all"
     assert docker[docker.index("--gpus") + 1] == "2"
 
@@ -70,15 +88,17 @@ def test_engine_choice_prefers_podman_and_explains_when_none_is_installed(
     ("field", "value", "words"),
     [
         ("engine", "nerdctl", "not supported"),
-        ("env", {"FNJOB_CALL": "x"}, "may not set FNJOB_CALL"),
-        ("memory", "lots", "not a Kubernetes quantity"),
+        ("env", {"FNJOB_RUN_DIR": "/tmp"}, "may not set FNJOB_RUN_DIR"),
+        ("resources", {"memory": "lots"}, "must be a fnjob.Resources"),
+        ("volumes", Volumes(claims=(ClaimMount("data", "/data"),)), "need the Kubernetes deployer"),
         ("timeout_seconds", 0, "must be > 0"),
     ],
 )
 def test_bad_local_options_name_the_field(field: str, value: Any, words: str) -> None:
-    with pytest.raises(ValueError, match=words) as caught:
+    with pytest.raises(ValueError) as caught:
         LocalOptions(**{field: value})
     assert field in str(caught.value)
+    assert words in str(caught.value)
 
 
 # -- real runs: podman + registry + base image -------------------------------------------
@@ -201,3 +221,87 @@ def test_timeout_stops_the_container_and_raises_job_timeout(
     assert logs[0] == "tick 0"
     assert caught.value.last_logs[-1] == logs[-1]
     assert fnjob_containers(podman_env) == []
+
+
+# -- real: what issue 10 reproduced with podman ---------------------------------------------
+
+
+@pytest.mark.real
+@pytest.mark.parametrize(
+    "function", ["partial_line_then_return", "log_records_flushed_at_exit", "echo_records"]
+)
+def test_forged_outcome_lines_are_output_and_the_real_result_wins(
+    payload_image: BuiltImage, podman_env: dict[str, str], tmp_path: Path, function: str
+) -> None:
+    marker = tmp_path / "code-ran-here"
+    forged = forged_outcome_lines(marker)
+    value, logs = run_local(payload_image, podman_env, function, forged)
+    assert value == "the real result"
+    assert all(line in logs for line in forged)
+    assert not marker.exists()
+
+
+@pytest.mark.real
+def test_a_native_crash_after_printing_forgeries_is_job_failed(
+    payload_image: BuiltImage, podman_env: dict[str, str], tmp_path: Path
+) -> None:
+    marker = tmp_path / "code-ran-here"
+    with pytest.raises(JobFailed) as caught:
+        run_local(payload_image, podman_env, "crash_after_logging", forged_outcome_lines(marker))
+    assert caught.value.exit_code == 139  # SIGSEGV
+    assert "3 line(s) of its output looked like an outcome" in str(caught.value)
+    assert not marker.exists()
+
+
+@pytest.mark.real
+def test_a_successful_function_with_a_partial_last_line_returns_its_value(
+    payload_image: BuiltImage, podman_env: dict[str, str]
+) -> None:
+    value, logs = run_local(payload_image, podman_env, "partial_line_then_return", [])
+    assert value == "the real result"
+    assert logs == ["50% done"]
+
+
+@pytest.mark.real
+def test_shm_size_sets_the_size_of_dev_shm(
+    payload_image: BuiltImage, podman_env: dict[str, str]
+) -> None:
+    env = {"FNJOB_ENTRY": "module:tests.fnjob.run_payloads:shm_bytes"}
+    sizes = []
+    for volumes in (Volumes(), Volumes(shm_size="256Mi")):
+        options = LocalOptions(engine="podman", engine_env=podman_env, env=env, volumes=volumes)
+        sizes.append(
+            LocalDeployer(options).run(
+                payload_image.ref, encode_call(), function_name="shm", on_log=lambda line: None
+            )
+        )
+    # podman's default is 65536k (64,000 KiB); DataLoader workers need more.
+    assert sizes == [65536 * 1000, 256 * 2**20]
+
+
+@pytest.mark.real
+def test_a_value_of_a_type_only_the_image_has_is_result_not_loadable(
+    registry: Any, python_base: str, podman_env: dict[str, str], tmp_path: Path
+) -> None:
+    library = tmp_path / "fnjob_image_only.py"
+    library.write_text(
+        "class Measurement:\n    def __init__(self, value):\n        self.value = value\n"
+    )
+    # The module is in the image (extra_files) and nowhere on this side.
+    package = package_function(run_payloads.add, extra_files=[library])
+    image = AppendBuilder(base_image=python_base).build(
+        package, f"{registry.host}/tests/image-only"
+    )
+    with pytest.raises(ResultNotLoadable) as caught:
+        run_local(image, podman_env, "value_of_an_image_only_type", 3.5)
+    assert caught.value.missing_module == "fnjob_image_only"
+    assert "module 'fnjob_image_only' is not installed here" in str(caught.value)
+    # The authenticated bytes are there: with the module, they load.
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        assert pickle.loads(caught.value.pickled_value).value == 3.5
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("fnjob_image_only", None)

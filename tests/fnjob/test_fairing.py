@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fnjob import fairing
+from fnjob import Resources, fairing
 from fnjob.fairing import (
     FairingConfig,
     FairingConfigError,
@@ -42,12 +42,30 @@ def test_resource_mutator_reads_memory_in_gb_like_fairing(facade: FairingConfig)
     )
     facade.set_deployer("job", pod_spec_mutators=[get_resource_mutator(cpu=0.5, memory=0.5)])
     description = facade.job()
-    assert description.cpu == "500m"
-    assert description.memory == "0.5Gi"
+    # Fairing's conversion: GB / 1.073741824, rounded to 2 places, in Gi.
+    assert description.resources.cpu == "500m"
+    assert description.resources.memory == "0.47Gi"
     assert description.target == "ghcr.io/ddung1203/fairing-job"
     assert description.deployer == "job"
-    assert description.builder == "append"
-    assert description.service_account == "default-editor"
+    assert description.building.builder == "append"
+    assert description.security.service_account == "default-editor"
+    limits = description.job_manifest("r/x:1")["spec"]["template"]["spec"]["containers"][0]
+    assert limits["resources"]["requests"] == limits["resources"]["limits"]
+
+
+@pytest.mark.parametrize(
+    ("memory", "expected"),
+    [(0.5, "0.47Gi"), (8, "7.45Gi"), (16, "14.9Gi"), ("8Gi", "8Gi"), ("512Mi", "512Mi")],
+)
+def test_memory_in_gb_becomes_gi_once_and_quantities_pass_through(
+    memory: Any, expected: str
+) -> None:
+    assert get_resource_mutator(memory=memory).resources.memory == expected
+
+
+def test_a_bad_resource_fails_where_the_mutator_is_made() -> None:
+    with pytest.raises(ValueError, match="memory='8GB' is not a Kubernetes quantity"):
+        get_resource_mutator(memory="8GB")
 
 
 def test_gpu_namespace_and_cleanup_map_to_the_job(facade: FairingConfig) -> None:
@@ -59,7 +77,7 @@ def test_gpu_namespace_and_cleanup_map_to_the_job(facade: FairingConfig) -> None
         pod_spec_mutators=[get_resource_mutator(gpu=2)],
     )
     description = facade.job()
-    assert (description.gpus, description.namespace, description.keep_job) == (
+    assert (description.resources.gpus, description.namespace, description.keep_job) == (
         2,
         "kubeflow-user",
         True,
@@ -90,6 +108,20 @@ def test_running_without_a_builder_says_what_to_call(
         remote("hello")
 
 
+def test_in_a_notebook_the_environment_is_the_builder(
+    facade: FairingConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the stack's PodDefault sets in every notebook of a profile.
+    monkeypatch.setenv("FNJOB_REGISTRY", "123456789012.dkr.ecr.us-west-2.amazonaws.com/team-ml")
+    monkeypatch.setenv("FNJOB_BASE_IMAGE", "ghcr.io/kubeflow/notebook@sha256:" + "b" * 64)
+    description = facade.job()
+    assert description.target == "123456789012.dkr.ecr.us-west-2.amazonaws.com/team-ml/fairing-job"
+    assert description.base_image == "ghcr.io/kubeflow/notebook@sha256:" + "b" * 64
+    # set_builder without registry/base_image takes them from there too.
+    facade.set_builder("append", image_name="train")
+    assert facade.job().target.endswith("/team-ml/train")
+
+
 def test_other_pod_spec_mutators_are_refused_with_the_alternative(facade: FairingConfig) -> None:
     def add_volume(kube_manager: Any, pod_spec: Any, namespace: str) -> None:
         pass
@@ -106,7 +138,7 @@ def test_facades_do_not_share_state(facade: FairingConfig) -> None:
     facade.reset()
     with pytest.raises(FairingConfigError):
         facade.job()
-    assert get_resource_mutator(cpu=1) == ResourceMutator(cpu=1)
+    assert get_resource_mutator(cpu=1) == ResourceMutator(Resources(cpu=1))
 
 
 # -- Fairing's other entry points --------------------------------------------------------
@@ -156,9 +188,9 @@ def test_preprocessor_input_files_and_requirements_reach_the_job(
         input_files=[str(tmp_path / "labels.txt"), str(tmp_path / "requirements.txt")],
     )
     description = facade.job()
-    assert description.extra_files == (str(tmp_path / "labels.txt"),)
-    assert description.requirements == str(tmp_path / "requirements.txt")
-    assert description.base_python == "3.11"
+    assert description.building.extra_files == (str(tmp_path / "labels.txt"),)
+    assert description.building.requirements == str(tmp_path / "requirements.txt")
+    assert description.building.base_python == "3.11"
     with pytest.raises(FairingConfigError, match="does not take output_map"):
         facade.set_preprocessor("python", output_map={})
     with pytest.raises(FairingNotSupported, match="preprocessor 'converted_notebook'"):
@@ -275,9 +307,35 @@ def test_in_image_fnjob_runs_functions_here_and_covers_fnjob_names(
     image_fairing.config.set_builder("append", registry="r", base_image="b", push=True)
     image_fairing.config.set_deployer("job", pod_spec_mutators=[mutator(cpu=1, memory=2)])
     assert image_fairing.config.fn(lambda: "here")() == "here"
+    # A module that describes its Job with the pieces at its top imports here too.
+    pieces = image_fnjob.Job(
+        resources=image_fnjob.Resources(gpus=1),
+        scheduling=image_fnjob.Scheduling(gpu_group="gpu-spot"),
+        volumes=image_fnjob.Volumes(claims=(image_fnjob.ClaimMount.parse("ws:/data"),)),
+    )
+    assert pieces.run(len, "ab") == 2
+    with pytest.raises(image_fnjob.FnJobError, match="not available inside"):
+        _ = image_fnjob.Resources(gpus=1).memory_bytes
     # Every name the real fnjob exports either works here or says why it does not.
-    provided = {"Job", "job", "FnJobError", *image_fnjob.ERROR_NAMES}
+    provided = {
+        "Job",
+        "job",
+        "FnJobError",
+        "Terminated",
+        *image_fnjob.ERROR_NAMES,
+        *image_fnjob.PIECE_NAMES,
+    }
     assert errors <= provided
+    assert set(image_fnjob.PIECE_NAMES) <= names
+    # ``except fnjob.ClusterError`` catches the same errors in the image as here.
+    for name in errors:
+        for parent in errors:
+            assert issubclass(getattr(image_fnjob, name), getattr(image_fnjob, parent)) == (
+                issubclass(getattr(real, name), getattr(real, parent))
+            ), (name, parent)
+        assert issubclass(getattr(image_fnjob, name), ValueError) == (
+            issubclass(getattr(real, name), ValueError)
+        ), name
     for name in sorted(names - provided - {"__version__"}):
         with pytest.raises(image_fnjob.FnJobError, match="not available inside"):
             getattr(image_fnjob, name)

@@ -35,8 +35,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fnjob.api import Job
+from fnjob.api import BASE_IMAGE_ENV, REGISTRY_ENV, Job
 from fnjob.errors import FnJobError
+from fnjob.options import Build, Resources, Security
 from fnjob.package import CodePackage, package_file, package_notebook
 
 FAIRING_BUILDERS = ("append", "docker")
@@ -104,17 +105,15 @@ def _not_supported(where: str, name: str) -> FairingNotSupported:
     return FairingNotSupported(f"{where}{name} is not supported in fnjob{hint}")
 
 
+# Fairing's memory unit: GB (10**9 bytes), written to the pod as GiB.
+_BYTES_PER_GB_IN_GIB = 1.073741824
+
+
 @dataclass(frozen=True)
 class ResourceMutator:
-    """What ``get_resource_mutator`` returns: cpu in cores, memory in GB (-> Gi), GPUs."""
+    """What ``get_resource_mutator`` returns: the resources it asks for (requests = limits)."""
 
-    cpu: float | str | None = None
-    memory: float | str | None = None
-    gpus: int = 0
-
-    def memory_quantity(self) -> str | None:
-        # Fairing wrote memory as f"{memory}Gi"; fnjob reads a bare number as GiB too.
-        return None if self.memory is None else str(self.memory) + "Gi"
+    resources: Resources
 
 
 def get_resource_mutator(
@@ -123,12 +122,20 @@ def get_resource_mutator(
     gpu: int | None = None,
     gpu_vendor: str = "nvidia",
 ) -> ResourceMutator:
-    """Resources for the job, as Fairing's ``get_resource_mutator`` (memory in GB -> Gi)."""
+    """Resources for the job, as Fairing's ``get_resource_mutator``: ``cpu`` in cores,
+    ``memory`` in GB, turned into GiB as Fairing did (``round(memory / 1.073741824, 2)``:
+    0.5 -> ``0.47Gi``, 8 -> ``7.45Gi``); a quantity string (``"8Gi"``) is taken as is.
+
+    Raises ``ValueError`` for an amount that is not a quantity, ``FairingConfigError`` for
+    a GPU vendor other than NVIDIA.
+    """
     if gpu_vendor != "nvidia":
         raise FairingConfigError(
             f"gpu_vendor={gpu_vendor!r} is not supported; fnjob requests nvidia.com/gpu only"
         )
-    return ResourceMutator(cpu=cpu, memory=memory, gpus=gpu or 0)
+    if isinstance(memory, int | float) and not isinstance(memory, bool):
+        memory = f"{round(memory / _BYTES_PER_GB_IN_GIB, 2)}Gi"
+    return ResourceMutator(Resources(cpu=cpu, memory=memory, gpus=gpu or 0))
 
 
 @dataclass(frozen=True)
@@ -241,8 +248,8 @@ class FairingConfig:
             if not isinstance(mutator, ResourceMutator):
                 raise FairingConfigError(
                     f"pod_spec_mutators: {mutator!r} is not supported; only "
-                    "get_resource_mutator(...) is (use fnjob.Job(tolerations=..., "
-                    "node_selector=..., env=...) for the rest)"
+                    "get_resource_mutator(...) is (use fnjob.Job(scheduling=Scheduling(...), "
+                    "volumes=Volumes(...), env=...) for the rest)"
                 )
         self._deployer = _DeployerSettings(name=name, options=dict(options))
 
@@ -280,31 +287,35 @@ class FairingConfig:
     ) -> Job:
         """The ``fnjob.Job`` these settings describe."""
         builder = self._builder or _BuilderSettings(name="append")
-        registry = builder.registry or os.environ.get("FNJOB_REGISTRY")
-        base_image = builder.base_image or os.environ.get("FNJOB_BASE_IMAGE")
-        if not registry or not base_image:
+        # Unset here: the Job takes them from $FNJOB_REGISTRY / $FNJOB_BASE_IMAGE.
+        missing = [
+            env
+            for given, env in (
+                (builder.registry, REGISTRY_ENV),
+                (builder.base_image, BASE_IMAGE_ENV),
+            )
+            if not given and not os.environ.get(env, "").strip()
+        ]
+        if missing:
             raise FairingConfigError(
                 "no registry or base image: call fairing.config.set_builder('append', "
-                "image_name=..., registry=..., base_image=..., push=True) first, or set "
-                "FNJOB_REGISTRY and FNJOB_BASE_IMAGE"
+                "image_name=..., registry=..., base_image=..., push=True) first (or set "
+                f"{' and '.join(missing)}, as a Kubeflow notebook of this stack does)"
             )
         preprocessor = self._preprocessor
         options = self._deployer.options
-        resources: dict[str, Any] = {}
+        cpu = memory = None
+        gpus = 0
         for mutator in options.get("pod_spec_mutators") or ():
-            if mutator.cpu is not None:
-                resources["cpu"] = mutator.cpu
-            if mutator.memory is not None:
-                resources["memory"] = mutator.memory_quantity()
-            if mutator.gpus:
-                resources["gpus"] = mutator.gpus
+            # Like Fairing, a later mutator replaces what an earlier one set.
+            cpu = mutator.resources.cpu if mutator.resources.cpu is not None else cpu
+            memory = mutator.resources.memory if mutator.resources.memory is not None else memory
+            gpus = mutator.resources.gpus or gpus
         settings: dict[str, Any] = {
             key: options[key]
             for key in (
                 "namespace",
                 "timeout",
-                "service_account",
-                "image_pull_secrets",
                 "env",
                 "engine",
                 "engine_env",
@@ -314,21 +325,28 @@ class FairingConfig:
         }
         if "cleanup" in options:
             settings["keep_job"] = not options["cleanup"]
+        identity = {
+            key: options[key] for key in ("service_account", "image_pull_secrets") if key in options
+        }
+        if identity:
+            settings["security"] = Security(**identity)
         if options.get("stream_log", True) is False:
             on_log = on_log or (lambda _line: None)
         return Job(
-            base_image=base_image,
-            registry=registry,
+            base_image=builder.base_image,
+            registry=builder.registry,
             image_name=builder.image_name,
-            builder=builder.name,
-            insecure_registries=builder.insecure_registries,
-            base_python=builder.base_python,
-            extra_files=preprocessor.input_files if preprocessor.name == "function" else (),
-            requirements=preprocessor.requirements,
+            building=Build(
+                builder=builder.name,
+                insecure_registries=builder.insecure_registries,
+                base_python=builder.base_python,
+                extra_files=preprocessor.input_files if preprocessor.name == "function" else (),
+                requirements=preprocessor.requirements,
+            ),
             deployer=self._deployer.name,
+            resources=Resources(cpu=cpu, memory=memory, gpus=gpus),
             on_log=on_log,
             api_client=api_client,
-            **resources,
             **settings,
         )
 
