@@ -31,7 +31,10 @@ def crd_errors(obj: Mapping[str, Any], crd: Mapping[str, Any]) -> list[str]:
     assert api_group == group and obj["kind"] == crd["spec"]["names"]["kind"]
     [served] = [v for v in crd["spec"]["versions"] if v["name"] == version]
     schema = _strict(copy.deepcopy(served["schema"]["openAPIV3Schema"]))
-    # metadata is the API server's to check; the CRD leaves it open.
-    schema.setdefault("properties", {})["metadata"] = {"type": "object"}
+    # apiVersion, kind and metadata are the API server's to check.
+    top = schema.setdefault("properties", {})
+    top["metadata"] = {"type": "object"}
+    top.setdefault("apiVersion", {"type": "string"})
+    top.setdefault("kind", {"type": "string"})
     validator = jsonschema.Draft7Validator(schema)
     return [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(dict(obj))]
