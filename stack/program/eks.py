@@ -205,7 +205,7 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
         provider=cluster.provider,
         ready=ready,
         network=network,
-        ingress_ready=[system_group, addons],
+        ingress_ready=[system_group, addons, storage],
     )
     return platform, outputs
 

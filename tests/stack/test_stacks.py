@@ -347,7 +347,11 @@ def test_image_pulls_skip_nat_through_vpc_endpoints(stack: str) -> None:
         assert ecr["vpcEndpointType"] == "Interface"
         assert ecr["privateDnsEnabled"] is True
         assert set(ecr["subnetIds"]) == set(_private_subnet_ids(mocks))
-    [group] = mocks.of_type("aws:ec2/securityGroup:SecurityGroup")
+    [group] = [
+        g
+        for g in mocks.of_type("aws:ec2/securityGroup:SecurityGroup")
+        if g.name.endswith("-endpoints")
+    ]
     [rule] = group.inputs["ingress"]
     assert (rule["fromPort"], rule["toPort"], rule["protocol"]) == (443, 443, "tcp")
 
