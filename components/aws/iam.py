@@ -79,3 +79,55 @@ class IrsaRole(pulumi.ComponentResource):
 
 def policy_document(statements: Sequence[Mapping[str, Any]]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)}, sort_keys=True)
+
+
+def pod_identity_trust(cluster_arn: str, namespace: str, service_account: str) -> str:
+    """Trust for EKS Pod Identity, only for one ServiceAccount of one cluster.
+
+    An association could attach the role to any ServiceAccount; requiring the session tags
+    Pod Identity sets means that gives nothing anywhere else.
+    """
+    return policy_document(
+        [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "pods.eks.amazonaws.com"},
+                "Action": ["sts:AssumeRole", "sts:TagSession"],
+                "Condition": {
+                    "StringEquals": {
+                        "aws:RequestTag/eks-cluster-arn": cluster_arn,
+                        "aws:RequestTag/kubernetes-namespace": namespace,
+                        "aws:RequestTag/kubernetes-service-account": service_account,
+                    }
+                },
+            }
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class AccountArns:
+    """ARN prefixes of the account and region the stack deploys into."""
+
+    partition: pulumi.Output[str]
+    account: pulumi.Output[str]
+    region: str
+
+    @staticmethod
+    def lookup(region: str, parent: pulumi.Resource) -> AccountArns:
+        invoke = pulumi.InvokeOutputOptions(parent=parent)
+        return AccountArns(
+            partition=aws.get_partition_output(opts=invoke).partition,
+            account=aws.get_caller_identity_output(opts=invoke).account_id,
+            region=region,
+        )
+
+    def cluster(self, cluster_name: str) -> pulumi.Output[str]:
+        return self.of("eks", f"cluster/{cluster_name}")
+
+    def of(self, service: str, resource: str = "") -> pulumi.Output[str]:
+        """``arn:<partition>:<service>:<region>:<account>`` (``:<resource>`` if given)."""
+        tail = f":{resource}" if resource else ""
+        return pulumi.Output.concat(
+            "arn:", self.partition, f":{service}:{self.region}:", self.account, tail
+        )

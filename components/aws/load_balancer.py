@@ -24,7 +24,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.aws.iam import policy_document
+from components.aws.iam import AccountArns, pod_identity_trust
 
 CONTROLLER_NAMESPACE = "kube-system"
 CONTROLLER_SERVICE_ACCOUNT = "aws-load-balancer-controller"
@@ -50,22 +50,7 @@ def controller_policy() -> str:
 
 def controller_trust(cluster_arn: str) -> str:
     """Pod Identity trust for the controller's ServiceAccount of this cluster only."""
-    return policy_document(
-        [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "pods.eks.amazonaws.com"},
-                "Action": ["sts:AssumeRole", "sts:TagSession"],
-                "Condition": {
-                    "StringEquals": {
-                        "aws:RequestTag/eks-cluster-arn": cluster_arn,
-                        "aws:RequestTag/kubernetes-namespace": CONTROLLER_NAMESPACE,
-                        "aws:RequestTag/kubernetes-service-account": CONTROLLER_SERVICE_ACCOUNT,
-                    }
-                },
-            }
-        ]
-    )
+    return pod_identity_trust(cluster_arn, CONTROLLER_NAMESPACE, CONTROLLER_SERVICE_ACCOUNT)
 
 
 def controller_values(cluster_name: str, region: str, vpc_id: str) -> dict[str, Any]:
@@ -130,12 +115,7 @@ class LoadBalancerController(pulumi.ComponentResource):
     ) -> None:
         super().__init__("kubeflow-eks:ingress:LoadBalancerController", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        invoke = pulumi.InvokeOutputOptions(parent=self)
-        account = aws.get_caller_identity_output(opts=invoke).account_id
-        partition = aws.get_partition_output(opts=invoke).partition
-        cluster_arn = pulumi.Output.concat(
-            "arn:", partition, ":eks:", args.region, ":", account, ":cluster/", args.cluster_name
-        )
+        cluster_arn = AccountArns.lookup(args.region, self).cluster(args.cluster_name)
         role = aws.iam.Role(
             f"{name}-role",
             assume_role_policy=cluster_arn.apply(controller_trust),

@@ -16,7 +16,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
-from components.aws.registry import keep_untagged_policy
+from components.aws.registry import scanned_repository
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "images" / "notebook"
@@ -43,24 +43,11 @@ class NotebookImage(pulumi.ComponentResource):
     ) -> None:
         super().__init__("kubeflow-eks:images:NotebookImage", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        repository = aws.ecr.Repository(
+        repository = scanned_repository(
             f"{name}-repo",
-            name=f"{args.cluster_name}/{NOTEBOOK_REPOSITORY}",
-            image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
-                scan_on_push=True
-            ),
-            image_tag_mutability="MUTABLE",
-            encryption_configurations=[
-                aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")
-            ],
-            force_delete=True,
-            tags=dict(args.tags),
-            opts=child,
-        )
-        aws.ecr.LifecyclePolicy(
-            f"{name}-repo",
-            repository=repository.name,
-            policy=keep_untagged_policy(args.keep_untagged_images),
+            f"{args.cluster_name}/{NOTEBOOK_REPOSITORY}",
+            keep_untagged=args.keep_untagged_images,
+            tags=args.tags,
             opts=child,
         )
         token = aws.ecr.get_authorization_token_output(

@@ -29,7 +29,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.aws.iam import policy_document
+from components.aws.iam import AccountArns, pod_identity_trust, policy_document
 
 JOB_REPOSITORY = "fnjob"
 PROFILE_SERVICE_ACCOUNT = "default-editor"
@@ -75,26 +75,6 @@ def keep_untagged_policy(count: int) -> str:
     )
 
 
-def pod_identity_trust(cluster_arn: str, namespace: str, service_account: str) -> str:
-    """Trust for EKS Pod Identity, only for one ServiceAccount of one cluster."""
-    return policy_document(
-        [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "pods.eks.amazonaws.com"},
-                "Action": ["sts:AssumeRole", "sts:TagSession"],
-                "Condition": {
-                    "StringEquals": {
-                        "aws:RequestTag/eks-cluster-arn": cluster_arn,
-                        "aws:RequestTag/kubernetes-namespace": namespace,
-                        "aws:RequestTag/kubernetes-service-account": service_account,
-                    }
-                },
-            }
-        ]
-    )
-
-
 def profile_push_policy(arn_base: str, prefix: str, pullable: Sequence[str]) -> str:
     """Push and pull under ``prefix`` only; pull the listed repositories (base images).
 
@@ -133,6 +113,36 @@ def _push_policy_from(prefix: str, values: list[str]) -> str:
     return profile_push_policy(values[0], prefix, values[1:])
 
 
+def scanned_repository(
+    name: str,
+    repository_name: str,
+    *,
+    keep_untagged: int,
+    tags: Mapping[str, str],
+    opts: pulumi.ResourceOptions,
+) -> aws.ecr.Repository:
+    """A stack-owned ECR repository: scanned on push, encrypted, untagged images trimmed.
+    Its images are rebuilt from code, so the stack's destroy takes them along."""
+    repository = aws.ecr.Repository(
+        name,
+        name=repository_name,
+        image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
+            scan_on_push=True
+        ),
+        image_tag_mutability="MUTABLE",
+        encryption_configurations=[
+            aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")
+        ],
+        force_delete=True,
+        tags=dict(tags),
+        opts=opts,
+    )
+    aws.ecr.LifecyclePolicy(
+        name, repository=repository.name, policy=keep_untagged_policy(keep_untagged), opts=opts
+    )
+    return repository
+
+
 @dataclass(frozen=True)
 class ProfileRegistriesArgs:
     cluster_name: str
@@ -156,35 +166,20 @@ class ProfileRegistries(pulumi.ComponentResource):
     ) -> None:
         super().__init__("kubeflow-eks:registry:ProfileRegistries", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        invoke = pulumi.InvokeOutputOptions(parent=self)
-        account = aws.get_caller_identity_output(opts=invoke).account_id
-        partition = aws.get_partition_output(opts=invoke).partition
-        cluster_arn = pulumi.Output.concat(
-            "arn:", partition, ":eks:", args.region, ":", account, ":cluster/", args.cluster_name
-        )
-        arn_base = pulumi.Output.concat("arn:", partition, ":ecr:", args.region, ":", account)
+        arns = AccountArns.lookup(args.region, self)
+        cluster_arn = arns.cluster(args.cluster_name)
+        arn_base = arns.of("ecr")
         lifecycle = keep_untagged_policy(args.keep_untagged_images)
         self.registries = {}
         self.role_arns = {}
         for profile in args.profiles:
             prefix = f"{args.cluster_name}/{profile}/"
-            repository = aws.ecr.Repository(
+            repository = scanned_repository(
                 f"{name}-{profile}",
-                name=f"{prefix}{JOB_REPOSITORY}",
-                image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
-                    scan_on_push=True
-                ),
-                image_tag_mutability="MUTABLE",
-                encryption_configurations=[
-                    aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")
-                ],
-                # Job images are rebuilt from code; the stack's destroy takes them along.
-                force_delete=True,
+                f"{prefix}{JOB_REPOSITORY}",
+                keep_untagged=args.keep_untagged_images,
                 tags={**args.tags, "kubeflow-eks:profile": profile},
                 opts=child,
-            )
-            aws.ecr.LifecyclePolicy(
-                f"{name}-{profile}", repository=repository.name, policy=lifecycle, opts=child
             )
             aws.ecr.RepositoryCreationTemplate(
                 f"{name}-{profile}",

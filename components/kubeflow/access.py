@@ -69,17 +69,10 @@ def _copy(obj: Any) -> KubeObject:
     return copied
 
 
-def _set_toml_string(text: str, key: str, value: str) -> str:
-    """Set ``key = "value"`` in oauth2-proxy's config file (replace, or append)."""
-    line = f'{key} = "{value}"'
-    pattern = re.compile(rf"^{re.escape(key)}\s*=.*$", re.MULTILINE)
-    if pattern.search(text):
-        return pattern.sub(line, text)
-    return text.rstrip("\n") + "\n" + line + "\n"
-
-
-def _set_toml_bool(text: str, key: str, value: bool) -> str:
-    line = f"{key} = {'true' if value else 'false'}"
+def _set_setting(text: str, key: str, value: str | bool) -> str:
+    """Set ``key = value`` in oauth2-proxy's config file (TOML): replace it, or append it."""
+    written = ("true" if value else "false") if isinstance(value, bool) else f'"{value}"'
+    line = f"{key} = {written}"
     pattern = re.compile(rf"^{re.escape(key)}\s*=.*$", re.MULTILINE)
     if pattern.search(text):
         return pattern.sub(line, text)
@@ -106,9 +99,9 @@ def apply_external_url(objects: Sequence[KubeObject], domain: str) -> list[KubeO
         elif kind == "ConfigMap" and namespace == "oauth2-proxy" and "oauth2_proxy.cfg" in data:
             obj = _copy(obj)
             text = obj["data"]["oauth2_proxy.cfg"]
-            text = _set_toml_string(text, "oidc_issuer_url", issuer)
-            text = _set_toml_string(text, "redirect_url", callback)
-            text = _set_toml_bool(text, "relative_redirect_url", False)
+            text = _set_setting(text, "oidc_issuer_url", issuer)
+            text = _set_setting(text, "redirect_url", callback)
+            text = _set_setting(text, "relative_redirect_url", False)
             obj["data"]["oauth2_proxy.cfg"] = text
             seen["oauth2-proxy"] += 1
         elif kind == "RequestAuthentication":

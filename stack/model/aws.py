@@ -188,15 +188,7 @@ class SystemNodeGroup(Model):
                     self.ami_type,
                     f"{self.instance_types[0]} is {arch}; use amiType {fix}",
                 )
-        if self.min_size > self.max_size:
-            rules.add("maxSize", self.max_size, f"use at least minSize ({self.min_size})")
-        elif not self.min_size <= self.desired_size <= self.max_size:
-            # Only a value the user wrote can be out of range; the default never is.
-            rules.add(
-                "desiredSize",
-                self.desired_size,
-                f"use a value from minSize ({self.min_size}) to maxSize ({self.max_size})",
-            )
+        rules.check_sizes(self.min_size, self.desired_size, self.max_size)
         rules.raise_if_any()
         return self
 

@@ -28,6 +28,16 @@ class Rules:
     def add(self, at: str, value: Any, fix: str) -> None:
         self.problems.append((at, value, fix))
 
+    def check_sizes(self, low: int, desired: int, high: int) -> None:
+        """A node group's minSize <= desiredSize <= maxSize. Only a desiredSize the user
+        wrote can be out of range (the default is computed within it), so it is blamed last."""
+        if low > high:
+            self.add("maxSize", high, f"use at least minSize ({low})")
+        elif not low <= desired <= high:
+            self.add(
+                "desiredSize", desired, f"use a value from minSize ({low}) to maxSize ({high})"
+            )
+
     def raise_if_any(self) -> None:
         if self.problems:
             raise PydanticCustomError(

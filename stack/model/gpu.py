@@ -263,14 +263,7 @@ class EksGpuGroup(GpuGroup):
                     break
         elif len(architectures) > 1:
             rules.add("instanceTypes", list(self.instance_types), "use one CPU architecture")
-        if self.min_size > self.max_size:
-            rules.add("maxSize", self.max_size, f"use at least minSize ({self.min_size})")
-        elif not self.min_size <= self.desired_size <= self.max_size:
-            rules.add(
-                "desiredSize",
-                self.desired_size,
-                f"use a value from minSize ({self.min_size}) to maxSize ({self.max_size})",
-            )
+        rules.check_sizes(self.min_size, self.desired_size, self.max_size)
         rules.raise_if_any()
         return self
 
