@@ -137,6 +137,15 @@ def pull_auth_file(pod: Mapping[str, Any], sources: PodSources, path: Path) -> P
     return path
 
 
+def pull_if_not_present(podman: PodmanConfig, image: str, auth_file: Path) -> str | None:
+    """The kubelet's pull for ``imagePullPolicy: IfNotPresent`` (the default for an image
+    pinned by digest): nothing when the node has the image. Returns the error, if any."""
+    if podman.run("image", "exists", image).returncode == 0:
+        return None
+    pulled = podman.run("pull", "--quiet", "--authfile", str(auth_file), image)
+    return pulled.stderr.strip() or "podman pull failed" if pulled.returncode != 0 else None
+
+
 @dataclass(frozen=True)
 class PodRun:
     """One pod the kubelet ran: its name, its image and the ``podman run`` options."""
@@ -175,11 +184,10 @@ class PodmanKubelet:
         scratch.mkdir(parents=True)
         image = pod["spec"]["containers"][0]["image"]
         auth = pull_auth_file(pod, sources, scratch / "pull-auth.json")
-        pulled = self.podman.run("pull", "--quiet", "--authfile", str(auth), image)
-        if pulled.returncode != 0:
-            message = f"Failed to pull image {image}: {pulled.stderr.strip()}"
+        pulled = pull_if_not_present(self.podman, image, auth)
+        if pulled is not None:
             self.runs.append(PodRun(pod_name, image, (), 1))
-            return [message], 1
+            return [f"Failed to pull image {image}: {pulled}"], 1
         options = podman_options(pod, sources, scratch)
         completed = subprocess.run(
             [
