@@ -160,40 +160,58 @@ def _ca_bundle() -> str:
     return os.environ.get("PIP_CERT") or ssl.get_default_verify_paths().cafile or ""
 
 
+def build_notebook_image(
+    podman: PodmanConfig,
+    registry: Registry,
+    base_layout: Path,
+    work: Path,
+    *,
+    recipe: Path = RECIPE,
+) -> str:
+    """Build ``recipe`` (images/notebook) with buildah on the test base: the base and the
+    kubectl image are pushed first (the recipe pulls them). Returns the local image's tag."""
+    base = f"{registry.host}/platform/notebook-base:{NOTEBOOK_BASE.tag}"
+    copy_image(f"oci:{base_layout}:{NOTEBOOK_BASE.tag}", base, registry.auth_file)
+    kubectl = push_kubectl_image(podman, registry, work)
+    fnjob_context = work / "fnjob"
+    shutil.copytree(FNJOB_SOURCES, fnjob_context, ignore=_LEFTOVERS)
+    tag = f"localhost/journey/notebook:{work.name.replace('.', '-')}"
+    options = ["bud", "--network", "host", "--authfile", str(registry.auth_file)]
+    ca_bundle = _ca_bundle()
+    if ca_bundle:
+        options += ["--volume", f"{ca_bundle}:/etc/ssl/certs/ca-certificates.crt:ro"]
+    options += [
+        "--build-context",
+        f"fnjob={fnjob_context}",
+        "--build-arg",
+        f"BASE_IMAGE={base}",
+        "--build-arg",
+        f"KUBECTL_IMAGE={kubectl}",
+        "-t",
+        tag,
+        str(recipe),
+    ]
+    _checked(_buildah(podman, *options), f"buildah bud {recipe}")
+    return tag
+
+
+def save_layout(podman: PodmanConfig, tag: str, target: Path) -> None:
+    """The local image ``tag`` as an OCI layout at ``target`` (image name ``notebook``)."""
+    _checked(_buildah(podman, "push", "--quiet", tag, f"oci:{target}:notebook"), "oci save")
+
+
 def build_notebook_layout(
     podman: PodmanConfig, registry: Registry, base_layout: Path, target: Path
 ) -> None:
-    """Build images/notebook with buildah on the test base and store it at ``target``."""
+    """Build images/notebook on the test base and store it at ``target``."""
     work = target.with_name(target.name + ".work")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     try:
-        base = f"{registry.host}/platform/notebook-base:{NOTEBOOK_BASE.tag}"
-        copy_image(f"oci:{base_layout}:{NOTEBOOK_BASE.tag}", base, registry.auth_file)
-        kubectl = push_kubectl_image(podman, registry, work)
-        fnjob_context = work / "fnjob"
-        shutil.copytree(FNJOB_SOURCES, fnjob_context, ignore=_LEFTOVERS)
-        tag = f"localhost/journey/notebook:{target.name}"
-        options = ["bud", "--network", "host", "--authfile", str(registry.auth_file)]
-        ca_bundle = _ca_bundle()
-        if ca_bundle:
-            options += ["--volume", f"{ca_bundle}:/etc/ssl/certs/ca-certificates.crt:ro"]
-        options += [
-            "--build-context",
-            f"fnjob={fnjob_context}",
-            "--build-arg",
-            f"BASE_IMAGE={base}",
-            "--build-arg",
-            f"KUBECTL_IMAGE={kubectl}",
-            "-t",
-            tag,
-            str(RECIPE),
-        ]
-        _checked(_buildah(podman, *options), "buildah bud images/notebook")
-        layout = work / "layout"
-        _checked(_buildah(podman, "push", "--quiet", tag, f"oci:{layout}:notebook"), "oci save")
+        tag = build_notebook_image(podman, registry, base_layout, work)
+        save_layout(podman, tag, work / "layout")
         shutil.rmtree(target, ignore_errors=True)
-        layout.rename(target)
+        (work / "layout").rename(target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
