@@ -23,7 +23,7 @@ from components.kubeflow.access import NO_EXTERNAL_ACCESS, Access, apply_access
 from components.kubeflow.manifests import YAML_DUMPER, YAML_LOADER, KubeObject
 from components.kubeflow.objects import name_of, namespace_of, pod_config_refs, pod_template, ref
 from components.kubeflow.profiles import (
-    FNJOB_PODDEFAULT,
+    FNJOB_LABEL,
     NotebookSetup,
     ProfileSpec,
     profile_objects,
@@ -393,12 +393,13 @@ def apply_spawner_config(
     notebook_images: tuple[str, ...],
     *,
     stack_image: str | None = None,
-    default_pod_defaults: tuple[str, ...] = (),
+    default_configurations: tuple[str, ...] = (),
 ) -> list[KubeObject]:
     """One toleration group and affinity option per GPU group; NVIDIA GPUs; extra images.
 
     ``stack_image`` (the stack's own notebook image) comes first and is the default choice;
-    ``default_pod_defaults`` are ticked in the form's configurations.
+    ``default_configurations`` are ticked in the form's configurations: PodDefault selector
+    labels (not PodDefault names), which the web app sets to "true" on the new notebook.
     """
 
     def edit(config_map: KubeObject) -> None:
@@ -417,10 +418,12 @@ def apply_spawner_config(
             options = [stack_image, *(o for o in options if o != stack_image)]
             image["value"] = stack_image
         image["options"] = options
-        if default_pod_defaults:
+        if default_configurations:
             configurations = defaults.setdefault("configurations", {})
             chosen = list(configurations.get("value") or [])
-            configurations["value"] = chosen + [d for d in default_pod_defaults if d not in chosen]
+            configurations["value"] = chosen + [
+                label for label in default_configurations if label not in chosen
+            ]
         if gpu_groups:
             defaults["tolerationGroup"] = {
                 **(defaults.get("tolerationGroup") or {}),
@@ -546,7 +549,7 @@ def transform_manifests(
         args.gpu_groups,
         args.notebook_images,
         stack_image=notebooks.image,
-        default_pod_defaults=(FNJOB_PODDEFAULT,) if pod_defaults else (),
+        default_configurations=(FNJOB_LABEL,) if pod_defaults else (),
     )
     taken = {name_of(o) for o in out if o.get("kind") == "Profile"}
     clashes = sorted(p.name for p in args.profiles if p.name in taken)

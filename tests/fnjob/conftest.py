@@ -5,7 +5,7 @@ base image is Debian bookworm (minbase + python3) made by ``mmdebstrap`` and cop
 registry with ``skopeo``, and containers run with ``podman`` under a private configuration.
 A missing tool fails the tests (CI must not silently skip them).
 
-The base image's OCI layout is cached across runs in ``/work/main/.cache/fnjob-base`` (or
+The base image's OCI layout is cached across runs in ``.cache/fnjob-base`` of the checkout (or
 ``$FNJOB_TEST_CACHE``); building it once takes about a minute.
 """
 
@@ -169,8 +169,26 @@ def _write_blob(layout: Path, data: bytes) -> dict[str, object]:
     return {"digest": digest, "size": len(data)}
 
 
-def _build_base_layout(layout: Path) -> None:
-    """mmdebstrap a bookworm rootfs with python3 and store it as a one-layer OCI image."""
+@dataclass(frozen=True)
+class DebianImage:
+    """A one-layer Debian bookworm image made by mmdebstrap (minbase): its packages, the
+    ``--customize-hook`` commands run on the finished root ("$1" is its path), extra
+    mmdebstrap options, and the image config."""
+
+    tag: str
+    packages: tuple[str, ...]
+    customize: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+    env: tuple[str, ...] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
+    user: str | None = None
+    workdir: str | None = None
+
+
+PYTHON_BASE = DebianImage(tag=BASE_TAG, packages=("python3",))
+
+
+def build_debian_layout(layout: Path, image: DebianImage) -> None:
+    """mmdebstrap ``image``'s root file system and store it as a one-layer OCI image."""
     require_tool("mmdebstrap")
     work = layout.with_name(layout.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
@@ -180,9 +198,11 @@ def _build_base_layout(layout: Path) -> None:
         [
             "mmdebstrap",
             "--variant=minbase",
-            "--include=python3",
+            f"--include={','.join(image.packages)}",
             "--mode=root",
             *_MMDEBSTRAP_EXCLUDES,
+            *image.options,
+            *(f"--customize-hook={hook}" for hook in image.customize),
             "bookworm",
             str(rootfs),
             "http://deb.debian.org/debian",
@@ -201,15 +221,22 @@ def _build_base_layout(layout: Path) -> None:
     layer_size = gz_path.stat().st_size
     gz_path.rename(work / "blobs" / "sha256" / layer_digest.split(":")[1])
     rootfs.unlink()
+    image_config: dict[str, object] = {"Env": list(image.env), "Cmd": ["python3"]}
+    if image.user is not None:
+        image_config["User"] = image.user
+    if image.workdir is not None:
+        image_config["WorkingDir"] = image.workdir
     config = {
         "architecture": "amd64",
         "os": "linux",
-        "config": {
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Cmd": ["python3"],
-        },
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created_by": "mmdebstrap --variant=minbase --include=python3 bookworm"}],
+        "history": [
+            {
+                "created_by": "mmdebstrap --variant=minbase "
+                f"--include={','.join(image.packages)} bookworm"
+            }
+        ],
     }
     config_descriptor = _write_blob(work, json.dumps(config).encode())
     manifest = {
@@ -231,7 +258,7 @@ def _build_base_layout(layout: Path) -> None:
             {
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 **manifest_descriptor,
-                "annotations": {"org.opencontainers.image.ref.name": BASE_TAG},
+                "annotations": {"org.opencontainers.image.ref.name": image.tag},
             }
         ],
     }
@@ -241,16 +268,28 @@ def _build_base_layout(layout: Path) -> None:
     work.rename(layout)
 
 
+@contextlib.contextmanager
+def locked_cache(lock_name: str = ".lock") -> Iterator[Path]:
+    """The shared cache folder, locked (several pytest runs may use it at once); entries
+    with their own ``lock_name`` do not wait for each other."""
+    BASE_CACHE.mkdir(parents=True, exist_ok=True)
+    with (BASE_CACHE / lock_name).open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield BASE_CACHE
+
+
+def cached_debian_layout(name: str, image: DebianImage) -> Path:
+    """The cached OCI layout ``name`` of ``image`` (built on first use)."""
+    with locked_cache() as cache:
+        layout = cache / name
+        if not (layout / "index.json").is_file():
+            build_debian_layout(layout, image)
+    return layout
+
+
 def cached_base_layout() -> Path:
     """The cached OCI layout of the Python base image (built on first use)."""
-    BASE_CACHE.mkdir(parents=True, exist_ok=True)
-    layout = BASE_CACHE / "layout"
-    # A lock, because several pytest runs may share the cache.
-    with (BASE_CACHE / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (layout / "index.json").is_file():
-            _build_base_layout(layout)
-    return layout
+    return cached_debian_layout("layout", PYTHON_BASE)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ collects the Job's dependents (pods, and Secrets owned by it) when the Job is de
 
 With ``JobScenario.entry`` the pod "runs" fnjob's real runner in a subprocess, with the
 Secret volumes and plain env of the submitted pod spec, and its log is what the runner
-printed (stdout and stderr merged, as a container log is).
+printed (stdout and stderr merged, as a container log is). With ``JobScenario.run_pod`` a
+caller-supplied kubelet runs the pod instead (e.g. the pushed image with podman).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,8 +41,15 @@ LATER = "2026-11-28T12:00:05Z"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNNER = REPO_ROOT / "fnjob" / "fnjob" / "runner.py"
 CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
+# The Job's one pod is named after it.
+POD_SUFFIX = "-pod01"
 # The runner imports cloudpickle for pickled functions, as from /fnjob/vendor in an image.
 CLOUDPICKLE_HOME = Path(cloudpickle.__file__).parent.parent
+
+
+# Runs a Job's pod to its end: (the Job, its pod's name, the namespace's Secrets by name) ->
+# (the container's log lines, its exit code).
+PodRunner = Callable[[dict[str, Any], str, Mapping[str, dict[str, Any]]], tuple[list[str], int]]
 
 
 @dataclass
@@ -63,6 +72,8 @@ class JobScenario:
     entry: str | None = None
     # Where the runner finds the entry's module, besides this repository.
     pythonpath: list[str] = field(default_factory=list)
+    # Instead of entry: this kubelet runs the pod once its Secrets exist.
+    run_pod: PodRunner | None = None
     # "Complete" or "Failed": the Job condition once the logs have been read.
     outcome: str = "Complete"
     job_reason: str = ""
@@ -290,7 +301,7 @@ class FakeKubeApi:
         pods = []
         if not self.scenario.pod_never_created:
             for job in list(self.jobs.values()):
-                if self.scenario.entry is not None:
+                if self._runs_pods:
                     self._run_once(job)
                 pods.append(self._pod(job, namespace))
         pods += [_planted(planted, namespace) for planted in self.scenario.planted_pods]
@@ -351,7 +362,7 @@ class FakeKubeApi:
         }
         return {
             "metadata": {
-                "name": name + "-pod01",
+                "name": name + POD_SUFFIX,
                 "namespace": namespace,
                 "labels": labels,
                 "creationTimestamp": CREATED,
@@ -388,16 +399,25 @@ class FakeKubeApi:
         _send(handler, 200, {"kind": "EventList", "apiVersion": "v1", "items": items})
 
     @property
+    def _runs_pods(self) -> bool:
+        return self.scenario.entry is not None or self.scenario.run_pod is not None
+
+    @property
     def _finished(self) -> bool:
         # A scripted container ends once its logs were read; a real runner when it exits.
-        if self.scenario.entry is not None:
+        if self._runs_pods:
             return self._run_lines is not None
         return self._logs_done.is_set()
 
     def _run_once(self, job: dict[str, Any]) -> list[str]:
         with self._run_lock:
             if self._run_lines is None and self._secrets_present(job):
-                self._run_lines, self._run_exit_code = self._run_runner(job)
+                run_pod = self.scenario.run_pod
+                if run_pod is not None:
+                    pod_name = job["metadata"]["name"] + POD_SUFFIX
+                    self._run_lines, self._run_exit_code = run_pod(job, pod_name, self.secrets)
+                else:
+                    self._run_lines, self._run_exit_code = self._run_runner(job)
             return self._run_lines or []
 
     def _secrets_present(self, job: dict[str, Any]) -> bool:
@@ -411,7 +431,7 @@ class FakeKubeApi:
         for planted in self.scenario.planted_pods:
             if planted.name == pod_name:
                 return planted.log_lines
-        if self.scenario.entry is None:
+        if not self._runs_pods:
             return self.scenario.log_lines
         job = next(j for j in self.jobs.values() if pod_name.startswith(j["metadata"]["name"]))
         return self._run_once(job)
