@@ -124,4 +124,4 @@ def test_the_notebook_form_offers_the_stacks_image_first_with_fnjob_ticked(
     assert form["image"]["options"][0] == IMAGE
     assert form["image"]["value"] == IMAGE
     assert "registry.corp.example/notebooks/torch:2.5" in form["image"]["options"]
-    assert "fnjob" in form["configurations"]["value"]
+    assert "kubeflow-eks.io/fnjob" in form["configurations"]["value"]

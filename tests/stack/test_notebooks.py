@@ -143,5 +143,5 @@ def test_notebooks_are_told_their_registry_base_image_and_gpu_groups() -> None:
         if o["kind"] == "ConfigMap" and "spawner_ui_config.yaml" in (o.get("data") or {})
     ]
     assert form["image"]["options"][0] == ref
-    assert "fnjob" in form["configurations"]["value"]
+    assert "kubeflow-eks.io/fnjob" in form["configurations"]["value"]
     assert run.outputs["jobRegistries"]["team-ml"] == f"{REGISTRY_HOST}/{CLUSTER}/team-ml"
