@@ -24,6 +24,7 @@ from fnjob.pythonversion import PythonVersionMismatch
 from tests.fnjob.conftest import free_port
 from tests.fnjob.fake_kube_api import FakeKubeApi, JobScenario
 from tests.fnjob.run_fixtures import fnjob_containers, with_fnjob_importable, write_kubeconfig
+from tests.tutorial import migrated
 
 TRAIN_PY = """\
 import sys
@@ -475,40 +476,13 @@ def test_long_references_are_never_cut_when_stderr_is_not_a_terminal(
     assert f"pushed {ref}" in completed.stderr.splitlines()
 
 
-TUTORIAL = """\
-import os
-from fnjob import fairing
-from fnjob.fairing.kubernetes.utils import get_resource_mutator
-
-def show_hostname():
-    print(os.environ['HOSTNAME'])
-
-DOCKER_REGISTRY = 'ghcr.io/ddung1203'
-fairing.config.set_builder(
-    'append',
-    image_name='fairing-job',
-    registry=DOCKER_REGISTRY,
-    base_image='tensorflow/tensorflow:1.14.0-py3',
-    push=True)
-
-fairing.config.set_deployer('job', pod_spec_mutators=[get_resource_mutator(cpu=0.5, memory=0.5)])
-
-if __name__ == '__main__':
-    print('local show_hostname()')
-    show_hostname()
-    print('remote show_hostname()')
-    remote_show_hostname = fairing.config.fn(show_hostname)
-    remote_show_hostname()
-"""
-
-
 @pytest.mark.real
 def test_files_that_import_fnjob_run_in_the_container(
     tmp_path: Path, registry: Any, python_base: str, podman_env: dict[str, str]
 ) -> None:
     # The migrated tutorial, run as the job itself: inside the container fnjob runs the
     # function in place, so both calls print the container's hostname.
-    (tmp_path / "tutorial.py").write_text(TUTORIAL)
+    (tmp_path / "tutorial.py").write_text(migrated())
     completed = fnjob_command(
         ["run", "tutorial.py", "--local", *image_args(registry, python_base)],
         podman_env,

@@ -20,6 +20,7 @@ from fnjob.fairing import (
     get_resource_mutator,
 )
 from tests.fnjob.run_fixtures import fnjob_containers, with_fnjob_importable
+from tests.tutorial import migrated
 
 REGISTRY = "ghcr.io/ddung1203"
 
@@ -211,31 +212,6 @@ def test_config_run_needs_a_file_or_notebook_preprocessor(facade: FairingConfig)
 # The tutorial's script (seed, "fairing.config" section) with only the import lines changed,
 # plus what this machine needs: a registry/base image that exist here, and the local
 # deployer instead of a cluster.
-SEED_EXAMPLE = """\
-import os
-from fnjob import fairing
-from fnjob.fairing import get_resource_mutator
-
-def show_hostname():
-    print(os.environ['HOSTNAME'])
-
-DOCKER_REGISTRY = '{registry}'
-fairing.config.set_builder(
-    'append',
-    image_name='fairing-job',
-    registry=DOCKER_REGISTRY,
-    base_image='{base_image}',
-    push=True)
-
-fairing.config.set_deployer('local', pod_spec_mutators=[get_resource_mutator(cpu=0.5, memory=0.5)])
-
-if __name__ == '__main__':
-    print('local show_hostname()')
-    show_hostname()
-    print('remote show_hostname()')
-    remote_show_hostname = fairing.config.fn(show_hostname)
-    remote_show_hostname()
-"""
 
 
 @pytest.mark.real
@@ -243,7 +219,9 @@ def test_seed_hostname_example_runs_through_the_facade_with_the_local_deployer(
     tmp_path: Path, registry: Any, python_base: str, podman_env: dict[str, str]
 ) -> None:
     script = tmp_path / "fairing_example.py"
-    source = SEED_EXAMPLE.format(registry=f"{registry.host}/ddung1203", base_image=python_base)
+    source = migrated(
+        registry=f"{registry.host}/ddung1203", base_image=python_base, deployer="local"
+    )
     script.write_text(source)
     # The engine's private config reaches podman through the inherited environment.
     env = with_fnjob_importable({**podman_env, "HOSTNAME": socket.gethostname()})

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests import tutorial
 from tests.fnjob.conftest import PodmanConfig
 from tests.journey.conftest import PROFILE_USER, JourneyRegistry, render_lab
 from tests.journey.images import FNJOB_SOURCES, RECIPE
@@ -37,20 +38,13 @@ from tests.journey.profile import GPU_SPOT, PROFILE, docker_config
 pytestmark = pytest.mark.real
 
 CODE = Path(__file__).parent / "notebook_code"
-# The Fairing snippet of the project's tutorial (its "fairing.config" section), verbatim, and
-# the only lines a user changes.
-TUTORIAL = CODE / "tutorial_fairing.txt"
+# The only lines a user changes in the tutorial's Fairing snippet: the imports, and its own
+# registry and base image, which are not reachable from here (nor are they the profile's):
+# the notebook's environment names the profile's.
 TUTORIAL_CHANGES = {
-    "from kubeflow import fairing": "from fnjob import fairing",
-    "from kubeflow.fairing.kubernetes.utils import get_resource_mutator": (
-        "from fnjob.fairing.kubernetes.utils import get_resource_mutator"
-    ),
-    # The tutorial's own registry and base image are not reachable from here (nor are they
-    # the profile's); the notebook's environment names the profile's.
-    "DOCKER_REGISTRY = 'ghcr.io/ddung1203'": "DOCKER_REGISTRY = os.environ['FNJOB_REGISTRY']",
-    "    base_image='tensorflow/tensorflow:1.14.0-py3',": (
-        "    base_image=os.environ['FNJOB_BASE_IMAGE'],"
-    ),
+    **tutorial.IMPORTS,
+    tutorial.REGISTRY_LINE: "DOCKER_REGISTRY = os.environ['FNJOB_REGISTRY']",
+    tutorial.BASE_IMAGE_LINE: "    base_image=os.environ['FNJOB_BASE_IMAGE'],",
 }
 
 
@@ -138,11 +132,8 @@ def test_the_tutorials_fairing_snippet_runs_with_only_its_imports_changed(
     workspace: Path,
     tmp_path: Path,
 ) -> None:
-    original = TUTORIAL.read_text()
-    migrated = original
-    for old, new in TUTORIAL_CHANGES.items():
-        assert original.count(old + "\n") == 1, old
-        migrated = migrated.replace(old + "\n", new + "\n")
+    original = tutorial.ORIGINAL
+    migrated = tutorial.changed(TUTORIAL_CHANGES)
     changed = [
         line
         for line in difflib.unified_diff(original.splitlines(), migrated.splitlines(), n=0)
