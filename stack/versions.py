@@ -25,6 +25,7 @@ class KubernetesPins:
     autoscaler_chart: str
     autoscaler_image: str
     kubectl: str
+    load_balancer_controller_chart: str
     addons: Mapping[str, str]
 
 
@@ -42,6 +43,7 @@ def pins(kubernetes_version: str) -> KubernetesPins:
         autoscaler_chart=str(entry["clusterAutoscaler"]["chart"]),
         autoscaler_image=str(entry["clusterAutoscaler"]["image"]),
         kubectl=str(entry["kubectl"]),
+        load_balancer_controller_chart=str(entry["awsLoadBalancerController"]),
         addons={str(k): str(v) for k, v in entry["addons"].items()},
     )
 

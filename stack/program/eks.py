@@ -223,7 +223,7 @@ def kubeflow_load_balancer(
             cluster_name=name,
             region=cfg.region,
             vpc_id=platform.network.vpc_id,
-            chart_version=versions.chart("aws-load-balancer-controller"),
+            chart_version=versions.pins(cfg.kubernetes_version).load_balancer_controller_chart,
             provider=platform.provider,
             depends_on=platform.ingress_ready,
             tags=tags,

@@ -61,7 +61,8 @@ def test_the_controller_has_exactly_its_documented_policy_through_pod_identity()
         for r in mocks.of_type("kubernetes:helm.sh/v3:Release")
         if r.inputs["chart"] == "aws-load-balancer-controller"
     )
-    assert release["version"] == versions.chart("aws-load-balancer-controller")
+    kubernetes = versions.DEFAULT_KUBERNETES_VERSION
+    assert release["version"] == versions.pins(kubernetes).load_balancer_controller_chart
     assert release["values"]["enableServiceMutatorWebhook"] is False
     assert release["values"]["clusterName"] == _cluster(ZONE)
 

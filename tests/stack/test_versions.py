@@ -29,6 +29,8 @@ def test_every_supported_version_pins_everything(kubernetes: str) -> None:
     assert pins.addons["kube-proxy"].startswith(f"v{kubernetes}.")
     assert pins.autoscaler_image.startswith(f"v{kubernetes}.")
     assert re.fullmatch(r"v\d+\.\d+\.\d+", pins.autoscaler_image)
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pins.load_balancer_controller_chart)
+    assert pins.kubectl.startswith(f"v{kubernetes}.")
     if _version(kubernetes) >= (1, 34):
         assert _version(pins.autoscaler_chart) >= FIRST_CHART_WITH_DRA_RBAC
 
