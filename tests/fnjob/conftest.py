@@ -417,3 +417,22 @@ def podman(
 def podman_env(podman: PodmanConfig) -> dict[str, str]:
     """Environment variables for ``podman`` (private config files and storage)."""
     return podman.env
+
+
+# A gpu-groups.json as the stack publishes it (version 1): one spot group with its taints.
+GPU_SPOT_GROUPS = {
+    "version": 1,
+    "default": "gpu-spot",
+    "groups": [
+        {
+            "name": "gpu-spot",
+            "resource": "nvidia.com/gpu",
+            "gpusPerNode": 1,
+            "gpuModel": "NVIDIA A10G",
+            "nodeSelector": {"kubeflow-eks.io/gpu-group": "gpu-spot"},
+            "tolerations": [
+                {"key": "capacity", "operator": "Equal", "value": "spot", "effect": "NoSchedule"}
+            ],
+        }
+    ],
+}

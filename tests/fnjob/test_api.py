@@ -31,6 +31,7 @@ from fnjob import (
     job,
 )
 from tests.fnjob import run_payloads, run_with_fnjob_import
+from tests.fnjob.conftest import GPU_SPOT_GROUPS
 from tests.fnjob.fake_kube_api import FakeKubeApi, JobScenario
 from tests.fnjob.run_fixtures import api_client_for, fnjob_containers
 from tests.fnjob.run_functions import payload
@@ -241,31 +242,7 @@ def test_every_setting_reaches_the_submitted_job() -> None:
 
 
 def write_gpu_groups(path: Path) -> Path:
-    path.write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "default": "gpu-spot",
-                "groups": [
-                    {
-                        "name": "gpu-spot",
-                        "resource": "nvidia.com/gpu",
-                        "gpusPerNode": 1,
-                        "gpuModel": "NVIDIA A10G",
-                        "nodeSelector": {"kubeflow-eks.io/gpu-group": "gpu-spot"},
-                        "tolerations": [
-                            {
-                                "key": "capacity",
-                                "operator": "Equal",
-                                "value": "spot",
-                                "effect": "NoSchedule",
-                            }
-                        ],
-                    }
-                ],
-            }
-        )
-    )
+    path.write_text(json.dumps(GPU_SPOT_GROUPS))
     return path
 
 

@@ -22,6 +22,7 @@ from fnjob.options import (
     Security,
     Volumes,
 )
+from tests.fnjob.conftest import GPU_SPOT_GROUPS
 
 K8S_VERSION = "1.34"
 IMAGE = "registry.example:5000/team/fnjob-train@sha256:" + "a" * 64
@@ -168,27 +169,7 @@ def test_gpu_job_without_groups_file_gets_the_default_placement() -> None:
 
 def test_gpu_job_in_a_group_uses_the_groups_placement_not_the_defaults() -> None:
     groups = GpuGroups.from_document(
-        {
-            "version": 1,
-            "default": "gpu-spot",
-            "groups": [
-                {
-                    "name": "gpu-spot",
-                    "resource": "nvidia.com/gpu",
-                    "gpusPerNode": 1,
-                    "gpuModel": "NVIDIA A10G",
-                    "nodeSelector": {"kubeflow-eks.io/gpu-group": "gpu-spot"},
-                    "tolerations": [
-                        {
-                            "key": "capacity",
-                            "operator": "Equal",
-                            "value": "spot",
-                            "effect": "NoSchedule",
-                        }
-                    ],
-                }
-            ],
-        },
+        GPU_SPOT_GROUPS,
         source="gpu-groups.json",
     )
     job = manifest(
