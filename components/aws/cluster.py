@@ -134,7 +134,10 @@ class EksCluster(pulumi.ComponentResource):
             opts=child,
         )
 
-        self.cluster_name = pulumi.Output.from_input(args.cluster_name)
+        # The name as an output of the cluster (the component resolves once the control plane
+        # and its add-ons exist): whatever takes it (node groups, add-ons, Pod Identity
+        # associations) waits for them, which a plain string would not make it do.
+        self.cluster_name = cluster.urn.apply(lambda _: args.cluster_name)
         self.kubeconfig = pulumi.Output.secret(cluster.kubeconfig_json)
         self.oidc_provider_arn = cluster.oidc_provider_arn
         self.oidc_provider_url = cluster.oidc_provider_url

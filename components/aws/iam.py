@@ -106,6 +106,42 @@ def pod_identity_trust(cluster_arn: str, namespace: str, service_account: str) -
 
 
 @dataclass(frozen=True)
+class PodIdentityCluster:
+    """Where Pod Identity associations go, and what they wait for.
+
+    EKS creates an association only on an existing cluster, and a pod gets its credentials
+    only from the ``eks-pod-identity-agent`` add-on on its node. ``name`` is an output of the
+    cluster resource (a plain string would give Pulumi nothing to order by); ``agent`` is
+    that add-on.
+    """
+
+    name: pulumi.Output[str]
+    agent: pulumi.Resource
+
+
+def pod_identity_association(
+    name: str,
+    cluster: PodIdentityCluster,
+    *,
+    namespace: str,
+    service_account: str,
+    role_arn: pulumi.Input[str],
+    tags: Mapping[str, str],
+    parent: pulumi.Resource,
+) -> aws.eks.PodIdentityAssociation:
+    """Gives ``namespace/service_account`` the role, once the cluster and the agent exist."""
+    return aws.eks.PodIdentityAssociation(
+        name,
+        cluster_name=cluster.name,
+        namespace=namespace,
+        service_account=service_account,
+        role_arn=role_arn,
+        tags=dict(tags),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[cluster.agent]),
+    )
+
+
+@dataclass(frozen=True)
 class AccountArns:
     """ARN prefixes of the account and region the stack deploys into."""
 

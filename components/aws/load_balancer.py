@@ -24,7 +24,12 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.aws.iam import AccountArns, pod_identity_trust
+from components.aws.iam import (
+    AccountArns,
+    PodIdentityCluster,
+    pod_identity_association,
+    pod_identity_trust,
+)
 
 CONTROLLER_NAMESPACE = "kube-system"
 CONTROLLER_SERVICE_ACCOUNT = "aws-load-balancer-controller"
@@ -96,6 +101,7 @@ def target_group_binding(target_group_arn: str, alb_security_group: str) -> dict
 @dataclass(frozen=True)
 class LoadBalancerControllerArgs:
     cluster_name: str
+    pod_identity: PodIdentityCluster
     region: str
     vpc_id: pulumi.Input[str]
     chart_version: str
@@ -124,14 +130,14 @@ class LoadBalancerController(pulumi.ComponentResource):
             opts=child,
         )
         aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=controller_policy(), opts=child)
-        association = aws.eks.PodIdentityAssociation(
+        association = pod_identity_association(
             f"{name}-identity",
-            cluster_name=args.cluster_name,
+            args.pod_identity,
             namespace=CONTROLLER_NAMESPACE,
             service_account=CONTROLLER_SERVICE_ACCOUNT,
             role_arn=role.arn,
-            tags=dict(args.tags),
-            opts=child,
+            tags=args.tags,
+            parent=self,
         )
         values = pulumi.Output.from_input(args.vpc_id).apply(
             lambda vpc: controller_values(args.cluster_name, args.region, vpc)

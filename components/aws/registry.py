@@ -29,7 +29,13 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.aws.iam import AccountArns, pod_identity_trust, policy_document
+from components.aws.iam import (
+    AccountArns,
+    PodIdentityCluster,
+    pod_identity_association,
+    pod_identity_trust,
+    policy_document,
+)
 
 JOB_REPOSITORY = "fnjob"
 PROFILE_SERVICE_ACCOUNT = "default-editor"
@@ -146,6 +152,7 @@ def scanned_repository(
 @dataclass(frozen=True)
 class ProfileRegistriesArgs:
     cluster_name: str
+    pod_identity: PodIdentityCluster
     region: str
     profiles: Sequence[str]
     keep_untagged_images: int
@@ -209,14 +216,14 @@ class ProfileRegistries(pulumi.ComponentResource):
                 functools.partial(_push_policy_from, prefix)
             )
             aws.iam.RolePolicy(f"{name}-{profile}", role=role.id, policy=policy, opts=child)
-            aws.eks.PodIdentityAssociation(
+            pod_identity_association(
                 f"{name}-{profile}",
-                cluster_name=args.cluster_name,
+                args.pod_identity,
                 namespace=profile,
                 service_account=PROFILE_SERVICE_ACCOUNT,
                 role_arn=role.arn,
-                tags=dict(args.tags),
-                opts=child,
+                tags=args.tags,
+                parent=self,
             )
             self.registries[profile] = repository.repository_url.apply(
                 lambda url: url.rsplit("/", 1)[0]

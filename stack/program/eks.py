@@ -10,6 +10,7 @@ import pulumi
 from components.aws.addons import NodeAddons, NodeAddonsArgs
 from components.aws.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.aws.cluster import EksCluster, EksClusterArgs
+from components.aws.iam import PodIdentityCluster
 from components.aws.load_balancer import (
     KubeflowLoadBalancer,
     KubeflowLoadBalancerArgs,
@@ -160,7 +161,8 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
             oidc_provider_url=cluster.oidc_provider_url,
             provider=cluster.provider,
             addon_version=pins.addons["aws-ebs-csi-driver"],
-            depends_on=[system_group],
+            # Its controller calls the EC2 API by name, through CoreDNS.
+            depends_on=[system_group, addons.addons["coredns"]],
             tags=tags,
         ),
     )
@@ -206,6 +208,9 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
         ready=ready,
         network=network,
         ingress_ready=[system_group, addons, storage],
+        pod_identity=PodIdentityCluster(
+            name=cluster.cluster_name, agent=addons.addons["eks-pod-identity-agent"]
+        ),
     )
     return platform, outputs
 
@@ -215,12 +220,14 @@ def kubeflow_load_balancer(
 ) -> pulumi.Output[str]:
     """The AWS Load Balancer Controller and the ALB that serves https://<domain>/."""
     assert platform.network is not None and cfg.region is not None and cfg.kubeflow.domain
+    assert platform.pod_identity is not None
     name = cfg.cluster_name
     tags = stack_tags(cfg)
     controller = LoadBalancerController(
         f"{name}-lb-controller",
         LoadBalancerControllerArgs(
             cluster_name=name,
+            pod_identity=platform.pod_identity,
             region=cfg.region,
             vpc_id=platform.network.vpc_id,
             chart_version=versions.pins(cfg.kubernetes_version).load_balancer_controller_chart,

@@ -108,7 +108,10 @@ def _managed_profiles(cfg: EksStack | OnpremStack, kubeflow_plan: KubeflowPlan) 
 
 
 def _deploy_inputs(
-    cfg: EksStack | OnpremStack, kubeflow_plan: KubeflowPlan, outputs: dict[str, Any]
+    cfg: EksStack | OnpremStack,
+    kubeflow_plan: KubeflowPlan,
+    platform: Platform,
+    outputs: dict[str, Any],
 ) -> DeployInputs:
     """The notebook image, each profile's registry and credentials: created here when the
     stack owns them (EKS with ECR), else taken from the configuration."""
@@ -117,7 +120,7 @@ def _deploy_inputs(
     image: pulumi.Input[str] | None = kubeflow.notebook_image.image
     registries: dict[str, pulumi.Input[str]] = {}
     if isinstance(cfg, EksStack) and kubeflow.registry_access == "ecr":
-        assert cfg.region is not None
+        assert cfg.region is not None and platform.pod_identity is not None
         tags = stack_tags(cfg)
         base_repositories: list[pulumi.Input[str]] = []
         if kubeflow.notebook_image.build:
@@ -139,6 +142,7 @@ def _deploy_inputs(
             f"{cfg.cluster_name}-registries",
             ProfileRegistriesArgs(
                 cluster_name=cfg.cluster_name,
+                pod_identity=platform.pod_identity,
                 region=cfg.region,
                 profiles=profiles,
                 keep_untagged_images=kubeflow.keep_untagged_images,
@@ -173,7 +177,7 @@ def build_kubeflow(
 ) -> None:
     """Kubeflow on the cluster, what its notebooks need, and how users reach it."""
     assert cfg.kubeflow_admin_password is not None  # the model requires it
-    deploy = _deploy_inputs(cfg, kubeflow_plan, outputs)
+    deploy = _deploy_inputs(cfg, kubeflow_plan, platform, outputs)
     kubeflow = Kubeflow(
         f"{cfg.cluster_name}-kubeflow",
         args,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.aws.iam import PodIdentityCluster
 from components.aws.network import Network
 
 
@@ -20,3 +21,5 @@ class Platform:
     # EKS only: the VPC, and what the load balancer controller waits for.
     network: Network | None = None
     ingress_ready: list[pulumi.Resource] = field(default_factory=list)
+    # EKS only: the cluster and add-on that Pod Identity associations wait for.
+    pod_identity: PodIdentityCluster | None = None

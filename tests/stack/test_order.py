@@ -1,97 +1,85 @@
 """The order a live first `pulumi up` needs, read from what each resource waits for.
 
-Mocks create everything at once, so ordering bugs never fail here by themselves. Each rule
-below is what the live system does (written next to it); the test checks the program makes
-every resource wait, directly or through its parent, for what that rule needs.
+Mocks create everything at once, so ordering bugs never fail here by themselves. The table
+tests/stack/preconditions.yaml says what each kind of resource must wait for on the live
+system (and why); the check reads every registered resource's transitive dependencies
+(direct, through its inputs and through its parents) and reports each missing wait.
 """
 
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
 import pytest
 
-from tests.pulumi_mocks import Node, RecordingMocks, run_program, stack_file_config
+from tests.pulumi_mocks import STACKS, RecordingMocks, file_config, run_program, stack_file_config
+from tests.stack.ordering import Rule, Selector, check_order, load_rules
 
-EKS_STACKS = ("dev", "prod")
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
-ADDON = "aws:eks/addon:Addon"
-RELEASE = "kubernetes:helm.sh/v3:Release"
-CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
+EXAMPLE_STACKS = sorted(STACKS.glob("Pulumi.*.yaml"))
+GOOD_FILES = sorted((Path(__file__).parent / "files" / "good").glob("Pulumi.*.yaml"))
+
+
+def _stack(path: Path) -> str:
+    return path.name.removeprefix("Pulumi.").removesuffix(".yaml")
 
 
 @cache
-def _mocks(stack: str) -> RecordingMocks:
-    return run_program(stack_file_config(stack), stack=stack).mocks
+def _mocks(path: Path) -> RecordingMocks:
+    return run_program(file_config(path), stack=_stack(path)).mocks
 
 
-def _one(mocks: RecordingMocks, typ: str, name_part: str) -> Node:
-    [node] = mocks.nodes(typ, name_part)
-    return node
+@pytest.mark.parametrize("path", EXAMPLE_STACKS + GOOD_FILES, ids=lambda p: p.name)
+def test_every_resource_waits_for_what_the_live_system_needs_first(path: Path) -> None:
+    report = check_order(_mocks(path))
+    assert report.missing == (), f"{len(report.missing)} missing waits:\n" + "\n".join(
+        map(str, report.missing)
+    )
 
 
-def _after(mocks: RecordingMocks, later: Node, *earlier: Node) -> None:
-    waits = mocks.waits_for(later.urn)
-    missing = [e.name for e in earlier if e.urn not in waits]
-    assert not missing, f"{later.typ} {later.name} does not wait for {missing}"
+def test_every_precondition_in_the_table_is_checked_somewhere() -> None:
+    """A rule whose selectors pick nothing would pass vacuously: across the example stacks
+    and good files, each precondition of each rule meets at least one resource."""
+    checked: set[tuple[str, str]] = set()
+    for path in EXAMPLE_STACKS + GOOD_FILES:
+        checked |= check_order(_mocks(path)).exercised
+    rules = load_rules()
+    wanted = {(rule.name, str(selector)) for rule in rules for selector in rule.waits_for}
+    assert wanted - checked == set()
+    assert {r.name for r in rules} >= {
+        "pod-identity-association",
+        "addon-with-pods",
+        "kubernetes-object",
+        "https-listener",
+        "dns-alias",
+        "target-group-binding",
+        "node-group",
+    }
 
 
-@pytest.mark.parametrize("stack", EKS_STACKS)
-def test_addons_whose_pods_need_nodes_come_after_the_system_nodes(stack: str) -> None:
-    """An add-on is ACTIVE only once its pods run: CoreDNS with no node stays DEGRADED and
-    fails its creation after 20 minutes (pulumi-eks#1819)."""
-    mocks = _mocks(stack)
-    system = _one(mocks, NODE_GROUP, "-system-")
-    for addon in ("coredns", "eks-pod-identity-agent", "ebs-csi"):
-        _after(mocks, _one(mocks, ADDON, addon), system)
-    # pulumi-eks must not create its own CoreDNS add-on alongside the control plane.
-    [cluster] = mocks.of_type("eks:index:Cluster")
-    assert cluster.inputs["corednsAddonOptions"]["enabled"] is False
+def test_the_check_finds_a_resource_that_does_not_wait() -> None:
+    """The check itself: a rule the program does not follow is reported, naming the
+    resource and what it should wait for."""
+    [prod] = [p for p in EXAMPLE_STACKS if _stack(p) == "prod"]
+    backwards = Rule(
+        name="backwards",
+        why="a cluster cannot wait for its own node groups",
+        resource=Selector(type="eks:index:Cluster"),
+        waits_for=(Selector(type=NODE_GROUP, name="-system-"),),
+    )
+    [missing] = check_order(_mocks(prod), [backwards]).missing
+    assert missing.rule == "backwards"
+    assert missing.resource == "eks:index:Cluster ml-platform-prod-eks"
+    assert missing.waits_for.startswith("ml-platform-prod-system")
 
 
-@pytest.mark.parametrize("stack", EKS_STACKS)
-def test_node_groups_wait_for_the_cluster_and_the_routes_out(stack: str) -> None:
-    """Joining nodes pull images (vpc-cni, kube-proxy) through NAT or the VPC endpoints; a
-    node group created before its routes exist fails with NodeCreationFailure."""
-    mocks = _mocks(stack)
-    cluster = _one(mocks, "eks:index:Cluster", "")
-    routes = mocks.nodes("aws:ec2/routeTableAssociation:RouteTableAssociation", "private")
-    nats = mocks.nodes("aws:ec2/natGateway:NatGateway")
-    endpoints = mocks.nodes("aws:ec2/vpcEndpoint:VpcEndpoint")
-    assert routes and nats and endpoints
-    for group in mocks.nodes(NODE_GROUP):
-        _after(mocks, group, cluster, *routes, *nats, *endpoints)
-
-
-@pytest.mark.parametrize("stack", EKS_STACKS)
-def test_workloads_come_after_nodes_dns_and_storage(stack: str) -> None:
-    """Helm releases are atomic (they wait for their pods) and Kubeflow's databases bind
-    PVCs: both need a node, CoreDNS and the default StorageClass first."""
-    mocks = _mocks(stack)
-    needed = [
-        _one(mocks, NODE_GROUP, "-system-"),
-        _one(mocks, ADDON, "coredns"),
-        _one(mocks, CONFIG_GROUP, "-ebs-class"),
-    ]
-    releases = mocks.nodes(RELEASE)
-    assert {r.name.rsplit("-", 1)[0] for r in releases} >= {f"{_cluster(stack)}-autoscaler"}
-    for release in releases:
-        _after(mocks, release, *needed)
-    first_phase = [g for g in mocks.nodes(CONFIG_GROUP) if "-kubeflow-01-" in g.name]
-    assert first_phase
-    for group in first_phase:
-        _after(mocks, group, *needed)
-
-
-@pytest.mark.parametrize("stack", EKS_STACKS)
-def test_the_autoscaler_starts_after_every_group_it_manages(stack: str) -> None:
-    mocks = _mocks(stack)
-    autoscaler = next(r for r in mocks.nodes(RELEASE) if "-autoscaler-" in r.name)
-    _after(mocks, autoscaler, *mocks.nodes(NODE_GROUP))
-
-
-def _cluster(stack: str) -> str:
-    return {"dev": "kubeflow-dev", "prod": "ml-platform-prod"}[stack]
+def test_pulumi_eks_does_not_create_coredns_alongside_the_control_plane() -> None:
+    """CoreDNS comes as our add-on, after the system nodes (the table's addon-with-pods)."""
+    clusters = [c for path in EXAMPLE_STACKS for c in _mocks(path).of_type("eks:index:Cluster")]
+    assert clusters
+    for cluster in clusters:
+        assert cluster.inputs["corednsAddonOptions"]["enabled"] is False
 
 
 def test_names_derived_from_the_longest_allowed_names_fit_aws_limits() -> None:
