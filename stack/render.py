@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from components.kubeflow.component import DeployInputs, plan_kubeflow
+from components.kubeflow.component import DeployInputs, KubeflowPlan, plan_kubeflow
 from components.kubeflow.manifests import YAML_DUMPER, RenderError
 from components.kubeflow.phases import Phase
 from components.kubeflow.transform import KubeflowArgs, KubeflowConfigError, TransformError
@@ -83,16 +83,30 @@ def render_to_directory(
     return RenderSummary(files, tuple((p.name, len(p.objects)) for p in phases), from_cache)
 
 
-def kubeflow_args_for_stack(stack_file: Path) -> tuple[KubeflowArgs, DeployInputs]:
-    """KubeflowArgs exactly as the stack program derives them from its stack file, and the
-    shape of its deploy-time values (placeholders)."""
+def stack_plan(
+    stack_file: Path, *, source: str | None = None, cache_dir: Path | None = None
+) -> tuple[KubeflowArgs, KubeflowPlan]:
+    """The plan `pulumi up` makes from this stack file (the program's own ``plan``), with
+    ``source`` instead of the stack's kubeflow/manifests when given."""
     from stack.load import load_stack_file
-    from stack.program.kubeflow import deploy_shape, kubeflow_args_from_config
+    from stack.program.kubeflow import plan
 
     config = load_stack_file(stack_file, require_secrets=False)
     if not config.kubeflow.enabled:
         raise KubeflowConfigError(f"{stack_file} has Kubeflow disabled; nothing to render")
-    return kubeflow_args_from_config(config), deploy_shape(config)
+    return plan(config, source=source, cache_dir=cache_dir)
+
+
+def render_stack(
+    stack_file: Path, out_dir: Path, *, source: str | None = None, cache_dir: Path | None = None
+) -> RenderSummary:
+    """Write what the stack applies, phase by phase, exactly as `pulumi up` plans it."""
+    args, kubeflow_plan = stack_plan(stack_file, source=source, cache_dir=cache_dir)
+    phases = kubeflow_plan.phases
+    files = write_phases(phases, out_dir, args.source)
+    return RenderSummary(
+        files, tuple((p.name, len(p.objects)) for p in phases), kubeflow_plan.rendered.from_cache
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,10 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not stack_file.is_file():
             raise KubeflowConfigError(f"stack file {stack_file} does not exist")
-        args, deploy = kubeflow_args_for_stack(stack_file)
-        if options.kubeflow_source:
-            args = dataclasses.replace(args, source=options.kubeflow_source)
-        summary = render_to_directory(args, options.out, options.cache_dir, deploy)
+        summary = render_stack(
+            stack_file,
+            options.out,
+            source=options.kubeflow_source or None,
+            cache_dir=options.cache_dir,
+        )
     except (RenderError, TransformError, ValueError, OSError) as err:
         # ValueError covers every config error type (they all derive from it).
         console.print(f"[red]render failed:[/red] {err}")

@@ -147,8 +147,10 @@ def plan_kubeflow(
     deploy: DeployInputs | None = None,
     *,
     cache_dir: Path | None = None,
+    rendered: RenderedManifests | None = None,
 ) -> KubeflowPlan:
-    """Render (cached), transform with placeholder secrets, check, and split into phases.
+    """Render (cached; or take ``rendered``, the render of ``args``), transform with
+    placeholder secrets, check, and split into phases.
 
     Offline and free of Pulumi resources, so a program can call it before it creates
     anything. Raises `RenderError` (a source or kustomize problem; `ReferenceClosureError`
@@ -156,7 +158,8 @@ def plan_kubeflow(
     example/kustomization.yaml that would provide them), `TransformError` (upstream changed
     shape, or a default credential survived) or `KubeflowConfigError`.
     """
-    rendered = render_manifests(args.source, args.components, cache_dir=cache_dir)
+    if rendered is None:
+        rendered = render_manifests(args.source, args.components, cache_dir=cache_dir)
     docker, notebooks = (deploy or DeployInputs()).placeholders()
     try:
         phases = build_phases(rendered.objects, args, placeholder_credentials(docker), notebooks)

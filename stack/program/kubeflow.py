@@ -3,6 +3,9 @@ what notebooks need (the notebook image, each profile's registry and credentials
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -11,7 +14,11 @@ from components.aws.notebook_image import NotebookImage, NotebookImageArgs
 from components.aws.registry import ProfileRegistries, ProfileRegistriesArgs
 from components.kubeflow.access import Access, GatewayTls
 from components.kubeflow.component import DeployInputs, Kubeflow, KubeflowPlan, plan_kubeflow
-from components.kubeflow.manifests import ComponentSelectionError
+from components.kubeflow.manifests import (
+    ComponentSelectionError,
+    RenderedManifests,
+    render_manifests,
+)
 from components.kubeflow.objects import name_of
 from components.kubeflow.profiles import ProfileSpec
 from components.kubeflow.references import ReferenceClosureError
@@ -59,31 +66,77 @@ def kubeflow_args_from_config(cfg: EksStack | OnpremStack) -> KubeflowArgs:
     )
 
 
-def deploy_shape(cfg: EksStack | OnpremStack) -> DeployInputs:
-    """The deploy-time values' shape (which exist, for which profiles), with placeholders:
-    enough to plan, and what the render command shows."""
+def managed_profiles(cfg: EksStack | OnpremStack, rendered: RenderedManifests) -> list[str]:
+    """The profiles the stack sets up for notebooks and jobs: the configured ones, and
+    upstream's example profile when it is rendered (the stack gives it to the admin)."""
+    names = [p.name for p in cfg.kubeflow.profiles]
+    upstream = any(
+        o.get("kind") == "Profile" and name_of(o) == UPSTREAM_EXAMPLE_PROFILE
+        for o in rendered.objects
+    )
+    return [*names, UPSTREAM_EXAMPLE_PROFILE] if upstream else names
+
+
+def deploy_inputs(
+    cfg: EksStack | OnpremStack,
+    profiles: Sequence[str],
+    *,
+    notebook_image: pulumi.Input[str] | None,
+    ecr_registries: Mapping[str, pulumi.Input[str]],
+    seal: Callable[[str], pulumi.Input[str]],
+) -> DeployInputs:
+    """The deploy-time values Kubeflow's objects are built from, for the render and for
+    `pulumi up` alike: which profiles get a registry (``FNJOB_REGISTRY``) and credentials.
+
+    ``ecr_registries`` are the profiles' ECR prefixes (with ``registryAccess: ecr``);
+    ``seal`` turns a docker config's plain text into what the objects carry.
+    """
     kubeflow = cfg.kubeflow
-    profiles = [p.name for p in kubeflow.profiles]
-    docker = kubeflow.registry_access == "docker-config"
-    has_image = kubeflow.notebook_image.build or kubeflow.notebook_image.image is not None
-    registries: list[str] = []
-    if kubeflow.registry_access == "ecr" or (docker and kubeflow.job_registry):
-        registries = profiles
+    registries: dict[str, pulumi.Input[str]] = {}
+    if kubeflow.registry_access == "ecr":
+        registries = {p: ecr_registries[p] for p in profiles}
+    elif kubeflow.registry_access == "docker-config" and kubeflow.job_registry:
+        registries = {p: f"{kubeflow.job_registry}/{p}" for p in profiles}
+    docker_configs: dict[str, pulumi.Input[str]] = {}
+    if kubeflow.registry_access == "docker-config":
+        docker_configs = {
+            profile: seal(secret.get_secret_value())
+            for profile, secret in cfg.registry_docker_configs.items()
+        }
     return DeployInputs(
-        docker_configs={p: PLACEHOLDER for p in cfg.registry_docker_configs} if docker else {},
-        notebook_image=PLACEHOLDER if has_image else None,
+        docker_configs=docker_configs,
+        notebook_image=notebook_image,
         job_base_image=kubeflow.job_base_image,
-        registries={p: PLACEHOLDER for p in registries},
+        registries=registries,
     )
 
 
-def plan(cfg: EksStack | OnpremStack) -> tuple[KubeflowArgs, KubeflowPlan]:
-    """What Kubeflow will apply, before any resource exists; a component selection that
-    cannot work is a problem of the stack's configuration."""
+def plan(
+    cfg: EksStack | OnpremStack, *, source: str | None = None, cache_dir: Path | None = None
+) -> tuple[KubeflowArgs, KubeflowPlan]:
+    """What Kubeflow will apply, before any resource exists: the one plan that both
+    `pulumi up` and `python -m stack.render` use (deploy-time values as placeholders).
+
+    ``source`` renders another kubeflow/manifests tree than the stack's. A component
+    selection that cannot work is a problem of the stack's configuration.
+    """
     args = kubeflow_args_from_config(cfg)
+    if source is not None:
+        args = dataclasses.replace(args, source=source)
     given = show(list(args.components or ()))
+    kubeflow = cfg.kubeflow
+    has_image = kubeflow.notebook_image.build or kubeflow.notebook_image.image is not None
     try:
-        return args, plan_kubeflow(args, deploy_shape(cfg))
+        rendered = render_manifests(args.source, args.components, cache_dir=cache_dir)
+        profiles = managed_profiles(cfg, rendered)
+        shape = deploy_inputs(
+            cfg,
+            profiles,
+            notebook_image=PLACEHOLDER if has_image else None,
+            ecr_registries={p: PLACEHOLDER for p in profiles},
+            seal=lambda _: PLACEHOLDER,
+        )
+        return args, plan_kubeflow(args, shape, cache_dir=cache_dir, rendered=rendered)
     except ComponentSelectionError as error:
         raise StackConfigError([Problem("kubeflow.components", given, str(error))]) from None
     except ReferenceClosureError as error:
@@ -96,17 +149,6 @@ def plan(cfg: EksStack | OnpremStack) -> tuple[KubeflowArgs, KubeflowPlan]:
         raise StackConfigError([Problem("kubeflow.components", given, fix)]) from None
 
 
-def _managed_profiles(cfg: EksStack | OnpremStack, kubeflow_plan: KubeflowPlan) -> list[str]:
-    """The configured profiles, and upstream's example profile when it is rendered (the stack
-    gives it to the admin)."""
-    names = [p.name for p in cfg.kubeflow.profiles]
-    upstream = any(
-        o.get("kind") == "Profile" and name_of(o) == UPSTREAM_EXAMPLE_PROFILE
-        for o in kubeflow_plan.rendered.objects
-    )
-    return [*names, UPSTREAM_EXAMPLE_PROFILE] if upstream else names
-
-
 def _deploy_inputs(
     cfg: EksStack | OnpremStack,
     kubeflow_plan: KubeflowPlan,
@@ -116,9 +158,9 @@ def _deploy_inputs(
     """The notebook image, each profile's registry and credentials: created here when the
     stack owns them (EKS with ECR), else taken from the configuration."""
     kubeflow = cfg.kubeflow
-    profiles = _managed_profiles(cfg, kubeflow_plan)
+    profiles = managed_profiles(cfg, kubeflow_plan.rendered)
     image: pulumi.Input[str] | None = kubeflow.notebook_image.image
-    registries: dict[str, pulumi.Input[str]] = {}
+    ecr_registries: dict[str, pulumi.Input[str]] = {}
     if isinstance(cfg, EksStack) and kubeflow.registry_access == "ecr":
         assert cfg.region is not None and platform.pod_identity is not None
         tags = stack_tags(cfg)
@@ -150,21 +192,14 @@ def _deploy_inputs(
                 tags=tags,
             ),
         )
-        registries = dict(ecr.registries)
+        ecr_registries = dict(ecr.registries)
         outputs["jobRegistries"] = ecr.registries
-    elif kubeflow.registry_access == "docker-config" and kubeflow.job_registry:
-        registries = {p: f"{kubeflow.job_registry}/{p}" for p in profiles}
-    docker_configs: dict[str, pulumi.Input[str]] = {}
-    if kubeflow.registry_access == "docker-config":
-        docker_configs = {
-            profile: pulumi.Output.secret(secret.get_secret_value())
-            for profile, secret in cfg.registry_docker_configs.items()
-        }
-    return DeployInputs(
-        docker_configs=docker_configs,
+    return deploy_inputs(
+        cfg,
+        profiles,
         notebook_image=image,
-        job_base_image=kubeflow.job_base_image,
-        registries=registries,
+        ecr_registries=ecr_registries,
+        seal=pulumi.Output.secret,
     )
 
 
@@ -190,4 +225,6 @@ def build_kubeflow(
         outputs["loadBalancerDnsName"] = kubeflow_load_balancer(cfg, platform, kubeflow)
     outputs["kubeflowUrl"] = cfg.kubeflow.url
     outputs["kubeflowAdmin"] = kubeflow.admin_email
-    outputs["kubeflowPortForward"] = kubeflow.dashboard_port_forward
+    if cfg.kubeflow.ingress == "port-forward":
+        # The way in only when nothing is exposed; by name, the URL is.
+        outputs["kubeflowPortForward"] = kubeflow.dashboard_port_forward

@@ -260,7 +260,12 @@ def test_render_command_refuses_the_tutorial_subset_with_exit_1(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     args = make_upstream_args(upstream.source, components=TUTORIAL_SUBSET)
-    monkeypatch.setattr(render, "kubeflow_args_for_stack", lambda _stack_file: (args, None))
+    # The stack's plan, for a selection no example stack makes.
+    monkeypatch.setattr(
+        render,
+        "stack_plan",
+        lambda _stack_file, **_options: (args, plan_kubeflow(args, cache_dir=upstream_cache)),
+    )
     (tmp_path / "Pulumi.tutorial.yaml").write_text("config: {}\n")
     out = tmp_path / "out"
     options = ["--stacks-dir", str(tmp_path), "--out", str(out), "--cache-dir", str(upstream_cache)]
