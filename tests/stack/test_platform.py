@@ -148,4 +148,8 @@ def test_outputs_say_how_to_log_in(stack: str) -> None:
     cfg = load_stack_file(STACKS / f"Pulumi.{stack}.yaml", require_secrets=False)
     outputs = _run(stack).outputs
     assert outputs["kubeflowAdmin"] == cfg.kubeflow.admin_email
-    assert outputs["kubeflowPortForward"].startswith("kubectl port-forward -n istio-system")
+    assert outputs["kubeflowUrl"] == cfg.kubeflow.url
+    if cfg.kubeflow.ingress == "port-forward":
+        assert outputs["kubeflowPortForward"].startswith("kubectl port-forward -n istio-system")
+    else:  # reached by name: port-forwarding is not the way in
+        assert "kubeflowPortForward" not in outputs
