@@ -1,9 +1,9 @@
 """`python -m stack.render` writes exactly what `pulumi up` applies.
 
-For every example stack, the render command's files are compared with the objects the
-program hands its Kubeflow ConfigGroups under the mocks: same objects, same order, same
-values, except where the render shows a placeholder for a value that exists only inside
-`pulumi up` (generated secrets, the built notebook image, ECR prefixes).
+For every example stack and good stack file, the render command's files are compared with
+the objects the program hands its Kubeflow ConfigGroups under the mocks: same objects, same
+order, same values, except where the render shows a placeholder for a value that exists only
+inside `pulumi up` (generated secrets, the built notebook image, ECR prefixes).
 """
 
 from __future__ import annotations
@@ -20,9 +20,16 @@ import yaml
 from components.kubeflow.component import PLACEHOLDER_DOCKER_CONFIG
 from components.kubeflow.transform import CONFIG_DIGEST_ANNOTATION
 from stack.render import main
-from tests.pulumi_mocks import KUBEFLOW_FIXTURE, STACKS, reveal, run_program, stack_file_config
+from tests.pulumi_mocks import KUBEFLOW_FIXTURE, STACKS, file_config, reveal, run_program
 
 EXAMPLE_STACKS = sorted(STACKS.glob("Pulumi.*.yaml"))
+GOOD_FILES = [
+    path
+    for path in sorted((Path(__file__).parent / "files" / "good").glob("Pulumi.*.yaml"))
+    if (yaml.safe_load(path.read_text())["config"].get("kubeflow-eks:kubeflow") or {}).get(
+        "enabled", True
+    )
+]
 # What the render shows instead of a value only `pulumi up` knows.
 _PLACEHOLDER = re.compile(
     "|".join(
@@ -105,7 +112,7 @@ def _deployed(path: Path) -> dict[str, list[dict[str, Any]]]:
     """Phase name -> its objects, as the program hands them to its ConfigGroups: a phase's
     Secrets go to a group of their own, here after the rest."""
     stack = _stack(path)
-    mocks = run_program(stack_file_config(stack), stack=stack).mocks
+    mocks = run_program(file_config(path), stack=stack).mocks
     phases: dict[str, dict[bool, list[dict[str, Any]]]] = {}
     for group in mocks.of_type("kubernetes:yaml/v2:ConfigGroup"):
         match = re.fullmatch(r".*-kubeflow-(\d\d-.*?)(-secrets)?", group.name)
@@ -115,7 +122,7 @@ def _deployed(path: Path) -> dict[str, list[dict[str, Any]]]:
     return {phase: parts.get(False, []) + parts.get(True, []) for phase, parts in phases.items()}
 
 
-@pytest.mark.parametrize("path", EXAMPLE_STACKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", EXAMPLE_STACKS + GOOD_FILES, ids=lambda p: p.name)
 def test_the_render_is_what_pulumi_up_applies(path: Path, tmp_path: Path) -> None:
     rendered = _rendered(path, tmp_path)
     deployed = _deployed(path)
