@@ -128,7 +128,9 @@ class RegisteredGraph:
 
     def inputs_of(self, node: Node) -> dict[str, Any]:
         found = self._inputs.get((node.typ, node.name), [])
-        return found[0] if len(found) == 1 else {}
+        if len(found) > 1:
+            raise ValueError(f"{len(found)} resources of type {node.typ} named {node.name}")
+        return found[0] if found else {}  # a local component: no inputs recorded
 
     def select(self, selector: Selector) -> list[Node]:
         picked = []
