@@ -24,7 +24,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.aws.iam import AccountArns, pod_identity_trust
+from components.aws.iam import AccountArns, pod_identity_trust, workload_role
 
 CONTROLLER_NAMESPACE = "kube-system"
 CONTROLLER_SERVICE_ACCOUNT = "aws-load-balancer-controller"
@@ -101,6 +101,7 @@ class LoadBalancerControllerArgs:
     chart_version: str
     provider: k8s.Provider
     depends_on: Sequence[pulumi.Resource] = ()
+    permissions_boundary: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -116,11 +117,12 @@ class LoadBalancerController(pulumi.ComponentResource):
         super().__init__("kubeflow-eks:ingress:LoadBalancerController", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         cluster_arn = AccountArns.lookup(args.region, self).cluster(args.cluster_name)
-        role = aws.iam.Role(
+        role = workload_role(
             f"{name}-role",
             assume_role_policy=cluster_arn.apply(controller_trust),
             description=f"AWS Load Balancer Controller of {args.cluster_name}",
-            tags=dict(args.tags),
+            permissions_boundary=args.permissions_boundary,
+            tags=args.tags,
             opts=child,
         )
         aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=controller_policy(), opts=child)
