@@ -191,3 +191,14 @@ def test_what_the_stacks_roles_do_stays_inside_the_boundary(bootstrap: Bootstrap
                 for pattern in [patterns] if isinstance(patterns, str) else patterns:
                     for action in expand(pattern):
                         assert allowed(boundary, Request(action)), (stack, inline.name, action)
+
+
+def test_every_action_the_bootstrap_writes_exists(bootstrap: BootstrapRun) -> None:
+    """A misspelt action in a policy is silently ignored by IAM; here it fails."""
+    names = ["deploy-permissions", "preview-permissions", "workload-boundary"]
+    for name in names:
+        policy = bootstrap.policy(f"kubeflow-eks-ci-{name}")
+        for statement in policy["Statement"]:
+            listed = statement.get("Action", statement.get("NotAction"))
+            for pattern in [listed] if isinstance(listed, str) else listed:
+                assert expand(pattern), f"{name}: {pattern} names no AWS action"
