@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -275,3 +276,51 @@ def test_checks_run_the_project_check_command(workflow: str) -> None:
         s for s in check["steps"] if str(s.get("uses", "")).startswith("actions/setup-python@")
     ]
     assert python["with"]["python-version"] == "3.11"
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def test_a_push_previews_and_deploys_the_stacks_it_changes(tmp_path: Path) -> None:
+    """The `stacks` step of deploy.yml, run as GitHub runs it, on a repository of our own."""
+    [step] = [s for s in load("deploy.yml")["jobs"]["stacks"]["steps"] if s.get("id") == "changed"]
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy2(ROOT / "scripts" / "changed-stacks", repo / "scripts" / "changed-stacks")
+    (repo / "stacks").mkdir()
+    (repo / "stacks" / "Pulumi.prod.yaml").write_text("config: {}\n")
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "base")
+    before = _git(repo, "rev-parse", "HEAD")
+    (repo / "stacks" / "Pulumi.prod.yaml").write_text("config: {a: 1}\n")
+    _git(repo, "commit", "-qam", "change prod")
+    head = _git(repo, "rev-parse", "HEAD")
+
+    def stacks(event: str, previous: str) -> list[str]:
+        output = tmp_path / "output"
+        output.write_text("")
+        env = {
+            "PATH": os.environ["PATH"],
+            "EVENT": event,
+            "BEFORE": previous,
+            "GITHUB_SHA": head,
+            "CI_STACKS": "dev prod",
+            "GITHUB_OUTPUT": str(output),
+            "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"),
+        }
+        subprocess.run(["bash", "-e", "-c", step["run"]], cwd=repo, env=env, check=True)
+        [line] = output.read_text().splitlines()
+        return list(json.loads(line.removeprefix("stacks=")))
+
+    assert stacks("push", before) == ["prod"]
+    assert stacks("push", "0" * 40) == ["dev", "prod"]  # a new branch
+    assert stacks("push", "f" * 40) == ["dev", "prod"]  # a force push: the commit is gone
+    assert stacks("workflow_dispatch", "") == ["dev", "prod"]
