@@ -20,7 +20,6 @@ _HINTS = {
     "githubRepository": "write OWNER/REPO as on GitHub, e.g. example-org/kubeflow-eks",
     "deployBranch": "a branch name without wildcards, e.g. main",
     "deployEnvironments": "a list of GitHub environment names, e.g. [prod]",
-    "previewPullRequests": "true or false",
     "kmsAlias": "alias/<name> (letters, digits, '/', '_', '-'), not under alias/aws/",
     "stateBucketPrefix": "lowercase letters, digits, '.' and '-', at most 37 characters",
     "existingOidcProviderArn": (
@@ -44,7 +43,6 @@ class BootstrapConfig(BaseModel):
     github_repository: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")
     deploy_branch: str = Field(default="main", pattern=r"^(?!.*\.\.)(?!refs/)[A-Za-z0-9._/-]+$")
     deploy_environments: tuple[str, ...] = ("prod",)
-    preview_pull_requests: bool = True
     kms_alias: str = Field(
         default="alias/kubeflow-eks-pulumi-secrets", pattern=r"^alias/(?!aws/)[A-Za-z0-9/_-]+$"
     )

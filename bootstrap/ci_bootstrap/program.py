@@ -3,8 +3,10 @@
 - a state bucket (versioned, KMS-encrypted, public access blocked, TLS only) for the S3 backend;
 - a KMS key for the stacks' secrets (`awskms://` secrets provider) and the bucket;
 - GitHub's OIDC provider, so workflows get short-lived credentials and no key is stored;
-- a deploy role that only the deploy branch and the named environments may assume;
-- a read-only preview role for pull requests (no change to AWS or to stack state).
+- a deploy role that only the deploy branch and the named environments may assume, which
+  changes IAM roles only under the stacks' path and permissions boundary;
+- the permissions boundary every role a stack creates carries;
+- a read-only preview role for the deploy branch (no change to AWS or to stack state).
 
 The policy documents are pure functions of ARNs, so tests read them as data.
 """
@@ -23,6 +25,45 @@ from ci_bootstrap.config import BootstrapConfig
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 STS_AUDIENCE = "sts.amazonaws.com"
 READ_ONLY_POLICY = "arn:aws:iam::aws:policy/ReadOnlyAccess"
+# Roles the stacks create live under this path, bounded by this policy (components/aws/iam.py
+# keeps the same path; stack files name the boundary in permissionsBoundary).
+ROLE_PATH = "/kubeflow-eks/"
+BOUNDARY_NAME = "kubeflow-eks-workload-boundary"
+# Fixed names, so stack files can name the preview role (viewerRoleArns) before it exists.
+DEPLOY_ROLE_NAME = "kubeflow-eks-ci-deploy"
+PREVIEW_ROLE_NAME = "kubeflow-eks-ci-preview"
+# What the stacks' own roles call: nodes (EC2, ECR, SSM, the VPC CNI), EBS volumes (KMS),
+# the cluster autoscaler, the load balancer controller (ELB, ACM, WAF, Shield, Cognito),
+# Pod Identity, profile registries (ECR) and data buckets (S3), and control-plane logs.
+WORKLOAD_SERVICES = (
+    "acm:*",
+    "autoscaling:*",
+    "cloudwatch:*",
+    "cognito-idp:DescribeUserPoolClient",
+    "ec2:*",
+    "ec2messages:*",
+    "ecr:*",
+    "eks:*",
+    "eks-auth:AssumeRoleForPodIdentity",
+    "elasticloadbalancing:*",
+    "kms:*",
+    "logs:*",
+    "s3:*",
+    "shield:*",
+    "ssm:*",
+    "ssmmessages:*",
+    "tag:GetResources",
+    "waf-regional:*",
+    "wafv2:*",
+)
+# Service-linked roles a first deploy into a fresh account makes AWS create.
+SERVICE_LINKED_ROLES = (
+    "autoscaling.amazonaws.com",
+    "eks.amazonaws.com",
+    "eks-nodegroup.amazonaws.com",
+    "elasticloadbalancing.amazonaws.com",
+    "spot.amazonaws.com",
+)
 
 Policy = dict[str, Any]
 
@@ -36,7 +77,9 @@ def deploy_subjects(cfg: BootstrapConfig) -> list[str]:
 
 
 def preview_subjects(cfg: BootstrapConfig) -> list[str]:
-    return [f"repo:{cfg.github_repository}:pull_request"]
+    """Only the deploy branch: a preview decrypts the stack's secrets, and code on a pull
+    request's branch is not yet reviewed."""
+    return [f"repo:{cfg.github_repository}:ref:refs/heads/{cfg.deploy_branch}"]
 
 
 def github_trust_policy(provider_arn: str, subjects: Sequence[str]) -> Policy:
@@ -100,7 +143,8 @@ def _state_access(bucket_arn: str, writable: str) -> list[Policy]:
 
 
 def preview_permissions(bucket_arn: str, key_arn: str) -> Policy:
-    """On top of ReadOnlyAccess: read state, take the stack lock, decrypt the stack's secrets."""
+    """On top of ReadOnlyAccess: read state, take the stack lock, decrypt the stack's secrets
+    (the role's trust admits the deploy branch only, so no pull request gets this)."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -116,13 +160,58 @@ def preview_permissions(bucket_arn: str, key_arn: str) -> Policy:
     }
 
 
-def deploy_permissions(bucket_arn: str, key_arn: str, protected_iam_arns: Sequence[str]) -> Policy:
+def _account_arn(any_iam_arn: str) -> str:
+    """``arn:<partition>:iam::<account>`` of an IAM ARN."""
+    return any_iam_arn.split(":policy/", 1)[0].split(":role/", 1)[0]
+
+
+def workload_boundary(bucket_arn: str, key_arn: str) -> Policy:
+    """The most any role a stack creates may do: the AWS services its nodes, add-ons and
+    controllers call (their own policies narrow it further), never IAM changes, never the
+    stacks' state or secrets."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PlatformWorkloads",
+                "Effect": "Allow",
+                "Action": list(WORKLOAD_SERVICES),
+                "Resource": "*",
+            },
+            {
+                # The load balancer controller reads certificates and creates ELB's
+                # service-linked role; EKS creates its own.
+                "Sid": "IamReadsAndServiceLinkedRoles",
+                "Effect": "Allow",
+                "Action": [
+                    "iam:CreateServiceLinkedRole",
+                    "iam:GetServerCertificate",
+                    "iam:ListServerCertificates",
+                ],
+                "Resource": "*",
+            },
+            {
+                "Sid": "NeverTheStacksStateOrSecrets",
+                "Effect": "Deny",
+                "Action": ["s3:*", "kms:*"],
+                "Resource": [bucket_arn, f"{bucket_arn}/*", key_arn],
+            },
+        ],
+    }
+
+
+def deploy_permissions(
+    bucket_arn: str, key_arn: str, boundary_arn: str, protected_iam_arns: Sequence[str]
+) -> Policy:
     """What `pulumi up` of kubeflow-eks needs, and nothing that could undo this bootstrap.
 
-    The stack creates a VPC, EKS, node groups, launch templates, Auto Scaling tags, IAM roles
-    (nodes, IRSA) and KMS keys. Creating IAM roles makes this role powerful inside the
-    account (see the README): keep the account for the platform, and rely on the trust policy.
+    IAM is the dangerous part: the role creates and changes roles only under ``ROLE_PATH``
+    and only with ``boundary_arn`` as their permissions boundary, so no role a stack makes can
+    do more than the boundary allows (in particular, no IAM changes and no stack secrets).
     """
+    account = _account_arn(boundary_arn)
+    own_roles = f"{account}:role{ROLE_PATH}*"
+    bounded = {"StringEquals": {"iam:PermissionsBoundary": boundary_arn}}
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -136,7 +225,30 @@ def deploy_permissions(bucket_arn: str, key_arn: str, protected_iam_arns: Sequen
             {
                 "Sid": "PlatformServices",
                 "Effect": "Allow",
-                "Action": ["ec2:*", "eks:*", "autoscaling:*", "logs:Describe*", "logs:List*"],
+                "Action": [
+                    "acm:*",
+                    "autoscaling:*",
+                    "ec2:*",
+                    "ecr:*",
+                    "eks:*",
+                    "elasticloadbalancing:*",
+                    "logs:Describe*",
+                    "logs:List*",
+                ],
+                "Resource": "*",
+            },
+            {
+                # Records for Kubeflow and its certificate; private DNS of the VPC endpoints.
+                "Sid": "Dns",
+                "Effect": "Allow",
+                "Action": [
+                    "route53:AssociateVPCWithHostedZone",
+                    "route53:ChangeResourceRecordSets",
+                    "route53:GetChange",
+                    "route53:GetHostedZone",
+                    "route53:ListResourceRecordSets",
+                    "route53:ListTagsForResource",
+                ],
                 "Resource": "*",
             },
             {
@@ -154,6 +266,7 @@ def deploy_permissions(bucket_arn: str, key_arn: str, protected_iam_arns: Sequen
                     "kms:CreateGrant",
                     "kms:DeleteAlias",
                     "kms:DescribeKey",
+                    "kms:DisableKeyRotation",
                     "kms:EnableKeyRotation",
                     "kms:GetKeyPolicy",
                     "kms:GetKeyRotationStatus",
@@ -163,34 +276,68 @@ def deploy_permissions(bucket_arn: str, key_arn: str, protected_iam_arns: Sequen
                     "kms:ScheduleKeyDeletion",
                     "kms:TagResource",
                     "kms:UntagResource",
+                    "kms:UpdateKeyDescription",
                 ],
                 "Resource": "*",
             },
             {
-                "Sid": "WorkloadRoles",
+                "Sid": "ReadIam",
+                "Effect": "Allow",
+                "Action": ["iam:Get*", "iam:List*"],
+                "Resource": "*",
+            },
+            {
+                # Every action here that IAM can condition on the role's boundary is.
+                "Sid": "RolesUnderTheBoundary",
                 "Effect": "Allow",
                 "Action": [
                     "iam:AttachRolePolicy",
-                    "iam:CreateOpenIDConnectProvider",
                     "iam:CreateRole",
-                    "iam:CreateServiceLinkedRole",
-                    "iam:DeleteOpenIDConnectProvider",
                     "iam:DeleteRole",
                     "iam:DeleteRolePolicy",
                     "iam:DetachRolePolicy",
-                    "iam:Get*",
-                    "iam:List*",
-                    "iam:PassRole",
+                    "iam:PutRolePermissionsBoundary",
                     "iam:PutRolePolicy",
-                    "iam:TagOpenIDConnectProvider",
-                    "iam:TagRole",
-                    "iam:UntagOpenIDConnectProvider",
-                    "iam:UntagRole",
                     "iam:UpdateAssumeRolePolicy",
-                    "iam:UpdateOpenIDConnectProviderThumbprint",
+                ],
+                "Resource": own_roles,
+                "Condition": bounded,
+            },
+            {
+                "Sid": "OwnRolesDescriptions",
+                "Effect": "Allow",
+                "Action": [
+                    "iam:PassRole",
+                    "iam:TagRole",
+                    "iam:UntagRole",
                     "iam:UpdateRole",
                     "iam:UpdateRoleDescription",
                 ],
+                "Resource": own_roles,
+            },
+            {
+                "Sid": "ServiceLinkedRoles",
+                "Effect": "Allow",
+                "Action": "iam:CreateServiceLinkedRole",
+                "Resource": f"{account}:role/aws-service-role/*",
+                "Condition": {"StringEquals": {"iam:AWSServiceName": list(SERVICE_LINKED_ROLES)}},
+            },
+            {
+                "Sid": "ClusterOidcProviders",
+                "Effect": "Allow",
+                "Action": [
+                    "iam:CreateOpenIDConnectProvider",
+                    "iam:DeleteOpenIDConnectProvider",
+                    "iam:TagOpenIDConnectProvider",
+                    "iam:UntagOpenIDConnectProvider",
+                    "iam:UpdateOpenIDConnectProviderThumbprint",
+                ],
+                "Resource": f"{account}:oidc-provider/oidc.eks.*",
+            },
+            {
+                "Sid": "KeepTheBoundary",
+                "Effect": "Deny",
+                "Action": "iam:DeleteRolePermissionsBoundary",
                 "Resource": "*",
             },
             {
@@ -210,7 +357,7 @@ def deploy_permissions(bucket_arn: str, key_arn: str, protected_iam_arns: Sequen
                 "Sid": "LeaveTheBootstrapAlone",
                 "Effect": "Deny",
                 "NotAction": ["iam:Get*", "iam:List*", "iam:PassRole"],
-                "Resource": list(protected_iam_arns),
+                "Resource": [*protected_iam_arns, boundary_arn],
             },
             {
                 "Sid": "KeepStateSafe",
@@ -327,8 +474,18 @@ class CiFoundation(pulumi.ComponentResource):
             )
             provider_arn = provider.arn
 
+        boundary = aws.iam.Policy(
+            f"{name}-workload-boundary",
+            name=BOUNDARY_NAME,
+            path=ROLE_PATH,
+            description="The most any role a kubeflow-eks stack creates may do",
+            policy=_json(workload_boundary, bucket.arn, key.arn),
+            tags=tags,
+            opts=kept,
+        )
         deploy_role = aws.iam.Role(
             f"{name}-deploy",
+            name=DEPLOY_ROLE_NAME,
             description=f"Deploys kubeflow-eks from {cfg.github_repository} (GitHub Actions)",
             assume_role_policy=_json(
                 lambda arn: github_trust_policy(arn, deploy_subjects(cfg)), provider_arn
@@ -337,40 +494,42 @@ class CiFoundation(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
-        protected: list[pulumi.Output[str]] = [deploy_role.arn, provider_arn]
-        preview_role: aws.iam.Role | None = None
-        if cfg.preview_pull_requests:
-            preview_role = aws.iam.Role(
-                f"{name}-preview",
-                description=f"Previews kubeflow-eks for pull requests of {cfg.github_repository}",
-                assume_role_policy=_json(
-                    lambda arn: github_trust_policy(arn, preview_subjects(cfg)), provider_arn
-                ),
-                max_session_duration=3600,
-                tags=tags,
-                opts=child,
-            )
-            aws.iam.RolePolicyAttachment(
-                f"{name}-preview-read-only",
-                role=preview_role.name,
-                policy_arn=READ_ONLY_POLICY,
-                opts=child,
-            )
-            aws.iam.RolePolicy(
-                f"{name}-preview-permissions",
-                role=preview_role.id,
-                policy=_json(preview_permissions, bucket.arn, key.arn),
-                opts=child,
-            )
-            protected.append(preview_role.arn)
+        preview_role = aws.iam.Role(
+            f"{name}-preview",
+            name=PREVIEW_ROLE_NAME,
+            description=f"Previews kubeflow-eks on {cfg.deploy_branch} of {cfg.github_repository}",
+            assume_role_policy=_json(
+                lambda arn: github_trust_policy(arn, preview_subjects(cfg)), provider_arn
+            ),
+            max_session_duration=3600,
+            tags=tags,
+            opts=child,
+        )
+        aws.iam.RolePolicyAttachment(
+            f"{name}-preview-read-only",
+            role=preview_role.name,
+            policy_arn=READ_ONLY_POLICY,
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-preview-permissions",
+            role=preview_role.id,
+            policy=_json(preview_permissions, bucket.arn, key.arn),
+            opts=child,
+        )
         aws.iam.RolePolicy(
             f"{name}-deploy-permissions",
             role=deploy_role.id,
             policy=_json(
-                lambda bucket_arn, key_arn, *arns: deploy_permissions(bucket_arn, key_arn, arns),
+                lambda bucket_arn, key_arn, boundary_arn, *arns: deploy_permissions(
+                    bucket_arn, key_arn, boundary_arn, arns
+                ),
                 bucket.arn,
                 key.arn,
-                *protected,
+                boundary.arn,
+                deploy_role.arn,
+                preview_role.arn,
+                provider_arn,
             ),
             opts=child,
         )
@@ -379,7 +538,8 @@ class CiFoundation(pulumi.ComponentResource):
         self.backend_url = pulumi.Output.concat("s3://", bucket.bucket, "?region=", cfg.region)
         self.secrets_provider = f"awskms://{cfg.kms_alias}?region={cfg.region}"
         self.deploy_role_arn = deploy_role.arn
-        self.preview_role_arn = preview_role.arn if preview_role else None
+        self.preview_role_arn = preview_role.arn
+        self.boundary_arn = boundary.arn
         self.oidc_provider_arn = provider_arn
         self.register_outputs(
             {
@@ -388,15 +548,16 @@ class CiFoundation(pulumi.ComponentResource):
                 "secrets_provider": self.secrets_provider,
                 "deploy_role_arn": self.deploy_role_arn,
                 "preview_role_arn": self.preview_role_arn,
+                "boundary_arn": self.boundary_arn,
             }
         )
 
 
 def github_variables(
     cfg: BootstrapConfig, foundation: CiFoundation
-) -> Mapping[str, pulumi.Input[str] | None]:
+) -> Mapping[str, pulumi.Input[str]]:
     """The repository variables the workflows (.github/workflows/) read, by name."""
-    values: dict[str, pulumi.Input[str] | None] = {
+    values: dict[str, pulumi.Input[str]] = {
         "AWS_REGION": cfg.region,
         "AWS_DEPLOY_ROLE_ARN": foundation.deploy_role_arn,
         "AWS_PREVIEW_ROLE_ARN": foundation.preview_role_arn,
@@ -414,5 +575,11 @@ def build_bootstrap(cfg: BootstrapConfig) -> dict[str, Any]:
         "deployRoleArn": foundation.deploy_role_arn,
         "previewRoleArn": foundation.preview_role_arn,
         "oidcProviderArn": foundation.oidc_provider_arn,
-        "githubVariables": {k: v for k, v in github_variables(cfg, foundation).items() if v},
+        "boundaryArn": foundation.boundary_arn,
+        "githubVariables": dict(github_variables(cfg, foundation)),
+        # What every stack CI deploys writes in its stack file (README: "Deploy from CI").
+        "stackConfig": {
+            "kubeflow-eks:permissionsBoundary": foundation.boundary_arn,
+            "kubeflow-eks:viewerRoleArns": [foundation.preview_role_arn],
+        },
     }

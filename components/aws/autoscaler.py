@@ -97,6 +97,7 @@ class ClusterAutoscalerArgs:
     node_group_arns: Sequence[pulumi.Input[str]]
     provider: k8s.Provider
     depends_on: list[pulumi.Resource] = field(default_factory=list)
+    permissions_boundary: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -116,6 +117,7 @@ class ClusterAutoscaler(pulumi.ComponentResource):
                 namespace=AUTOSCALER_NAMESPACE,
                 service_account=AUTOSCALER_SERVICE_ACCOUNT,
                 inline_policy=policy,
+                permissions_boundary=args.permissions_boundary,
                 tags=args.tags,
             ),
             opts=pulumi.ResourceOptions(parent=self),

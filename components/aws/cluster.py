@@ -11,6 +11,8 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
+from components.aws.iam import workload_role
+
 NODE_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
     "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
@@ -19,6 +21,22 @@ NODE_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
 )
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+# Read-only Kubernetes access (no Secrets): what a CI preview needs to read live objects.
+CLUSTER_VIEW_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"
+CLUSTER_SERVICE_POLICY = "arn:aws:iam::aws:policy/AmazonEKSClusterPolicy"
+
+
+def service_trust(service: str) -> str:
+    """Trust for an AWS service (EKS for the control plane, EC2 for nodes)."""
+    statement = {
+        "Effect": "Allow",
+        "Principal": {"Service": service},
+        # EKS tags its sessions (as pulumi-eks's own cluster role allows).
+        "Action": ["sts:AssumeRole", "sts:TagSession"]
+        if service == "eks.amazonaws.com"
+        else "sts:AssumeRole",
+    }
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
 
 
 @dataclass(frozen=True)
@@ -33,6 +51,8 @@ class EksClusterArgs:
     control_plane_logs: Sequence[str] = ()
     secrets_encryption: bool = True
     admin_role_arns: Sequence[str] = ()
+    viewer_role_arns: Sequence[str] = ()
+    permissions_boundary: str | None = None
     # Pinned EKS add-on versions (stack/versions.yaml), by add-on name.
     addon_versions: Mapping[str, str] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -65,22 +85,12 @@ class EksCluster(pulumi.ComponentResource):
             )
             encryption_key_arn = key.arn
 
-        node_role = aws.iam.Role(
+        node_role = workload_role(
             f"{name}-node",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "ec2.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            ),
+            assume_role_policy=service_trust("ec2.amazonaws.com"),
             description=f"Worker nodes of {args.cluster_name}",
-            tags=dict(args.tags),
+            permissions_boundary=args.permissions_boundary,
+            tags=args.tags,
             opts=child,
         )
         for policy_arn in NODE_POLICIES:
@@ -102,11 +112,39 @@ class EksCluster(pulumi.ComponentResource):
                 },
             )
             for index, arn in enumerate(args.admin_role_arns)
+        } | {
+            f"viewer-{index}": eks.AccessEntryArgs(
+                principal_arn=arn,
+                access_policies={
+                    "view": eks.AccessPolicyAssociationArgs(
+                        policy_arn=CLUSTER_VIEW_POLICY,
+                        access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                    )
+                },
+            )
+            for index, arn in enumerate(args.viewer_role_arns)
         }
+        # The control plane's role, made here rather than inside pulumi-eks so that it carries
+        # the same path and permissions boundary as every other role of the stack.
+        service_role = workload_role(
+            f"{name}-control-plane",
+            assume_role_policy=service_trust("eks.amazonaws.com"),
+            description=f"EKS control plane of {args.cluster_name}",
+            permissions_boundary=args.permissions_boundary,
+            tags=args.tags,
+            opts=child,
+        )
+        service_policy = aws.iam.RolePolicyAttachment(
+            f"{name}-control-plane",
+            role=service_role.name,
+            policy_arn=CLUSTER_SERVICE_POLICY,
+            opts=child,
+        )
         cluster = eks.Cluster(
             f"{name}-eks",
             name=args.cluster_name,
             version=args.kubernetes_version,
+            service_role=service_role,
             vpc_id=args.vpc_id,
             private_subnet_ids=args.private_subnet_ids,
             public_subnet_ids=args.public_subnet_ids,
@@ -131,7 +169,8 @@ class EksCluster(pulumi.ComponentResource):
                 addon_version=args.addon_versions["vpc-cni"], enable_network_policy=True
             ),
             tags=dict(args.tags),
-            opts=child,
+            # EKS checks the role's policy when it creates the cluster.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[service_policy]),
         )
 
         # The name as an output of the cluster (the component resolves once the control plane

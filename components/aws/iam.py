@@ -10,6 +10,35 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+# Every role the stack creates lives under this path. The CI deploy role may change roles only
+# here, and only with the stack's permissions boundary (bootstrap/ci_bootstrap/program.py keeps
+# the same path; tests/bootstrap compares them).
+ROLE_PATH = "/kubeflow-eks/"
+
+
+def workload_role(
+    name: str,
+    *,
+    assume_role_policy: pulumi.Input[str],
+    description: str,
+    permissions_boundary: str | None,
+    tags: Mapping[str, str],
+    opts: pulumi.ResourceOptions,
+    name_prefix: str | None = None,
+) -> aws.iam.Role:
+    """An IAM role the stack creates: under ``ROLE_PATH``, bounded by the stack's
+    permissions boundary (stack key ``permissionsBoundary``) when it has one."""
+    return aws.iam.Role(
+        name,
+        name_prefix=name_prefix,
+        path=ROLE_PATH,
+        permissions_boundary=permissions_boundary,
+        assume_role_policy=assume_role_policy,
+        description=description,
+        tags=dict(tags),
+        opts=opts,
+    )
+
 
 def irsa_trust_policy(
     oidc_provider_arn: str, oidc_provider_url: str, namespace: str, service_account: str
@@ -38,6 +67,7 @@ class IrsaRoleArgs:
     service_account: str
     managed_policy_arns: Sequence[str] = ()
     inline_policy: pulumi.Input[str] | None = None
+    permissions_boundary: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -57,11 +87,12 @@ class IrsaRole(pulumi.ComponentResource):
         trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_provider_url).apply(
             lambda v: irsa_trust_policy(v[0], v[1], args.namespace, args.service_account)
         )
-        role = aws.iam.Role(
+        role = workload_role(
             f"{name}-role",
             assume_role_policy=trust,
             description=f"IRSA role for {args.namespace}/{args.service_account}",
-            tags=dict(args.tags),
+            permissions_boundary=args.permissions_boundary,
+            tags=args.tags,
             opts=child,
         )
         for index, policy_arn in enumerate(args.managed_policy_arns):

@@ -29,6 +29,7 @@ from components.aws.iam import (
     PodIdentityCluster,
     pod_identity_association,
     pod_identity_trust,
+    workload_role,
 )
 
 CONTROLLER_NAMESPACE = "kube-system"
@@ -107,6 +108,7 @@ class LoadBalancerControllerArgs:
     chart_version: str
     provider: k8s.Provider
     depends_on: Sequence[pulumi.Resource] = ()
+    permissions_boundary: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -122,11 +124,12 @@ class LoadBalancerController(pulumi.ComponentResource):
         super().__init__("kubeflow-eks:ingress:LoadBalancerController", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         cluster_arn = AccountArns.lookup(args.region, self).cluster(args.cluster_name)
-        role = aws.iam.Role(
+        role = workload_role(
             f"{name}-role",
             assume_role_policy=cluster_arn.apply(controller_trust),
             description=f"AWS Load Balancer Controller of {args.cluster_name}",
-            tags=dict(args.tags),
+            permissions_boundary=args.permissions_boundary,
+            tags=args.tags,
             opts=child,
         )
         aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=controller_policy(), opts=child)

@@ -35,6 +35,7 @@ from components.aws.iam import (
     pod_identity_association,
     pod_identity_trust,
     policy_document,
+    workload_role,
 )
 
 JOB_REPOSITORY = "fnjob"
@@ -158,6 +159,7 @@ class ProfileRegistriesArgs:
     keep_untagged_images: int
     # Repositories every profile may pull from (the stack's notebook image).
     base_repositories: Sequence[pulumi.Input[str]] = ()
+    permissions_boundary: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -203,13 +205,14 @@ class ProfileRegistries(pulumi.ComponentResource):
                 opts=child,
             )
             trust = cluster_arn.apply(functools.partial(_trust_of_editor, profile))
-            role = aws.iam.Role(
+            role = workload_role(
                 f"{name}-{profile}",
                 # Profile names go up to 63 characters: IAM allows a 38-character prefix.
                 name_prefix=role_name_prefix(args.cluster_name, profile),
                 assume_role_policy=trust,
                 description=f"fnjob pushes of {profile}/{PROFILE_SERVICE_ACCOUNT}",
-                tags=dict(args.tags),
+                permissions_boundary=args.permissions_boundary,
+                tags=args.tags,
                 opts=child,
             )
             policy = pulumi.Output.all(arn_base, *args.base_repositories).apply(

@@ -47,6 +47,7 @@ class EbsStorageArgs:
     provider: k8s.Provider
     addon_version: str
     depends_on: list[pulumi.Resource] = field(default_factory=list)
+    permissions_boundary: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -63,6 +64,7 @@ class EbsStorage(pulumi.ComponentResource):
                 namespace=EBS_CSI_NAMESPACE,
                 service_account=EBS_CSI_SERVICE_ACCOUNT,
                 managed_policy_arns=(EBS_CSI_POLICY,),
+                permissions_boundary=args.permissions_boundary,
                 tags=args.tags,
             ),
             opts=pulumi.ResourceOptions(parent=self),

@@ -43,6 +43,18 @@ HELM_CHARTS = ("kubernetes:helm.sh/v3:Chart", "kubernetes:helm.sh/v4:Chart")
 KUBE_SECRET = "kubernetes:core/v1:Secret"
 CONFIG_GROUPS = ("kubernetes:yaml/v2:ConfigGroup", "kubernetes:yaml:ConfigGroup")
 ECR_REPOSITORY = "aws:ecr/repository:Repository"
+LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
+SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
+SECURITY_GROUP_INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+
+# Ranges that together cover more than a /8 of IPv4 (or the same share of IPv6) are "the
+# internet": no office, VPN or CI range is that large, and 0.0.0.0/1 + 128.0.0.0/1 is 0.0.0.0/0.
+_OPEN_SHARE_PREFIX: Final = 8
+# A GPU node group larger than this is a budget decision, not a default: say so in the pack.
+MAX_GPU_NODES_PER_GROUP: Final = 100
+# What a production cluster must log: API calls, their audit trail and who authenticated.
+REQUIRED_CONTROL_PLANE_LOGS: Final = ("api", "audit", "authenticator")
 
 # Production rules apply to every stack except these, so a new stack (say `staging` copied
 # from prod) is guarded until someone says otherwise. Policy config `nonProductionStacks`.
@@ -244,24 +256,59 @@ def check_gpu_groups_tainted(resource: ResourceInputs) -> Iterator[str]:
     taints = resource.props.get("taints")
     if taints is UNKNOWN:
         return
+    # `taints: []` is the stack model's documented way to say "no taint on purpose" (the
+    # program then registers an empty list); an absent list is a group nobody decided about.
+    if isinstance(taints, Sequence) and not isinstance(taints, str) and not taints:
+        return
     effects = {str(_get(t, "effect")).upper().replace("_", "") for t in _list(taints)}
     if not effects & {"NOSCHEDULE", "NOEXECUTE"}:
         yield (
             f"{resource.name}: a GPU node group without a NoSchedule taint lets any pod take "
-            "its nodes; add e.g. {key: nvidia.com/gpu, value: 'true', effect: NO_SCHEDULE}"
+            "its nodes; add e.g. {key: nvidia.com/gpu, value: 'true', effect: NO_SCHEDULE}, "
+            "or write taints: [] to leave it untainted on purpose"
+        )
+
+
+def check_gpu_groups_bounded(resource: ResourceInputs) -> Iterator[str]:
+    if not is_gpu_node_group(resource.props):
+        return
+    size = _get(resource.props, "scalingConfig", "maxSize")
+    if isinstance(size, int | float) and size > MAX_GPU_NODES_PER_GROUP:
+        yield (
+            f"{resource.name}: scalingConfig.maxSize is {size:g} GPU nodes; at most "
+            f"{MAX_GPU_NODES_PER_GROUP} per group, so a runaway job cannot buy a fleet"
         )
 
 
 # --- the EKS control plane (production) ------------------------------------------------------
 
 
-def _is_open_to_world(cidr: Any) -> bool:
-    if not isinstance(cidr, str):
-        return False
-    try:
-        return ipaddress.ip_network(cidr, strict=False).prefixlen == 0
-    except ValueError:
-        return False
+def _networks(cidrs: Iterable[Any]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    found = []
+    for cidr in cidrs:
+        if isinstance(cidr, str):
+            try:
+                found.append(ipaddress.ip_network(cidr, strict=False))
+            except ValueError:
+                continue
+    return found
+
+
+def open_to_world(cidrs: Iterable[Any]) -> list[str]:
+    """The ranges among ``cidrs`` that together cover more than a /8 share of their address
+    family (0.0.0.0/0, ::/0, or 0.0.0.0/0 split into pieces); [] when they are narrow."""
+    networks = _networks(cidrs)
+    v4 = [n for n in networks if isinstance(n, ipaddress.IPv4Network)]
+    v6 = [n for n in networks if isinstance(n, ipaddress.IPv6Network)]
+    wide: list[str] = []
+    for family, covered, bits in (
+        (v4, sum(n.num_addresses for n in ipaddress.collapse_addresses(v4)), 32),
+        (v6, sum(n.num_addresses for n in ipaddress.collapse_addresses(v6)), 128),
+    ):
+        if covered > 2 ** (bits - _OPEN_SHARE_PREFIX):
+            pieces = [n for n in family if n.prefixlen <= _OPEN_SHARE_PREFIX] or family
+            wide.extend(str(n) for n in pieces)
+    return wide
 
 
 def check_endpoint_not_open(resource: ResourceInputs) -> Iterator[str]:
@@ -279,7 +326,7 @@ def check_endpoint_not_open(resource: ResourceInputs) -> Iterator[str]:
         where = ""
     if _is_false(public) or public is UNKNOWN or cidrs is UNKNOWN:
         return
-    open_cidrs = [c for c in _list(cidrs) if _is_open_to_world(c)]
+    open_cidrs = open_to_world(_list(cidrs))
     if not _list(cidrs) or open_cidrs:
         shown = ", ".join(open_cidrs) if open_cidrs else "unset (EKS then allows 0.0.0.0/0)"
         yield (
@@ -308,6 +355,60 @@ def check_secrets_encryption(resource: ResourceInputs) -> Iterator[str]:
         yield (
             f"{resource.name}: Kubernetes secrets are not envelope-encrypted; set "
             "encryptionConfigKeyArn to a KMS key (stack key secretsEncryption: true)"
+        )
+
+
+def check_control_plane_logs(resource: ResourceInputs) -> Iterator[str]:
+    # Both the pulumi-eks component and aws.eks.Cluster name the input the same way.
+    logs = resource.props.get("enabledClusterLogTypes")
+    if logs is UNKNOWN:
+        return
+    missing = [kind for kind in REQUIRED_CONTROL_PLANE_LOGS if kind not in _list(logs)]
+    if missing:
+        yield (
+            f"{resource.name}: control-plane logs {', '.join(missing)} are off, so nobody can "
+            "tell later who did what to the cluster; set the stack key controlPlaneLogs: "
+            f"[{', '.join(REQUIRED_CONTROL_PLANE_LOGS)}]"
+        )
+
+
+# --- network exposure ------------------------------------------------------------------------
+
+
+def _ingress_blocks(resource: ResourceInputs) -> Iterator[tuple[str, list[Any]]]:
+    """(where, CIDRs) of every ingress rule a security group resource declares."""
+    props = resource.props
+    if resource.type == SECURITY_GROUP:
+        for index, rule in enumerate(_list(props.get("ingress"))):
+            cidrs = _list(_get(rule, "cidrBlocks")) + _list(_get(rule, "ipv6CidrBlocks"))
+            yield f"ingress[{index}]", cidrs
+    elif resource.type == SECURITY_GROUP_RULE:
+        if props.get("type") == "ingress":
+            yield "", _list(props.get("cidrBlocks")) + _list(props.get("ipv6CidrBlocks"))
+    else:
+        yield "", [props.get("cidrIpv4"), props.get("cidrIpv6")]
+
+
+def check_security_groups_closed(resource: ResourceInputs) -> Iterator[str]:
+    for where, cidrs in _ingress_blocks(resource):
+        wide = open_to_world(cidrs)
+        if wide:
+            shown = f"{where} " if where else ""
+            yield (
+                f"{resource.name}: {shown}admits {', '.join(wide)}, the whole internet; list "
+                "the ranges that need it (for Kubeflow: kubeflow.loadBalancer.allowedCidrs)"
+            )
+
+
+def check_load_balancer_guarded(resource: ResourceInputs) -> Iterator[str]:
+    props = resource.props
+    if _is_true(props.get("internal")) or props.get("loadBalancerType") == "network":
+        return
+    groups = props.get("securityGroups")
+    if groups is not UNKNOWN and not _list(groups):
+        yield (
+            f"{resource.name}: an internet-facing load balancer without securityGroups gets the "
+            "VPC's default group; give it a group that admits only the allowed ranges"
         )
 
 
@@ -474,6 +575,12 @@ RULES: Final[tuple[Rule, ...]] = (
         check_gpu_groups_tainted,
     ),
     Rule(
+        "gpu-node-groups-bounded",
+        f"A GPU node group scales to at most {MAX_GPU_NODES_PER_GROUP} nodes.",
+        (NODE_GROUP, EKS_MANAGED_NODE_GROUP),
+        check_gpu_groups_bounded,
+    ),
+    Rule(
         "eks-public-endpoint-restricted",
         "Production: the EKS public API endpoint is off or limited to listed CIDRs, never "
         "0.0.0.0/0.",
@@ -487,6 +594,25 @@ RULES: Final[tuple[Rule, ...]] = (
         (EKS_COMPONENT_CLUSTER, EKS_CLUSTER),
         check_secrets_encryption,
         production_only=True,
+    ),
+    Rule(
+        "eks-control-plane-logs",
+        "Production: the control plane logs api, audit and authenticator events.",
+        (EKS_COMPONENT_CLUSTER, EKS_CLUSTER),
+        check_control_plane_logs,
+        production_only=True,
+    ),
+    Rule(
+        "security-groups-not-open-to-world",
+        "No security group admits the whole internet (0.0.0.0/0, ::/0, or pieces adding up).",
+        (SECURITY_GROUP, SECURITY_GROUP_RULE, SECURITY_GROUP_INGRESS_RULE),
+        check_security_groups_closed,
+    ),
+    Rule(
+        "load-balancers-guarded",
+        "An internet-facing load balancer has its own security groups.",
+        (LOAD_BALANCER,),
+        check_load_balancer_guarded,
     ),
     Rule(
         "kubernetes-secrets-not-plaintext",

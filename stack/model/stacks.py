@@ -45,6 +45,7 @@ ADMIN_PASSWORD_MAX_BYTES = 72
 # Names derived from the cluster's (roles, node groups, load balancers) must fit AWS limits.
 CLUSTER_NAME_MAX = 32
 IAM_ROLE_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$"
+IAM_POLICY_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:policy/[\w+=,.@/-]+$"
 
 
 class Onprem(Model):
@@ -232,6 +233,32 @@ class EksStack(StackBase):
         ],
         AfterValidator(unique),
     ] = Field(default=(), description="IAM roles given cluster-admin through EKS access entries")
+    viewer_role_arns: Annotated[
+        tuple[
+            Annotated[
+                str, matches(IAM_ROLE_ARN, "arn:aws:iam::123456789012:role/kubeflow-eks-ci-preview")
+            ],
+            ...,
+        ],
+        AfterValidator(unique),
+    ] = Field(
+        default=(),
+        description="IAM roles given read-only cluster access (the CI preview role)",
+    )
+    permissions_boundary: (
+        Annotated[
+            str,
+            matches(
+                IAM_POLICY_ARN,
+                "arn:aws:iam::123456789012:policy/kubeflow-eks/kubeflow-eks-workload-boundary",
+            ),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="IAM policy every role the stack creates carries as its permissions "
+        "boundary (the CI deploy role requires the bootstrap's)",
+    )
     system_node_group: SystemNodeGroup = section()
     gpu_node_groups: tuple[EksGpuGroup, ...] = ()
     cluster_autoscaler: ClusterAutoscaler = section()
@@ -298,6 +325,13 @@ class EksStack(StackBase):
                     self.cluster_autoscaler.image_tag,
                     f"use a v{self.kubernetes_version}.x image; the autoscaler's minor version "
                     "must match the cluster's",
+                )
+        for index, arn in enumerate(self.viewer_role_arns):
+            if arn in self.admin_role_arns:
+                rules.add(
+                    f"viewerRoleArns[{index}]",
+                    arn,
+                    "remove it here or from adminRoleArns: EKS gives a role one access entry",
                 )
         rules.raise_if_any()
         return self

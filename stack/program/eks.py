@@ -117,6 +117,8 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
             control_plane_logs=cfg.control_plane_logs,
             secrets_encryption=cfg.secrets_encryption,
             admin_role_arns=cfg.admin_role_arns,
+            viewer_role_arns=cfg.viewer_role_arns,
+            permissions_boundary=cfg.permissions_boundary,
             addon_versions=pins.addons,
             tags=tags,
         ),
@@ -163,6 +165,7 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
             addon_version=pins.addons["aws-ebs-csi-driver"],
             # Its controller calls the EC2 API by name, through CoreDNS.
             depends_on=[system_group, addons.addons["coredns"]],
+            permissions_boundary=cfg.permissions_boundary,
             tags=tags,
         ),
     )
@@ -182,6 +185,7 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
                     node_group_arns=[g.node_group_arn for g in [system_group, *all_gpu_groups]],
                     provider=cluster.provider,
                     depends_on=[system_group, addons, storage, *all_gpu_groups],
+                    permissions_boundary=cfg.permissions_boundary,
                     tags=tags,
                 ),
             )
@@ -233,6 +237,7 @@ def kubeflow_load_balancer(
             chart_version=versions.pins(cfg.kubernetes_version).load_balancer_controller_chart,
             provider=platform.provider,
             depends_on=platform.ingress_ready,
+            permissions_boundary=cfg.permissions_boundary,
             tags=tags,
         ),
     )

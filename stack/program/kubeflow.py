@@ -189,6 +189,7 @@ def _deploy_inputs(
                 profiles=profiles,
                 keep_untagged_images=kubeflow.keep_untagged_images,
                 base_repositories=base_repositories,
+                permissions_boundary=cfg.permissions_boundary,
                 tags=tags,
             ),
         )

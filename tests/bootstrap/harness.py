@@ -33,6 +33,11 @@ class BootstrapMocks(RecordingMocks):
             rid = name
         elif args.typ == "aws:kms/key:Key":
             outputs.update(arn=f"arn:aws:kms:eu-central-1:{ACCOUNT}:key/k-1", keyId="k-1")
+        elif args.typ == "aws:iam/policy:Policy":
+            path, policy = args.inputs["path"], args.inputs["name"]
+            outputs.update(arn=f"arn:aws:iam::{ACCOUNT}:policy{path}{policy}")
+        elif args.typ == "aws:iam/role:Role":
+            outputs.update(arn=f"arn:aws:iam::{ACCOUNT}:role/{args.inputs['name']}")
         elif args.typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
             host = args.inputs["url"].removeprefix("https://")
             outputs.update(arn=f"arn:aws:iam::{ACCOUNT}:oidc-provider/{host}")

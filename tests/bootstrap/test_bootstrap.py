@@ -105,10 +105,11 @@ def test_only_main_and_the_prod_environment_may_assume_the_deploy_role(run: Boot
     assert run.outputs["githubVariables"]["AWS_DEPLOY_ROLE_ARN"] == run.outputs["deployRoleArn"]
 
 
-def test_pull_requests_get_a_read_only_preview_role(run: BootstrapRun) -> None:
+def test_only_the_deploy_branch_gets_the_read_only_preview_role(run: BootstrapRun) -> None:
+    """A preview decrypts the stack's secrets: no pull request may assume this role."""
     statement = _trust(run.role("preview"))
     assert statement["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"] == [
-        "repo:example-org/kubeflow-eks:pull_request"
+        "repo:example-org/kubeflow-eks:ref:refs/heads/main"
     ]
     attachment = run.mocks.named("kubeflow-eks-ci-preview-read-only").inputs
     assert attachment["policyArn"] == "arn:aws:iam::aws:policy/ReadOnlyAccess"
@@ -126,7 +127,6 @@ def test_deploy_role_can_deploy_but_not_undo_the_bootstrap(run: BootstrapRun) ->
     bucket = f"arn:aws:s3:::{run.outputs['stateBucket']}"
     assert statements["StateWrite"]["Resource"] == f"{bucket}/*"
     assert {"ec2:*", "eks:*", "autoscaling:*"} <= set(statements["PlatformServices"]["Action"])
-    assert "iam:CreateRole" in statements["WorkloadRoles"]["Action"]
     assert statements["NoLongLivedCredentials"]["Effect"] == "Deny"
     assert "iam:CreateAccessKey" in statements["NoLongLivedCredentials"]["Action"]
     protected = statements["LeaveTheBootstrapAlone"]
@@ -135,24 +135,48 @@ def test_deploy_role_can_deploy_but_not_undo_the_bootstrap(run: BootstrapRun) ->
         run.outputs["deployRoleArn"],
         run.outputs["previewRoleArn"],
         run.outputs["oidcProviderArn"],
+        run.outputs["boundaryArn"],
     }
     assert "s3:PutBucketPolicy" in statements["KeepStateSafe"]["Action"]
     assert statements["KeepSecretsKey"]["Resource"].endswith(":key/k-1")
 
 
-def test_an_existing_oidc_provider_is_reused_and_previews_can_be_turned_off() -> None:
+def test_roles_the_stacks_create_carry_the_boundary_under_their_path(run: BootstrapRun) -> None:
+    boundary = run.outputs["boundaryArn"]
+    assert boundary == f"arn:aws:iam::{ACCOUNT}:policy/kubeflow-eks/kubeflow-eks-workload-boundary"
+    statements = {
+        s["Sid"]: s for s in run.policy("kubeflow-eks-ci-deploy-permissions")["Statement"]
+    }
+    create = statements["RolesUnderTheBoundary"]
+    assert "iam:CreateRole" in create["Action"]
+    assert create["Resource"] == f"arn:aws:iam::{ACCOUNT}:role/kubeflow-eks/*"
+    assert create["Condition"] == {"StringEquals": {"iam:PermissionsBoundary": boundary}}
+    assert statements["KeepTheBoundary"]["Effect"] == "Deny"
+    # The boundary gives no IAM changes and never the stacks' state or secrets key.
+    limits = {s["Sid"]: s for s in run.policy("kubeflow-eks-ci-workload-boundary")["Statement"]}
+    allowed = [a for s in limits.values() if s["Effect"] == "Allow" for a in s["Action"]]
+    assert not [a for a in allowed if a.startswith("iam:") and "ServiceLinked" not in a and
+                not a.startswith(("iam:Get", "iam:List"))]  # fmt: skip
+    never = limits["NeverTheStacksStateOrSecrets"]
+    assert never["Effect"] == "Deny" and never["Resource"][-1].endswith(":key/k-1")
+    # Stack files copy these two values (README: "Deploy from CI").
+    assert run.outputs["stackConfig"] == {
+        "kubeflow-eks:permissionsBoundary": boundary,
+        "kubeflow-eks:viewerRoleArns": [f"arn:aws:iam::{ACCOUNT}:role/kubeflow-eks-ci-preview"],
+    }
+
+
+def test_an_existing_oidc_provider_is_reused() -> None:
     arn = f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"
     run = run_bootstrap(
         {
             **GOOD,
             f"{NS}:existingOidcProviderArn": arn,
-            f"{NS}:previewPullRequests": False,
             f"{NS}:deployBranch": "release",
             f"{NS}:deployEnvironments": ["prod", "prod-eu"],
         }
     )
     assert run.mocks.of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider") == []
-    assert [r.name for r in run.mocks.of_type("aws:iam/role:Role")] == ["kubeflow-eks-ci-deploy"]
     statement = _trust(run.role("deploy"))
     assert statement["Principal"] == {"Federated": arn}
     assert statement["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"] == [
@@ -160,7 +184,9 @@ def test_an_existing_oidc_provider_is_reused_and_previews_can_be_turned_off() ->
         "repo:example-org/kubeflow-eks:environment:prod",
         "repo:example-org/kubeflow-eks:environment:prod-eu",
     ]
-    assert "AWS_PREVIEW_ROLE_ARN" not in run.outputs["githubVariables"]
+    assert _trust(run.role("preview"))["Condition"]["StringEquals"][
+        "token.actions.githubusercontent.com:sub"
+    ] == ["repo:example-org/kubeflow-eks:ref:refs/heads/release"]
 
 
 BAD_CONFIGS = [

@@ -23,6 +23,7 @@ OPEN_CLUSTER: dict[str, Any] = {
     "corednsAddonOptions": {"enabled": True, "version": "v1.12.1-eksbuild.2"},
     "kubeProxyAddonOptions": {"enabled": True, "version": "v1.34.0-eksbuild.1"},
     "vpcCniOptions": {"addonVersion": "v1.20.1-eksbuild.1"},
+    "enabledClusterLogTypes": ["api", "audit", "authenticator"],
 }
 
 
@@ -82,6 +83,7 @@ def test_production_rules_follow_the_stack_name_in_the_urn(policy_pack: RunningP
     on_dev = policy_pack.analyze(EKS_CLUSTER, "eks", OPEN_CLUSTER, stack="dev")
     assert policies_hit(on_dev) == []
     assert {n.policy_name for n in on_dev.not_applicable} == {
+        "eks-control-plane-logs",
         "eks-public-endpoint-restricted",
         "eks-secrets-encryption",
     }

@@ -21,6 +21,7 @@ from platform_policy.rules import (
     LAUNCH_TEMPLATE,
     NODE_GROUP,
     RULES,
+    SECURITY_GROUP,
     SUBNET,
     UNKNOWN,
     PolicySettings,
@@ -58,6 +59,17 @@ RESTRICTED_CLUSTER: dict[str, Any] = {
     "corednsAddonOptions": {"enabled": True, "version": "v1.12.1-eksbuild.2"},
     "kubeProxyAddonOptions": {"enabled": True, "version": "v1.34.0-eksbuild.1"},
     "vpcCniOptions": {"addonVersion": "v1.20.1-eksbuild.1", "enableNetworkPolicy": True},
+    "enabledClusterLogTypes": ["api", "audit", "authenticator"],
+}
+
+# The Kubeflow ALB's group as the program registers it on prod.
+ALB_GROUP: dict[str, Any] = {
+    "ingress": [
+        {"protocol": "tcp", "fromPort": 443.0, "toPort": 443.0, "cidrBlocks": ["203.0.113.0/24"]}
+    ],
+    "egress": [
+        {"protocol": "tcp", "fromPort": 8080.0, "toPort": 15021.0, "cidrBlocks": ["10.40.0.0/16"]}
+    ],
 }
 
 
@@ -151,11 +163,30 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], str]] = [
         NODE_GROUP,
         # A CPU group needs no taint.
         with_(GPU_GROUP, amiType="AL2023_x86_64_STANDARD", instanceTypes=["m6i.xlarge"], taints=[]),
-        # The instance type alone makes it a GPU group.
-        with_(
-            GPU_GROUP, amiType="AL2023_x86_64_STANDARD", instanceTypes=["p5.48xlarge"], taints=[]
-        ),
+        # The instance type alone makes it a GPU group; no taints input at all is no decision.
+        {
+            k: v
+            for k, v in with_(
+                GPU_GROUP, amiType="AL2023_x86_64_STANDARD", instanceTypes=["p5.48xlarge"]
+            ).items()
+            if k != "taints"
+        },
         "GPU node group",
+    ),
+    (
+        "gpu-node-groups-tainted",
+        NODE_GROUP,
+        # `taints: []` in the stack file (the model's "no taint on purpose") registers [].
+        with_(GPU_GROUP, taints=[]),
+        with_(GPU_GROUP, taints=None),
+        "or write taints: [] to leave it untainted on purpose",
+    ),
+    (
+        "gpu-node-groups-bounded",
+        NODE_GROUP,
+        with_(GPU_GROUP, scalingConfig={"minSize": 0.0, "desiredSize": 0.0, "maxSize": 100.0}),
+        with_(GPU_GROUP, scalingConfig={"minSize": 0.0, "desiredSize": 0.0, "maxSize": 1000.0}),
+        "scalingConfig.maxSize is 1000 GPU nodes; at most 100 per group",
     ),
     (
         "eks-public-endpoint-restricted",
@@ -171,6 +202,15 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], str]] = [
         # Public access by default, no CIDRs: EKS allows the whole internet.
         {k: v for k, v in RESTRICTED_CLUSTER.items() if not k.startswith(("endpoint", "public"))},
         "unset (EKS then allows 0.0.0.0/0)",
+    ),
+    (
+        "eks-public-endpoint-restricted",
+        EKS_COMPONENT_CLUSTER,
+        # Wide but not the internet: a /9 and a /10 of private space.
+        with_(RESTRICTED_CLUSTER, publicAccessCidrs=["10.0.0.0/9", "172.16.0.0/12"]),
+        # 0.0.0.0/0 in two halves is still 0.0.0.0/0.
+        with_(RESTRICTED_CLUSTER, publicAccessCidrs=["0.0.0.0/1", "128.0.0.0/1"]),
+        "publicAccessCidrs 0.0.0.0/1, 128.0.0.0/1",
     ),
     (
         "eks-public-endpoint-restricted",
@@ -193,6 +233,64 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], str]] = [
         {"encryptionConfig": {"resources": ["secrets"], "provider": {"keyArn": "arn:k"}}},
         {"encryptionConfig": {"resources": [], "provider": {"keyArn": "arn:k"}}},
         "resources: [secrets]",
+    ),
+    (
+        "eks-control-plane-logs",
+        EKS_COMPONENT_CLUSTER,
+        RESTRICTED_CLUSTER,
+        # prod without control-plane logs (the stack key controlPlaneLogs left out).
+        {k: v for k, v in RESTRICTED_CLUSTER.items() if k != "enabledClusterLogTypes"},
+        "control-plane logs api, audit, authenticator are off",
+    ),
+    (
+        "eks-control-plane-logs",
+        EKS_CLUSTER,
+        {"enabledClusterLogTypes": ["api", "audit", "authenticator", "scheduler"]},
+        {"enabledClusterLogTypes": ["api"]},
+        "control-plane logs audit, authenticator are off",
+    ),
+    (
+        "security-groups-not-open-to-world",
+        SECURITY_GROUP,
+        ALB_GROUP,
+        # The ALB's group open to the internet (kubeflow.loadBalancer.allowedCidrs: [0.0.0.0/0]).
+        with_(ALB_GROUP, ingress=[{**ALB_GROUP["ingress"][0], "cidrBlocks": ["0.0.0.0/0"]}]),
+        "ingress[0] admits 0.0.0.0/0, the whole internet",
+    ),
+    (
+        "security-groups-not-open-to-world",
+        SECURITY_GROUP,
+        ALB_GROUP,
+        with_(
+            ALB_GROUP,
+            ingress=[
+                ALB_GROUP["ingress"][0],
+                {"protocol": "tcp", "fromPort": 22.0, "toPort": 22.0, "ipv6CidrBlocks": ["::/0"]},
+            ],
+        ),
+        "ingress[1] admits ::/0",
+    ),
+    (
+        "security-groups-not-open-to-world",
+        "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+        {"cidrIpv4": "203.0.113.0/24", "ipProtocol": "tcp", "fromPort": 443.0, "toPort": 443.0},
+        {"cidrIpv4": "0.0.0.0/0", "ipProtocol": "-1"},
+        "admits 0.0.0.0/0",
+    ),
+    (
+        "security-groups-not-open-to-world",
+        "aws:ec2/securityGroupRule:SecurityGroupRule",
+        # Egress to anywhere is how nodes reach the internet; only ingress is checked.
+        {"type": "egress", "cidrBlocks": ["0.0.0.0/0"], "protocol": "-1"},
+        {"type": "ingress", "cidrBlocks": ["0.0.0.0/1", "128.0.0.0/1"], "protocol": "tcp"},
+        "admits 0.0.0.0/1, 128.0.0.0/1",
+    ),
+    (
+        "load-balancers-guarded",
+        "aws:lb/loadBalancer:LoadBalancer",
+        {"loadBalancerType": "application", "internal": False, "securityGroups": ["sg-1"]},
+        {"loadBalancerType": "application", "internal": False},
+        "without securityGroups gets the VPC's default group",
     ),
     (
         "kubernetes-secrets-not-plaintext",

@@ -61,6 +61,9 @@ def _cases() -> list[Any]:
 
 
 def test_every_stack_file_is_covered() -> None:
+    assert any(
+        r.type in rule_named("load-balancers-guarded").resource_types for r in recorded("prod")
+    )
     assert {"dev", "prod", "onprem"} <= set(STACK_NAMES)
 
 
@@ -71,7 +74,8 @@ def test_stack_keeps_the_promise(stack: str, rule_name: str) -> None:
     found = [m for name, m in violations(resources) if name == rule_name]
     assert found == []
     # The rule really looked at something in the EKS stacks (a vacuous pass proves nothing).
-    if stack != "onprem" and rule_name != "ecr-scan-on-push":
+    # (ECR repositories and the ALB come with some EKS stacks only.)
+    if stack != "onprem" and rule_name not in {"ecr-scan-on-push", "load-balancers-guarded"}:
         assert any(r.type in rule.resource_types for r in resources)
 
 
@@ -108,3 +112,56 @@ def test_the_secret_rule_sees_kubeflow_secrets_arrive_as_pulumi_secrets(stack: s
         # The same group with its secretness dropped is what the rule exists to catch.
         exposed = ResourceInputs(group.type, group.name, stack, group.props, frozenset())
         assert any("holds Kubernetes Secrets in plain text" in m for m in rule.check(exposed))
+
+
+def _prod_with(**changes: Any) -> dict[str, Any]:
+    """prod's stack config with some keys (without the namespace) replaced."""
+    return stack_file_config("prod", **{f"kubeflow-eks:{k}": v for k, v in changes.items()})
+
+
+def _prod_gpu_groups(**changes: Any) -> list[dict[str, Any]]:
+    config = stack_file_config("prod")
+    return [{**group, **changes} for group in config["kubeflow-eks:gpuNodeGroups"]]
+
+
+def _prod_kubeflow(**load_balancer: Any) -> dict[str, Any]:
+    kubeflow = stack_file_config("prod")["kubeflow-eks:kubeflow"]
+    return {**kubeflow, "loadBalancer": {**kubeflow["loadBalancer"], **load_balancer}}
+
+
+# What the pack exists to refuse, each written as a stack file the model accepts.
+REFUSED = {
+    "the endpoint open to 0.0.0.0/0 in two halves": (
+        {"endpoint": {"publicAccess": True, "publicAccessCidrs": ["0.0.0.0/1", "128.0.0.0/1"]}},
+        "eks-public-endpoint-restricted",
+    ),
+    "a GPU group of up to 1000 nodes": (
+        {"gpuNodeGroups": _prod_gpu_groups(maxSize=1000)},
+        "gpu-node-groups-bounded",
+    ),
+    "Kubeflow's ALB open to the internet": (
+        {"kubeflow": _prod_kubeflow(allowedCidrs=["0.0.0.0/0"])},
+        "security-groups-not-open-to-world",
+    ),
+    "prod without control-plane logs": ({"controlPlaneLogs": []}, "eks-control-plane-logs"),
+}
+
+
+@pytest.mark.parametrize(("change", "rule_name"), REFUSED.values(), ids=list(REFUSED))
+def test_the_pack_refuses_a_stack_the_model_accepts(change: dict[str, Any], rule_name: str) -> None:
+    run = run_program(_prod_with(**change), stack="prod")
+    resources = [
+        ResourceInputs(r.typ, r.name, "prod", _reveal(r.inputs)) for r in run.mocks.resources
+    ]
+    assert rule_name in {name for name, _ in violations(resources)}
+
+
+def test_untainted_gpu_groups_pass_the_model_and_the_pack() -> None:
+    """The model documents `taints: []` as "no taint on purpose"; the pack agrees."""
+    run = run_program(_prod_with(gpuNodeGroups=_prod_gpu_groups(taints=[])), stack="prod")
+    resources = [
+        ResourceInputs(r.typ, r.name, "prod", _reveal(r.inputs)) for r in run.mocks.resources
+    ]
+    groups = [r for r in resources if r.type == "aws:eks/nodeGroup:NodeGroup" and "gpu" in r.name]
+    assert groups and all(r.props["taints"] == [] for r in groups)
+    assert violations(resources) == []

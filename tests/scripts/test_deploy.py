@@ -171,7 +171,9 @@ def test_kms_secrets_provider_replaces_the_passphrase_for_new_stacks(
     ) in calls
 
 
-def test_prepare_for_a_ci_preview_never_creates_a_stack(checkout: Path, fake_bin: Path) -> None:
+def test_a_ci_preview_never_creates_a_stack(checkout: Path, fake_bin: Path) -> None:
+    """The preview role may not write stack state: before the first deploy there is nothing
+    to compare, and the deploy job after it creates the stack."""
     failing_select = fake_bin / "pulumi"
     failing_select.write_text(
         f'#!/bin/sh\necho "pulumi $*" >> "{checkout.parent}/calls.log"\n'
@@ -180,15 +182,16 @@ def test_prepare_for_a_ci_preview_never_creates_a_stack(checkout: Path, fake_bin
     result, calls = deploy(
         checkout,
         fake_bin,
-        "--prepare",
+        "--preview",
         READY_STACK,
+        CI="true",
         PULUMI_BACKEND_URL="s3://team-state?region=eu-central-1",
         PULUMI_SECRETS_PROVIDER="awskms://alias/k?region=eu-central-1",
     )
     assert calls[-1] == "pulumi stack select ci-test"
-    assert result.returncode == 2
-    assert "stack ci-test does not exist" in result.stderr
-    assert "the first deploy from main creates it" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert "stack ci-test does not exist" in result.stdout
+    assert "the deploy that follows creates it" in result.stdout
 
 
 def test_the_checkout_is_left_alone(checkout: Path, fake_bin: Path) -> None:

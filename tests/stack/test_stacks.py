@@ -194,8 +194,9 @@ def test_endpoint_and_cluster_settings_follow_the_stack(stack: str) -> None:
     assert cluster["encryptionConfigKeyArn"]
     if stack == "prod":
         assert cluster["enabledClusterLogTypes"] == ["api", "audit", "authenticator"]
-        (entry,) = cluster["accessEntries"].values()
-        assert entry["principalArn"] == "arn:aws:iam::123456789012:role/platform-admin"
+        admin = cluster["accessEntries"]["admin-0"]
+        assert admin["principalArn"] == "arn:aws:iam::123456789012:role/platform-admin"
+        assert set(cluster["accessEntries"]) == {"admin-0", "viewer-0"}
         assert "0.0.0.0/0" not in cluster["publicAccessCidrs"]
 
 

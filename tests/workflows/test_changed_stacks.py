@@ -35,7 +35,11 @@ touched_stacks = _load().touched_stacks
         (["stacks/Pulumi.prod.yaml"], ["prod"]),
         (["stacks/Pulumi.prod.yaml", "stacks/Pulumi.dev.yaml"], ["dev", "prod"]),
         (["stacks/Pulumi.onprem.yaml"], []),  # deployed from the lab, not from CI
-        (["README.md", "tests/stack/test_stacks.py", "fnjob/fnjob/api.py"], []),
+        (["README.md", "tests/stack/test_stacks.py", "fnjob/README.md"], []),
+        # prod builds its notebook image from images/notebook with fnjob installed.
+        (["fnjob/fnjob/api.py"], ["dev", "prod"]),
+        (["fnjob/pyproject.toml"], ["dev", "prod"]),
+        (["images/notebook/Containerfile"], ["dev", "prod"]),
         (["bootstrap/ci_bootstrap/program.py", "benchmarks/bench_render.py"], []),
         (["components/cluster.py"], ["dev", "prod"]),
         (["__main__.py"], ["dev", "prod"]),

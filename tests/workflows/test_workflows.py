@@ -4,6 +4,9 @@ environment, the policy pack on every preview and update) read from the parsed Y
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -87,7 +90,7 @@ def test_actionlint_accepts_the_workflows() -> None:
 
 def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     broken = (
-        (WORKFLOWS / "pull-request.yml")
+        (WORKFLOWS / "deploy.yml")
         .read_text()
         .replace("needs.stacks.outputs.stacks", "needs.stack.outputs.stacks")
     )
@@ -131,50 +134,94 @@ def test_aws_access_is_an_oidc_role_granted_per_job() -> None:
 def test_every_previewing_or_deploying_job_has_its_stack_concurrency_group() -> None:
     jobs = pulumi_jobs()
     assert {(w, j) for w, j, _ in jobs} == {
-        ("pull-request.yml", "preview"),
+        ("deploy.yml", "preview-dev"),
         ("deploy.yml", "dev"),
+        ("deploy.yml", "preview-prod"),
         ("deploy.yml", "prod"),
     }
     for workflow, job_id, job in jobs:
-        group = job["concurrency"]["group"]
-        stack = "${{ matrix.stack }}" if "matrix" in job.get("strategy", {}) else job_id
-        assert group.startswith(f"pulumi-{stack}"), (workflow, job_id, group)
-        if workflow == "deploy.yml":
-            # Exactly the stack: two updates of one stack never overlap, and none is cancelled.
-            assert group == f"pulumi-{job_id}" and job["concurrency"]["cancel-in-progress"] is False
+        # Exactly the stack: two Pulumi runs of one stack never overlap, and none is cancelled.
+        stack = job_id.removeprefix("preview-")
+        assert job["concurrency"] == {"group": f"pulumi-{stack}", "cancel-in-progress": False}, (
+            workflow,
+            job_id,
+        )
 
 
-def test_main_deploys_dev_then_prod_through_the_protected_environment() -> None:
+def test_main_previews_then_deploys_dev_then_prod_through_the_protected_environment() -> None:
     workflow = load("deploy.yml")
     assert workflow["on"]["push"] == {"branches": ["main"]}
-    dev, prod = workflow["jobs"]["dev"], workflow["jobs"]["prod"]
-    assert dev["needs"] == "check" and prod["needs"] == "dev"
-    # dev's token says ref:refs/heads/main, prod's environment:prod: the two subjects the
-    # bootstrap's deploy role trusts.
-    assert "environment" not in dev
-    assert prod["environment"] == "prod"
-    assert "./scripts/deploy dev" in runs(dev) and "./scripts/deploy prod" in runs(prod)
-    for job in (dev, prod):
-        [aws] = steps_using(job, AWS_ACTION)
+    jobs = workflow["jobs"]
+    assert jobs["preview-dev"]["needs"] == ["check", "stacks"]
+    assert jobs["dev"]["needs"] == "preview-dev"
+    assert "dev" in jobs["preview-prod"]["needs"]
+    assert jobs["prod"]["needs"] == "preview-prod"
+    # The preview role trusts the deploy branch only (no environment in the token's subject);
+    # the deploy role trusts main (dev) and the prod environment (prod).
+    assert "environment" not in jobs["preview-dev"] and "environment" not in jobs["preview-prod"]
+    assert "environment" not in jobs["dev"]
+    assert jobs["prod"]["environment"] == "prod"
+    for stack in ("dev", "prod"):
+        preview, up = jobs[f"preview-{stack}"], jobs[stack]
+        assert f"./scripts/deploy --preview {stack}" in runs(preview)
+        assert f"./scripts/deploy {stack}" in runs(up)
+        [aws] = steps_using(preview, AWS_ACTION)
+        assert aws["with"]["role-to-assume"] == "${{ vars.AWS_PREVIEW_ROLE_ARN }}"
+        [aws] = steps_using(up, AWS_ACTION)
         assert aws["with"]["role-to-assume"] == "${{ vars.AWS_DEPLOY_ROLE_ARN }}"
+        # Only the stacks this push changes (scripts/changed-stacks) are previewed.
+        assert "needs.stacks.outputs.stacks" in preview["if"] and f"'{stack}'" in preview["if"]
+    assert "scripts/changed-stacks" in runs(jobs["stacks"])
 
 
-def test_pull_requests_preview_touched_stacks_with_the_pack_and_a_comment() -> None:
+def test_pull_requests_run_the_checks_without_aws_or_secrets() -> None:
+    """A preview decrypts the stacks' secrets: code not yet reviewed never gets a role."""
     workflow = load("pull-request.yml")
     assert "pull_request" in workflow["on"] and "pull_request_target" not in workflow["on"]
     jobs = workflow["jobs"]
     assert "./scripts/check" in runs(jobs["check"])
     assert "scripts/changed-stacks" in runs(jobs["stacks"])
-    preview = jobs["preview"]
-    assert preview["needs"] == ["check", "stacks"]
-    assert preview["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.stacks.outputs.stacks) }}"
-    assert preview["permissions"]["pull-requests"] == "write"
-    [aws] = steps_using(preview, AWS_ACTION)
-    assert aws["with"]["role-to-assume"] == "${{ vars.AWS_PREVIEW_ROLE_ARN }}"
-    [run] = [s for s in steps_using(preview, PULUMI_ACTION) if "command" in s["with"]]
-    assert run["with"]["command"] == "preview"
-    assert run["with"]["comment-on-pr"] is True
-    assert run["with"]["cloud-url"] == "${{ vars.PULUMI_BACKEND_URL }}"
+    for job_id, job in jobs.items():
+        assert "id-token" not in job.get("permissions", {}), job_id
+        assert steps_using(job, AWS_ACTION) == [], job_id
+    bootstrap = run_bootstrap(GOOD)
+    [statement] = json.loads(bootstrap.role("preview").inputs["assumeRolePolicy"])["Statement"]
+    subjects = statement["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"]
+    assert subjects == ["repo:example-org/kubeflow-eks:ref:refs/heads/main"]
+
+
+def _covers(outer: list[str], inner: str) -> bool:
+    network = ipaddress.ip_network(inner)
+    return any(
+        network.version == o.version and network.subnet_of(o)  # type: ignore[arg-type]
+        for o in map(ipaddress.ip_network, outer)
+    )
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_each_stack_is_deployed_from_where_its_api_answers(stack: str) -> None:
+    runners = yaml.safe_load((ROOT / ".github" / "stack-runners.yaml").read_text())
+    assert set(runners) == set(load("deploy.yml")["env"]["CI_STACKS"].split())
+    runner = runners[stack]
+    jobs = load("deploy.yml")["jobs"]
+    for job_id in (f"preview-{stack}", stack):
+        assert jobs[job_id]["runs-on"] == runner["runs-on"], job_id
+    endpoint = yaml.safe_load((STACKS / f"Pulumi.{stack}.yaml").read_text())["config"][
+        "kubeflow-eks:endpoint"
+    ]
+    assert endpoint["publicAccess"] is True
+    cidrs = endpoint["publicAccessCidrs"]
+    if isinstance(runner["runs-on"], str):
+        # A GitHub-hosted runner may come from any address.
+        assert _covers(cidrs, "0.0.0.0/0"), f"{stack}: GitHub's runners cannot reach {cidrs}"
+    else:
+        labels = yaml.safe_load((ROOT / ".github" / "actionlint.yaml").read_text())
+        assert set(runner["runs-on"]) - {"self-hosted", "linux", "x64"} <= set(
+            labels["self-hosted-runner"]["labels"]
+        )
+        assert runner["egressCidrs"]
+        for egress in runner["egressCidrs"]:
+            assert _covers(cidrs, egress), f"{stack}: {egress} is not in {cidrs}"
 
 
 def test_the_policy_pack_runs_on_every_preview_and_update() -> None:
@@ -209,10 +256,11 @@ def test_action_inputs_exist_in_the_pinned_versions() -> None:
 
 
 def test_the_stacks_ci_deploys_exist_and_the_variables_come_from_the_bootstrap() -> None:
-    ci_stacks = load("pull-request.yml")["env"]["CI_STACKS"].split()
-    for stack in [*ci_stacks, *load("deploy.yml")["jobs"]]:
-        if stack != "check":
-            assert (STACKS / f"Pulumi.{stack}.yaml").is_file(), stack
+    ci_stacks = load("deploy.yml")["env"]["CI_STACKS"].split()
+    assert load("pull-request.yml")["env"]["CI_STACKS"].split() == ci_stacks
+    for stack in ci_stacks:
+        assert (STACKS / f"Pulumi.{stack}.yaml").is_file(), stack
+        assert {f"preview-{stack}", stack} <= set(load("deploy.yml")["jobs"])
     used = set()
     for path in WORKFLOWS.glob("*.yml"):
         used |= set(re.findall(r"\bvars\.([A-Z_]+)", path.read_text()))
@@ -228,3 +276,51 @@ def test_checks_run_the_project_check_command(workflow: str) -> None:
         s for s in check["steps"] if str(s.get("uses", "")).startswith("actions/setup-python@")
     ]
     assert python["with"]["python-version"] == "3.11"
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def test_a_push_previews_and_deploys_the_stacks_it_changes(tmp_path: Path) -> None:
+    """The `stacks` step of deploy.yml, run as GitHub runs it, on a repository of our own."""
+    [step] = [s for s in load("deploy.yml")["jobs"]["stacks"]["steps"] if s.get("id") == "changed"]
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy2(ROOT / "scripts" / "changed-stacks", repo / "scripts" / "changed-stacks")
+    (repo / "stacks").mkdir()
+    (repo / "stacks" / "Pulumi.prod.yaml").write_text("config: {}\n")
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "base")
+    before = _git(repo, "rev-parse", "HEAD")
+    (repo / "stacks" / "Pulumi.prod.yaml").write_text("config: {a: 1}\n")
+    _git(repo, "commit", "-qam", "change prod")
+    head = _git(repo, "rev-parse", "HEAD")
+
+    def stacks(event: str, previous: str) -> list[str]:
+        output = tmp_path / "output"
+        output.write_text("")
+        env = {
+            "PATH": os.environ["PATH"],
+            "EVENT": event,
+            "BEFORE": previous,
+            "GITHUB_SHA": head,
+            "CI_STACKS": "dev prod",
+            "GITHUB_OUTPUT": str(output),
+            "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"),
+        }
+        subprocess.run(["bash", "-e", "-c", step["run"]], cwd=repo, env=env, check=True)
+        [line] = output.read_text().splitlines()
+        return list(json.loads(line.removeprefix("stacks=")))
+
+    assert stacks("push", before) == ["prod"]
+    assert stacks("push", "0" * 40) == ["dev", "prod"]  # a new branch
+    assert stacks("push", "f" * 40) == ["dev", "prod"]  # a force push: the commit is gone
+    assert stacks("workflow_dispatch", "") == ["dev", "prod"]
