@@ -239,6 +239,12 @@ class Kubeflow(Model):
     ) = Field(default=None, description="eks: an existing ACM certificate for the domain instead")
     load_balancer: LoadBalancer = section()
     tls: Tls = section()
+    allow_deletion: UniqueStrings = Field(
+        default=(),
+        description="objects a Kubeflow change may delete although data goes with them "
+        "(Kind/name or Kind/namespace/name: CRDs, PVCs, namespaces); "
+        "python -m stack.upgrade_plan refuses any other",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Kubeflow:
