@@ -85,6 +85,8 @@ class KubeflowArgs:
     profiles: tuple[ProfileSpec, ...] = ()
     registry_access: str = "none"
     access: Access = NO_EXTERNAL_ACCESS
+    # Objects whose deletion the stack accepts (`Kind/[namespace/]name`); others are retained.
+    allow_deletion: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

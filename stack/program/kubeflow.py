@@ -56,6 +56,7 @@ def kubeflow_args_from_config(cfg: EksStack | OnpremStack) -> KubeflowArgs:
         profiles=tuple(ProfileSpec(p.name, p.owner) for p in kubeflow.profiles),
         registry_access=kubeflow.registry_access,
         access=access_of(cfg),
+        allow_deletion=kubeflow.allow_deletion,
     )
 
 
