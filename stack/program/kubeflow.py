@@ -145,6 +145,7 @@ def _deploy_inputs(
                 keep_untagged_images=kubeflow.keep_untagged_images,
                 base_repositories=base_repositories,
                 tags=tags,
+                allow_deletion=kubeflow.allow_deletion,
             ),
         )
         registries = dict(ecr.registries)
