@@ -8,13 +8,16 @@ AWS or a cluster.
 
 from __future__ import annotations
 
+import datetime
 import sys
 from collections.abc import Sequence
 
 import yaml
 
+from stack import versions
 from stack.changes import stack_changes
 from stack.load import load_stack_file, unset_secrets
+from stack.model import EksStack
 from stack.problems import StackConfigError
 
 _USAGE = (
@@ -68,6 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             groups = ", ".join(g.name for g in cfg.gpu_node_groups) or "none"
             mode = "eks" if cfg.is_eks else "onprem"
             print(f"{name}: ok ({mode}, cluster {cfg.cluster_name}, GPU groups: {groups})")
+            if isinstance(cfg, EksStack):
+                pins = versions.pins(cfg.kubernetes_version)
+                warning = pins.support_warning(datetime.date.today())
+                if warning:
+                    print(f"{name}: warning: kubernetesVersion {warning}")
             for key in unset_secrets(name):
                 print(
                     f"{name}: note: secret {key} is not set yet; before deploying run: "

@@ -190,7 +190,7 @@ def test_endpoint_and_cluster_settings_follow_the_stack(stack: str) -> None:
     assert cluster["authenticationMode"] == "API"
     assert cluster["createOidcProvider"] is True
     assert cluster["skipDefaultNodeGroup"] is True
-    assert cluster["version"] == "1.34"
+    assert cluster["version"] == "1.35"
     assert cluster["encryptionConfigKeyArn"]
     if stack == "prod":
         assert cluster["enabledClusterLogTypes"] == ["api", "audit", "authenticator"]
