@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -93,12 +94,55 @@ ImageReference = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class KubeflowRelease:
+    """What the stack knows of one kubeflow/manifests release (`kubeflow_releases.yaml`)."""
+
+    version: str
+    kustomize: str
+    kubernetes: str
+    trainer: str
+    pipelines: str
+    components: tuple[str, ...]
+
+
+class ReleaseTableError(ValueError):
+    """An entry of kubeflow_releases.yaml lacks a field the stack needs."""
+
+
+def _release(version: str, entry: object) -> KubeflowRelease:
+    fields = ("kustomize", "kubernetes", "trainer", "pipelines", "components")
+    if not isinstance(entry, dict):
+        raise ReleaseTableError(f"{_RELEASES_FILE.name}: release {version!r} is not a mapping")
+    missing = [f for f in fields if not entry.get(f)]
+    if missing:
+        raise ReleaseTableError(
+            f"{_RELEASES_FILE.name}: release {version!r} lacks {', '.join(missing)} "
+            f"(every release needs {', '.join(fields)})"
+        )
+    components = entry["components"]
+    if not isinstance(components, list) or not all(isinstance(c, str) for c in components):
+        raise ReleaseTableError(
+            f"{_RELEASES_FILE.name}: release {version!r}: components must be a list of strings"
+        )
+    return KubeflowRelease(
+        version,
+        *(str(entry[f]) for f in fields[:-1]),
+        components=tuple(components),
+    )
+
+
 @functools.cache
+def kubeflow_releases() -> dict[str, KubeflowRelease]:
+    """Every release of the table, each checked to have what the stack needs."""
+    table = yaml.safe_load(_RELEASES_FILE.read_text())
+    return {str(v): _release(str(v), e) for v, e in (table.get("releases") or {}).items()}
+
+
 def known_components(version: str) -> tuple[str, ...] | None:
     """The entries of upstream's example for a release the stack knows offline, else None."""
-    releases = yaml.safe_load(_RELEASES_FILE.read_text())["releases"]
-    entry = releases.get(version)
-    return tuple(entry["components"]) if entry else None
+    release = kubeflow_releases().get(version)
+    return release.components if release else None
 
 
 class NotebookImage(Model):
