@@ -126,8 +126,11 @@ def _release(version: str, entry: object) -> KubeflowRelease:
             f"{_RELEASES_FILE.name}: release {version!r}: components must be a list of strings"
         )
     return KubeflowRelease(
-        version,
-        *(str(entry[f]) for f in fields[:-1]),
+        version=version,
+        kustomize=str(entry["kustomize"]),
+        kubernetes=str(entry["kubernetes"]),
+        trainer=str(entry["trainer"]),
+        pipelines=str(entry["pipelines"]),
         components=tuple(components),
     )
 
