@@ -72,6 +72,50 @@ def _profile_name(value: str) -> str:
     return value
 
 
+Quantity = Annotated[
+    str, matches(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$", '"64Gi", "16" or "500m"')
+]
+
+
+class Quota(Model):
+    """What one profile's pods may hold at once (its namespace's ResourceQuota)."""
+
+    gpus: int | None = Field(
+        default=None, ge=0, le=4096, description="GPUs requested at once (requests.nvidia.com/gpu)"
+    )
+    cpu: Quantity | None = Field(
+        default=None, description="CPU requested at once; every pod must then request CPU"
+    )
+    memory: Quantity | None = Field(
+        default=None, description="memory requested at once; every pod must then request memory"
+    )
+    storage: Quantity | None = Field(default=None, description="volume storage requested")
+    volumes: int | None = Field(default=None, ge=0, le=10000, description="number of PVCs")
+
+    def hard(self) -> dict[str, str]:
+        """The ResourceQuota's `hard` limits (Kubernetes' resource names)."""
+        limits = {
+            "requests.nvidia.com/gpu": self.gpus,
+            "requests.cpu": self.cpu,
+            "requests.memory": self.memory,
+            "requests.storage": self.storage,
+            "persistentvolumeclaims": self.volumes,
+        }
+        return {key: str(value) for key, value in limits.items() if value is not None}
+
+
+class Culling(Model):
+    """Kubeflow's notebook controller stops notebooks idle this long; their volumes stay."""
+
+    enabled: bool = Field(default=True, description="stop idle notebooks (GPU ones included)")
+    idle_minutes: int = Field(
+        default=120, ge=10, le=10080, description="minutes without kernel activity before a stop"
+    )
+    check_period_minutes: int = Field(
+        default=5, ge=1, le=60, description="how often the controller checks, in minutes"
+    )
+
+
 class Profile(Model):
     """A Kubeflow user namespace and the person who owns it."""
 
@@ -80,6 +124,9 @@ class Profile(Model):
     )
     owner: Annotated[str, email("someone@example.org")] = Field(
         description="the owner's login email"
+    )
+    quota: Quota | None = Field(
+        default=None, description="this profile's limits instead of kubeflow.defaultQuota"
     )
 
 
@@ -286,6 +333,12 @@ class Kubeflow(Model):
     ) = Field(default=None, description="eks: an existing ACM certificate for the domain instead")
     load_balancer: LoadBalancer = section()
     tls: Tls = section()
+    default_quota: Quota = Field(
+        default={"gpus": 4},
+        validate_default=True,
+        description="limits of every profile without its own quota ({} for none)",
+    )
+    culling: Culling = section()
     allow_deletion: UniqueStrings = Field(
         default=(),
         description="objects a Kubeflow change may delete although data goes with them "
