@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import yaml
 
 from stack import versions
+from stack.budget import budget_warnings
 from stack.changes import stack_changes
 from stack.load import load_stack_file, unset_secrets
 from stack.model import EksStack
@@ -76,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 warning = pins.support_warning(datetime.date.today())
                 if warning:
                     print(f"{name}: warning: kubernetesVersion {warning}")
+            for budget in budget_warnings(cfg):
+                print(f"{name}: warning: {budget}")
             for key in unset_secrets(name):
                 print(
                     f"{name}: note: secret {key} is not set yet; before deploying run: "

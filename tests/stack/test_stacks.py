@@ -87,6 +87,8 @@ def test_gpu_groups_get_nvidia_ami_labels_and_taints(stack: str) -> None:
             ]
             # 37 characters at most: Pulumi appends 26 to the prefix, EKS allows 63.
             assert len(inputs["nodeGroupNamePrefix"]) <= 37
+            # A GPU node that stays unhealthy is replaced by EKS (on by default).
+            assert inputs["nodeRepairConfig"] == {"enabled": True}
 
 
 @pytest.mark.parametrize("stack", EKS_STACKS)
