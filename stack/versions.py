@@ -7,6 +7,7 @@ the README ("Upgrading pinned versions").
 
 from __future__ import annotations
 
+import datetime
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,29 @@ class KubernetesPins:
     kubectl: str
     load_balancer_controller_chart: str
     addons: Mapping[str, str]
+    standard_support_until: datetime.date
+    extended_support_until: datetime.date
+
+    def support_warning(self, today: datetime.date) -> str | None:
+        """Why a cluster on this version costs more or is about to be upgraded by EKS."""
+        if today <= self.standard_support_until:
+            return None
+        newer = [v for v in SUPPORTED_KUBERNETES_VERSIONS if _minor(v) > _minor(self.kubernetes)]
+        move = f"; move to {newer[-1]}" if newer else ""
+        if today <= self.extended_support_until:
+            return (
+                f"{self.kubernetes} left EKS standard support on {self.standard_support_until}: "
+                f"extended support costs more per cluster-hour, until "
+                f"{self.extended_support_until}{move}"
+            )
+        return (
+            f"{self.kubernetes} left EKS extended support on {self.extended_support_until}: "
+            f"EKS upgrades such clusters on its own{move}"
+        )
+
+
+def _minor(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
 
 
 @functools.cache
@@ -45,6 +69,8 @@ def pins(kubernetes_version: str) -> KubernetesPins:
         kubectl=str(entry["kubectl"]),
         load_balancer_controller_chart=str(entry["awsLoadBalancerController"]),
         addons={str(k): str(v) for k, v in entry["addons"].items()},
+        standard_support_until=entry["support"]["standardUntil"],
+        extended_support_until=entry["support"]["extendedUntil"],
     )
 
 

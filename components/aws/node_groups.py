@@ -58,6 +58,9 @@ class ManagedNodeGroupArgs:
     taints: Sequence[Taint] = ()
     gpus_per_node: int = 0
     autoscaler_tags: bool = False
+    # EKS replaces a node that stays unhealthy (NotReady, or GPU faults the node monitoring
+    # agent reports), so a broken GPU node stops holding jobs that never start.
+    auto_repair: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -113,6 +116,9 @@ class ManagedNodeGroup(pulumi.ComponentResource):
                 min_size=args.min_size, desired_size=args.desired_size, max_size=args.max_size
             ),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
+            node_repair_config=aws.eks.NodeGroupNodeRepairConfigArgs(enabled=True)
+            if args.auto_repair
+            else None,
             launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
                 id=template.id, version=template.latest_version.apply(str)
             ),

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,6 +161,9 @@ class ProfileRegistriesArgs:
     base_repositories: Sequence[pulumi.Input[str]] = ()
     permissions_boundary: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    # `Profile/<name>` entries of kubeflow.allowDeletion: those profiles' repositories go
+    # with them; every other profile's repository (its images) outlives its removal.
+    allow_deletion: Collection[str] = ()
 
 
 class ProfileRegistries(pulumi.ComponentResource):
@@ -183,12 +186,13 @@ class ProfileRegistries(pulumi.ComponentResource):
         self.role_arns = {}
         for profile in args.profiles:
             prefix = f"{args.cluster_name}/{profile}/"
+            retain = f"Profile/{profile}" not in args.allow_deletion
             repository = scanned_repository(
                 f"{name}-{profile}",
                 f"{prefix}{JOB_REPOSITORY}",
                 keep_untagged=args.keep_untagged_images,
                 tags={**args.tags, "kubeflow-eks:profile": profile},
-                opts=child,
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=retain),
             )
             aws.ecr.RepositoryCreationTemplate(
                 f"{name}-{profile}",

@@ -8,8 +8,9 @@ ConfigGroup gets its `objs` from that Output. No resource is created inside an a
 
 from __future__ import annotations
 
+import copy
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,51 @@ def _selector(group: _GroupPlan) -> Callable[[tuple[Phase, ...]], list[Mapping[s
     return lambda phases: _select(phases, group)
 
 
+# Deleting one of these takes what users made with it (every custom resource of a CRD, a
+# volume's data, a namespace's contents; a Profile owns its namespace). When the stack stops
+# applying one (a profile removed, an upstream release that drops a CRD), Pulumi forgets it
+# and the cluster keeps it, unless kubeflow.allowDeletion names it (Kind/[namespace/]name).
+RETAINED_KINDS = frozenset(
+    {"CustomResourceDefinition", "PersistentVolumeClaim", "Namespace", "Profile"}
+)
+
+
+def deletion_name(obj: Mapping[str, Any]) -> str:
+    """How `kubeflow.allowDeletion` names an object: `Kind/name` or `Kind/namespace/name`."""
+    metadata = obj.get("metadata") or {}
+    parts = (obj.get("kind"), metadata.get("namespace"), metadata.get("name"))
+    return "/".join(str(p) for p in parts if p)
+
+
+def child_options(
+    prefix: str, legacy_prefixes: Sequence[str], allow_deletion: Collection[str]
+) -> pulumi.ResourceTransform:
+    """A transform for the objects a phase's ConfigGroup registers.
+
+    Every ConfigGroup names its objects with the same `prefix`, so an object's URN does not
+    depend on the phase it is applied in: a release or a rule that moves it to another phase
+    updates it in place. Stacks deployed when the phase was the prefix find their objects
+    again through one alias per former prefix. Objects of `RETAINED_KINDS` are retained on
+    delete unless `allow_deletion` names them.
+    """
+
+    def transform(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
+        if not args.custom or not args.name.startswith(prefix):
+            return None
+        rest = args.name[len(prefix) :]
+        opts = copy.copy(args.opts)
+        opts.aliases = [
+            *(args.opts.aliases or []),
+            *(pulumi.Alias(name=legacy + rest) for legacy in legacy_prefixes),
+        ]
+        props = args.props
+        if props.get("kind") in RETAINED_KINDS and deletion_name(props) not in allow_deletion:
+            opts.retain_on_delete = True
+        return pulumi.ResourceTransformResult(props, opts)
+
+    return transform
+
+
 class Kubeflow(pulumi.ComponentResource):
     """Kubeflow from its Kustomize manifests, applied phase by phase with explicit dependencies.
 
@@ -292,6 +338,8 @@ class Kubeflow(pulumi.ComponentResource):
             *deploy.registries.values(),
         ).apply(transform)
 
+        legacy_prefixes = [f"{name}-{group.name}" for groups in groups_plan for group in groups]
+        stable_names = child_options(name, legacy_prefixes, set(args.allow_deletion))
         self.phase_groups: list[list[ConfigGroup]] = []
         previous: list[pulumi.Resource] = []
         for groups in groups_plan:
@@ -306,12 +354,15 @@ class Kubeflow(pulumi.ComponentResource):
                             # shown in previews; secretness would otherwise spread to all.
                             objs=pulumi.Output.secret(objs)
                             if group.secrets
-                            else pulumi.Output.unsecret(objs)
+                            else pulumi.Output.unsecret(objs),
+                            # One prefix for every phase: see child_options.
+                            resource_prefix=name,
                         ),
                         opts=pulumi.ResourceOptions(
                             parent=self,
                             depends_on=list(previous),
                             additional_secret_outputs=["resources"] if group.secrets else None,
+                            transforms=[stable_names],
                         ),
                     )
                 )

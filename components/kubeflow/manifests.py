@@ -18,7 +18,7 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,10 @@ class SourceError(RenderError):
 
 class ComponentSelectionError(RenderError):
     """A requested component is not one of the upstream example's resources."""
+
+
+class UnresolvedPlaceholderError(RenderError):
+    """Kustomize left a `$(...)` variable where Kubernetes never expands one."""
 
 
 class KustomizeError(RenderError):
@@ -309,6 +313,52 @@ def kustomize_json(directory: Path, kubectl: Path | None = None) -> bytes:
     return b"[" + b",".join(line for line in result.stdout.splitlines() if line.strip()) + b"]"
 
 
+# Kubernetes expands `$(VAR)` itself in a container's command, args and env values (and
+# subPathExpr); anywhere else a `$(...)` is a kustomize var or replacement that did not apply.
+_PLACEHOLDER = re.compile(r"\$\([A-Za-z0-9_.-]+\)")
+_WHOLE_PLACEHOLDER = re.compile(r"^\$\([A-Za-z0-9_.-]+\)$")
+_EXPANDED_BY_KUBERNETES = frozenset({"command", "args", "env", "subPathExpr"})
+
+
+def unresolved_placeholders(objects: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Where kustomize left a placeholder unresolved, as `Kind namespace/name: path = value`.
+
+    Found: any `$(...)` in an object's name, namespace or labels, and any string that is
+    nothing but a placeholder elsewhere. Kustomize 5.8 reads a replacement's `select.name`
+    as a regular expression, so an older tree can render `metadata.name: $(profile-name)`
+    without an error; applied, such an object is created under that literal name. Container
+    command/args/env (Kubernetes' own expansion) and CRD schemas (prose) are not searched.
+    """
+    found: list[str] = []
+    for obj in objects:
+        metadata = obj.get("metadata") or {}
+        where = f"{obj.get('kind')} {metadata.get('namespace') or ''}/{metadata.get('name')}"
+        where = where.replace(" /", " ")
+        for path, value in _strings(obj, ()):
+            in_metadata = path[:1] == ("metadata",) and path[1:2] in (
+                ("name",),
+                ("namespace",),
+                ("labels",),
+            )
+            pattern = _PLACEHOLDER if in_metadata else _WHOLE_PLACEHOLDER
+            if pattern.search(value):
+                found.append(f"{where}: {'.'.join(path)} = {value!r}")
+    return found
+
+
+def _strings(node: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str]]:
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key in _EXPANDED_BY_KUBERNETES or key == "openAPIV3Schema":
+                continue
+            yield from _strings(value, (*path, str(key)))
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item, (*path, "[]"))
+
+
 def parse_objects(text: bytes | str) -> list[KubeObject]:
     """Kubernetes objects from a JSON array; anything else is a `RenderError`."""
     try:
@@ -370,6 +420,15 @@ def render_manifests(
     _atomic_write(overlay_dir / "kustomization.yaml", overlay_text)
     text = kustomize_json(overlay_dir, kubectl)
     objects = parse_objects(text)
+    unresolved = unresolved_placeholders(objects)
+    if unresolved:
+        shown = "\n  ".join(unresolved[:10])
+        more = f"\n  ... and {len(unresolved) - 10} more" if len(unresolved) > 10 else ""
+        raise UnresolvedPlaceholderError(
+            f"kustomize {KUSTOMIZE_VERSION} left {len(unresolved)} placeholder(s) of {source} "
+            f"unresolved; applied, they would create objects under literal '$(...)' names:\n  "
+            f"{shown}{more}\nThis tree needs another Kustomize version or a fix upstream."
+        )
     cached.parent.mkdir(parents=True, exist_ok=True)
     # kubectl's JSON as it came: reading it back is ~40x faster than YAML, which keeps a
     # cached render well under half a second even for the full example (~12 MB of YAML).

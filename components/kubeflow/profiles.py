@@ -40,6 +40,8 @@ class ProfileSpec:
 
     name: str
     owner_email: str
+    # The namespace's ResourceQuota `hard` limits (the Profile's resourceQuotaSpec); {} none.
+    quota: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,12 +71,20 @@ def namespace(profile: ProfileSpec) -> KubeObject:
 
 
 def profile(spec: ProfileSpec) -> KubeObject:
+    body: dict[str, Any] = {"owner": {"kind": "User", "name": spec.owner_email}}
+    body.update(quota_spec(spec.quota))
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "Profile",
         "metadata": {"name": spec.name},
-        "spec": {"owner": {"kind": "User", "name": spec.owner_email}},
+        "spec": body,
     }
+
+
+def quota_spec(quota: Mapping[str, str]) -> dict[str, Any]:
+    """A Profile's `resourceQuotaSpec`: the profile controller makes it the namespace's
+    ResourceQuota `kf-resource-quota`, so pods past it are refused at creation."""
+    return {"resourceQuotaSpec": {"hard": dict(quota)}} if quota else {}
 
 
 def registry_secret(profile_name: str, docker_config_json: str) -> KubeObject:

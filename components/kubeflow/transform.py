@@ -27,9 +27,10 @@ from components.kubeflow.profiles import (
     NotebookSetup,
     ProfileSpec,
     profile_objects,
+    quota_spec,
 )
 from stack.model import GPU_RESOURCE, GpuGroup
-from stack.model.kubeflow import UPSTREAM_EXAMPLE_PROFILE
+from stack.model.kubeflow import UPSTREAM_EXAMPLE_PROFILE, Culling
 
 # Upstream's published defaults. Long ones are unambiguous and must not appear anywhere;
 # short ones only count as credentials inside a Secret.
@@ -85,6 +86,12 @@ class KubeflowArgs:
     profiles: tuple[ProfileSpec, ...] = ()
     registry_access: str = "none"
     access: Access = NO_EXTERNAL_ACCESS
+    # Objects whose deletion the stack accepts (`Kind/[namespace/]name`); others are retained.
+    allow_deletion: tuple[str, ...] = ()
+    # ResourceQuota limits of profiles the stack adopts from upstream (its example profile).
+    default_quota: Mapping[str, str] = field(default_factory=dict)
+    # The notebook controller's idle culling; None leaves upstream's settings.
+    culling: Culling | None = None
 
 
 @dataclass(frozen=True)
@@ -525,6 +532,38 @@ def annotate_config_digests(objects: Sequence[Mapping[str, Any]]) -> list[KubeOb
     return out
 
 
+def apply_culling(objects: Sequence[Mapping[str, Any]], culling: Culling) -> list[KubeObject]:
+    """The notebook controller's culling settings (its generated ConfigMap in `kubeflow`).
+
+    The controller reads them as environment variables; the config digest annotation rolls
+    it when they change. A culled notebook is scaled to zero and keeps its volume.
+    """
+    values = {
+        "ENABLE_CULLING": "true" if culling.enabled else "false",
+        "CULL_IDLE_TIME": str(culling.idle_minutes),
+        "IDLENESS_CHECK_PERIOD": str(culling.check_period_minutes),
+    }
+
+    def is_config(obj: Mapping[str, Any]) -> bool:
+        return _is(obj, "ConfigMap", "kubeflow") and _generated_name_matches(
+            name_of(obj), "notebook-controller-config"
+        )
+
+    def set_values(config: KubeObject) -> None:
+        config.setdefault("data", {}).update(values)
+
+    out, count = _rewrite(objects, is_config, set_values)
+    if count == 0 and any(
+        o.get("kind") == "Deployment" and name_of(o) == ("notebook-controller-deployment")
+        for o in objects
+    ):
+        raise TransformError(
+            "the notebook controller is rendered without its notebook-controller-config "
+            "ConfigMap: upstream changed shape, culling cannot be set"
+        )
+    return out
+
+
 # --- everything together -------------------------------------------------------------------
 
 
@@ -557,10 +596,18 @@ def transform_manifests(
         raise KubeflowConfigError(f"profiles {clashes} are already defined by upstream manifests")
     # Upstream's example profile now belongs to the admin; it is managed like the others.
     adopted = (
-        (ProfileSpec(UPSTREAM_EXAMPLE_PROFILE, args.admin_email),)
+        (ProfileSpec(UPSTREAM_EXAMPLE_PROFILE, args.admin_email, quota=args.default_quota),)
         if UPSTREAM_EXAMPLE_PROFILE in taken
         else ()
     )
+    if adopted and args.default_quota:
+        out, _ = _rewrite(
+            out,
+            lambda o: _is(o, "Profile") and name_of(o) == UPSTREAM_EXAMPLE_PROFILE,
+            lambda o: o.setdefault("spec", {}).update(quota_spec(args.default_quota)),
+        )
+    if args.culling is not None:
+        out = apply_culling(out, args.culling)
     setup = (
         NotebookSetup(
             image=notebooks.image,

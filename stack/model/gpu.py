@@ -229,6 +229,10 @@ class EksGpuGroup(GpuGroup):
         description="zonal: one node group per AZ (a notebook's EBS volume is zonal, so it "
         "comes back in its AZ); spread: one group over all AZs",
     )
+    auto_repair: bool = Field(
+        default=True,
+        description="EKS node auto-repair: a node that stays NotReady is replaced",
+    )
 
     @model_validator(mode="after")
     def _fits(self) -> EksGpuGroup:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -71,6 +72,50 @@ def _profile_name(value: str) -> str:
     return value
 
 
+Quantity = Annotated[
+    str, matches(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$", '"64Gi", "16" or "500m"')
+]
+
+
+class Quota(Model):
+    """What one profile's pods may hold at once (its namespace's ResourceQuota)."""
+
+    gpus: int | None = Field(
+        default=None, ge=0, le=4096, description="GPUs requested at once (requests.nvidia.com/gpu)"
+    )
+    cpu: Quantity | None = Field(
+        default=None, description="CPU requested at once; every pod must then request CPU"
+    )
+    memory: Quantity | None = Field(
+        default=None, description="memory requested at once; every pod must then request memory"
+    )
+    storage: Quantity | None = Field(default=None, description="volume storage requested")
+    volumes: int | None = Field(default=None, ge=0, le=10000, description="number of PVCs")
+
+    def hard(self) -> dict[str, str]:
+        """The ResourceQuota's `hard` limits (Kubernetes' resource names)."""
+        limits = {
+            "requests.nvidia.com/gpu": self.gpus,
+            "requests.cpu": self.cpu,
+            "requests.memory": self.memory,
+            "requests.storage": self.storage,
+            "persistentvolumeclaims": self.volumes,
+        }
+        return {key: str(value) for key, value in limits.items() if value is not None}
+
+
+class Culling(Model):
+    """Kubeflow's notebook controller stops notebooks idle this long; their volumes stay."""
+
+    enabled: bool = Field(default=True, description="stop idle notebooks (GPU ones included)")
+    idle_minutes: int = Field(
+        default=120, ge=10, le=10080, description="minutes without kernel activity before a stop"
+    )
+    check_period_minutes: int = Field(
+        default=5, ge=1, le=60, description="how often the controller checks, in minutes"
+    )
+
+
 class Profile(Model):
     """A Kubeflow user namespace and the person who owns it."""
 
@@ -79,6 +124,9 @@ class Profile(Model):
     )
     owner: Annotated[str, email("someone@example.org")] = Field(
         description="the owner's login email"
+    )
+    quota: Quota | None = Field(
+        default=None, description="this profile's limits instead of kubeflow.defaultQuota"
     )
 
 
@@ -93,12 +141,58 @@ ImageReference = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class KubeflowRelease:
+    """What the stack knows of one kubeflow/manifests release (`kubeflow_releases.yaml`)."""
+
+    version: str
+    kustomize: str
+    kubernetes: str
+    trainer: str
+    pipelines: str
+    components: tuple[str, ...]
+
+
+class ReleaseTableError(ValueError):
+    """An entry of kubeflow_releases.yaml lacks a field the stack needs."""
+
+
+def _release(version: str, entry: object) -> KubeflowRelease:
+    fields = ("kustomize", "kubernetes", "trainer", "pipelines", "components")
+    if not isinstance(entry, dict):
+        raise ReleaseTableError(f"{_RELEASES_FILE.name}: release {version!r} is not a mapping")
+    missing = [f for f in fields if not entry.get(f)]
+    if missing:
+        raise ReleaseTableError(
+            f"{_RELEASES_FILE.name}: release {version!r} lacks {', '.join(missing)} "
+            f"(every release needs {', '.join(fields)})"
+        )
+    components = entry["components"]
+    if not isinstance(components, list) or not all(isinstance(c, str) for c in components):
+        raise ReleaseTableError(
+            f"{_RELEASES_FILE.name}: release {version!r}: components must be a list of strings"
+        )
+    return KubeflowRelease(
+        version=version,
+        kustomize=str(entry["kustomize"]),
+        kubernetes=str(entry["kubernetes"]),
+        trainer=str(entry["trainer"]),
+        pipelines=str(entry["pipelines"]),
+        components=tuple(components),
+    )
+
+
 @functools.cache
+def kubeflow_releases() -> dict[str, KubeflowRelease]:
+    """Every release of the table, each checked to have what the stack needs."""
+    table = yaml.safe_load(_RELEASES_FILE.read_text())
+    return {str(v): _release(str(v), e) for v, e in (table.get("releases") or {}).items()}
+
+
 def known_components(version: str) -> tuple[str, ...] | None:
     """The entries of upstream's example for a release the stack knows offline, else None."""
-    releases = yaml.safe_load(_RELEASES_FILE.read_text())["releases"]
-    entry = releases.get(version)
-    return tuple(entry["components"]) if entry else None
+    release = kubeflow_releases().get(version)
+    return release.components if release else None
 
 
 class NotebookImage(Model):
@@ -239,6 +333,18 @@ class Kubeflow(Model):
     ) = Field(default=None, description="eks: an existing ACM certificate for the domain instead")
     load_balancer: LoadBalancer = section()
     tls: Tls = section()
+    default_quota: Quota = Field(
+        default={"gpus": 4},
+        validate_default=True,
+        description="limits of every profile without its own quota ({} for none)",
+    )
+    culling: Culling = section()
+    allow_deletion: UniqueStrings = Field(
+        default=(),
+        description="objects a Kubeflow change may delete although data goes with them "
+        "(Kind/name or Kind/namespace/name: CRDs, PVCs, namespaces); "
+        "python -m stack.upgrade_plan refuses any other",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Kubeflow:

@@ -87,6 +87,7 @@ def _gpu_node_groups(
                         taints=group.taints,
                         gpus_per_node=group.gpus_per_node,
                         autoscaler_tags=cfg.cluster_autoscaler.enabled,
+                        auto_repair=group.auto_repair,
                         tags={**tags, "kubeflow-eks:gpu-group": group.name},
                     ),
                     opts=pulumi.ResourceOptions(depends_on=[cluster, network]),

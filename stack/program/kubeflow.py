@@ -60,9 +60,15 @@ def kubeflow_args_from_config(cfg: EksStack | OnpremStack) -> KubeflowArgs:
         http_mode=kubeflow.http_mode,
         gpu_groups=cfg.gpu_node_groups,
         notebook_images=kubeflow.notebook_images,
-        profiles=tuple(ProfileSpec(p.name, p.owner) for p in kubeflow.profiles),
+        profiles=tuple(
+            ProfileSpec(p.name, p.owner, quota=(p.quota or kubeflow.default_quota).hard())
+            for p in kubeflow.profiles
+        ),
         registry_access=kubeflow.registry_access,
         access=access_of(cfg),
+        allow_deletion=kubeflow.allow_deletion,
+        default_quota=kubeflow.default_quota.hard(),
+        culling=kubeflow.culling,
     )
 
 
@@ -191,6 +197,7 @@ def _deploy_inputs(
                 base_repositories=base_repositories,
                 permissions_boundary=cfg.permissions_boundary,
                 tags=tags,
+                allow_deletion=kubeflow.allow_deletion,
             ),
         )
         ecr_registries = dict(ecr.registries)

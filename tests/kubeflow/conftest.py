@@ -129,6 +129,32 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> UpstreamRelease:
     return found
 
 
+PREVIOUS_TARBALL = "kubeflow-manifests-v1.10.2-offline.tar.gz"
+PREVIOUS_EXAMPLE_OUTPUT = "kubeflow-v1.10.2-example.yaml.gz"
+PREVIOUS_TOP_FOLDER = "kubeflow-manifests-v1.10.2"
+
+
+@pytest.fixture(scope="session")
+def previous_upstream(tmp_path_factory: pytest.TempPathFactory) -> UpstreamRelease:
+    """Upstream v1.10.2, the release before 26.03 (the older side of upgrade tests)."""
+    data = Path(os.environ.get("KUBEFLOW_UPSTREAM_DATA") or UPSTREAM_DATA)
+    tarball = data / PREVIOUS_TARBALL
+    if not tarball.is_file():
+        pytest.skip(f"upstream Kubeflow v1.10.2 test data not found: {tarball} is missing")
+    unpack_into = tmp_path_factory.mktemp("previous-upstream")
+    with tarfile.open(tarball) as archive:
+        archive.extractall(unpack_into, filter="data")
+    output = data / PREVIOUS_EXAMPLE_OUTPUT
+    return UpstreamRelease(unpack_into / PREVIOUS_TOP_FOLDER, output if output.is_file() else None)
+
+
+def load_example_output(path: Path) -> list[dict[str, object]]:
+    """The objects of a gzipped `kustomize build example` output."""
+    with gzip.open(path, "rt") as stream:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        return [d for d in yaml.load_all(stream, Loader=loader) if d]
+
+
 @pytest.fixture(scope="session")
 def upstream_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("upstream-render-cache")
@@ -145,9 +171,7 @@ def upstream_example_objects(upstream: UpstreamRelease) -> list[dict[str, object
     """The objects of upstream's own `kustomize build example` output."""
     if upstream.example_output is None:
         pytest.skip(f"{UPSTREAM_EXAMPLE_OUTPUT} is not beside the upstream data")
-    with gzip.open(upstream.example_output, "rt") as stream:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        return [d for d in yaml.load_all(stream, Loader=loader) if d]
+    return load_example_output(upstream.example_output)
 
 
 def make_upstream_args(source: Path, **overrides: object) -> KubeflowArgs:

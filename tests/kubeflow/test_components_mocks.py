@@ -156,3 +156,102 @@ def test_a_subset_with_dangling_references_is_refused_before_any_child_resource(
         run_program({}, _kubeflow_program(tmp_path, components=without_gateway), mocks=mocks)
     assert mocks.of_type(CONFIG_GROUP) == []
     assert mocks.of_type(RANDOM_PASSWORD) == []
+
+
+@pytest.fixture
+def recorded_groups(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[Any, Any]]:
+    """Each ConfigGroup's resource prefix and transforms, by name."""
+    seen: dict[str, tuple[Any, Any]] = {}
+    original = kubeflow_module.ConfigGroup
+
+    class RecordingConfigGroup(original):  # type: ignore[misc, valid-type]
+        def __init__(self, name: str, args: Any, opts: pulumi.ResourceOptions) -> None:
+            seen[name] = (args.resource_prefix, opts.transforms)
+            super().__init__(name, args, opts=opts)
+
+    monkeypatch.setattr(kubeflow_module, "ConfigGroup", RecordingConfigGroup)
+    return seen
+
+
+def _child(prefix: str, obj: dict[str, Any]) -> pulumi.ResourceTransformArgs:
+    """How a ConfigGroup registers one of its objects (the provider names it after the prefix)."""
+    metadata = obj["metadata"]
+    where = f"{metadata['namespace']}/{metadata['name']}" if "namespace" in metadata else ""
+    return pulumi.ResourceTransformArgs(
+        custom=True,
+        type_=f"kubernetes:{obj['apiVersion']}:{obj['kind']}",
+        name=f"{prefix}:{where or metadata['name']}",
+        props=obj,
+        opts=pulumi.ResourceOptions(),
+    )
+
+
+def test_an_object_keeps_its_name_whichever_phase_applies_it(
+    tmp_path: Path, recorded_groups: dict[str, tuple[Any, Any]]
+) -> None:
+    run_program({}, _kubeflow_program(tmp_path), mocks=RecordingMocks())
+    prefixes = {prefix for prefix, _ in recorded_groups.values()}
+    # Before, each ConfigGroup's name (its phase) prefixed its objects' names.
+    assert prefixes == {"kubeflow"}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "ml-pipeline", "namespace": "kubeflow"},
+    }
+    # The same object applied by the platform phase, then by the applications phase: one name,
+    # and the names stacks deployed under the old scheme gave it, as aliases.
+    results = []
+    for group in ("kubeflow-02-platform", "kubeflow-04-applications"):
+        [transform] = recorded_groups[group][1]
+        result = transform(_child("kubeflow", deployment))
+        assert result is not None
+        results.append(result)
+    assert {
+        "kubeflow-02-platform:kubeflow/ml-pipeline",
+        "kubeflow-04-applications:kubeflow/ml-pipeline",
+    } <= {a.name for a in results[0].opts.aliases}
+    assert [a.name for a in results[0].opts.aliases] == [a.name for a in results[1].opts.aliases]
+    assert not results[0].opts.retain_on_delete
+
+
+def test_user_data_outlives_the_stack_unless_it_allows_the_deletion(
+    tmp_path: Path, recorded_groups: dict[str, tuple[Any, Any]]
+) -> None:
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "notebooks.kubeflow.org"},
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "mysql-pv-claim", "namespace": "kubeflow"},
+    }
+    profile = {"apiVersion": "kubeflow.org/v1", "kind": "Profile", "metadata": {"name": "team"}}
+    run_program(
+        {},
+        _kubeflow_program(
+            tmp_path, allow_deletion=("PersistentVolumeClaim/kubeflow/mysql-pv-claim",)
+        ),
+        mocks=RecordingMocks(),
+    )
+    [transform] = recorded_groups["kubeflow-01-namespaces-crds"][1]
+    retained = {}
+    for obj in (crd, pvc, profile):
+        result = transform(_child("kubeflow", obj))
+        assert result is not None
+        retained[obj["kind"]] = bool(result.opts.retain_on_delete)
+    assert retained == {
+        "CustomResourceDefinition": True,
+        "PersistentVolumeClaim": False,
+        "Profile": True,
+    }
+    # The ConfigGroup itself is left alone.
+    group = pulumi.ResourceTransformArgs(
+        custom=False,
+        type_=CONFIG_GROUP,
+        name="kubeflow-02-platform",
+        props={},
+        opts=pulumi.ResourceOptions(),
+    )
+    assert transform(group) is None

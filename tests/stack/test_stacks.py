@@ -87,6 +87,8 @@ def test_gpu_groups_get_nvidia_ami_labels_and_taints(stack: str) -> None:
             ]
             # 37 characters at most: Pulumi appends 26 to the prefix, EKS allows 63.
             assert len(inputs["nodeGroupNamePrefix"]) <= 37
+            # A GPU node that stays unhealthy is replaced by EKS (on by default).
+            assert inputs["nodeRepairConfig"] == {"enabled": True}
 
 
 @pytest.mark.parametrize("stack", EKS_STACKS)
@@ -190,7 +192,7 @@ def test_endpoint_and_cluster_settings_follow_the_stack(stack: str) -> None:
     assert cluster["authenticationMode"] == "API"
     assert cluster["createOidcProvider"] is True
     assert cluster["skipDefaultNodeGroup"] is True
-    assert cluster["version"] == "1.34"
+    assert cluster["version"] == "1.35"
     assert cluster["encryptionConfigKeyArn"]
     if stack == "prod":
         assert cluster["enabledClusterLogTypes"] == ["api", "audit", "authenticator"]
