@@ -183,7 +183,7 @@ def serve_tls_at_gateway(objects: Sequence[KubeObject], access: Access) -> list[
                 for server in http:
                     server["tls"] = {"httpsRedirect": True}
             else:
-                # httpsRedirect keeps the request's port; the redirect Gateway names it.
+                # httpsRedirect cannot name a port; the redirect Gateway below does.
                 servers[:] = [s for s in servers if s not in http]
             servers.append(
                 {
