@@ -275,7 +275,7 @@ def test_without_docker_config_profiles_get_no_credentials(
     out = transform_manifests(rendered.objects, make_args(registry_access=mode), credentials)
     find(out, "Profile", "team-vision")
     in_namespace = [o for o in out if o["metadata"].get("namespace") == "team-vision"]
-    assert {o["kind"] for o in in_namespace} == {"ConfigMap", "PodDefault"}
+    assert {o["kind"] for o in in_namespace} == {"ConfigMap", "PodDefault", "NetworkPolicy"}
 
 
 def test_a_profile_without_credentials_gets_no_pull_secret(
