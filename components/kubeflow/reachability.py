@@ -35,6 +35,7 @@ from components.kubeflow.objects import (
     WORKLOAD_KINDS,
     labels_of,
     name_of,
+    namespace_labels,
     namespace_of,
     pod_spec,
     pod_template,
@@ -114,9 +115,7 @@ def cluster_namespaces(objects: Iterable[Mapping[str, Any]]) -> dict[str, Mappin
     namespace as the profile controller labels it (the labels of its `namespace-labels.yaml`
     ConfigMap; it keeps labels that exist, and removes those given as '')."""
     objects = list(objects)
-    namespaces: dict[str, dict[str, str]] = {
-        name_of(o): dict(labels_of(o)) for o in objects if o.get("kind") == "Namespace"
-    }
+    namespaces = {name: dict(labels) for name, labels in namespace_labels(objects).items()}
     controller_labels: dict[str, str] = {}
     for o in objects:
         data = o.get("data") or {}
@@ -153,12 +152,12 @@ class NetworkPolicies:
     def __init__(
         self,
         objects: Iterable[Mapping[str, Any]],
-        namespace_labels: Mapping[str, Mapping[str, str]],
+        namespaces: Mapping[str, Mapping[str, str]],
     ) -> None:
         self.policies = [o for o in objects if o.get("kind") == "NetworkPolicy"]
         self.namespace_labels = {
             name: {**labels, "kubernetes.io/metadata.name": name}
-            for name, labels in namespace_labels.items()
+            for name, labels in namespaces.items()
         }
         for policy in self.policies:
             for rule in _rules(policy, "ingress") + _rules(policy, "egress"):
