@@ -25,6 +25,17 @@ GATEWAY_NAMESPACE = "istio-system"
 GATEWAY_SERVICE = "istio-ingressgateway"
 KUBEFLOW_GATEWAY = ("kubeflow", "kubeflow-gateway")
 TLS_SECRET = "kubeflow-tls"
+# Upstream's NetworkPolicies on the gateway pods admit pods only; what reaches them from
+# outside (the ALB, or clients through a NodePort / LoadBalancer) is admitted by this one.
+GATEWAY_SOURCES_POLICY = "kubeflow-eks-gateway-sources"
+# The gateway pods (its Service's selector) and the pod ports outside traffic reaches:
+# behind the ALB, HTTP (Service port 80 -> 8080) and the health check (15021,
+# /healthz/ready); serving TLS itself, HTTP (the redirect) and HTTPS (443 -> 8443).
+GATEWAY_POD_LABELS = {"app": "istio-ingressgateway", "istio": "ingressgateway"}
+ALB_POD_PORTS = (8080, 15021)
+TLS_POD_PORTS = (8080, 8443)
+# NodePort: plain HTTP is answered by a redirect to the HTTPS node port.
+HTTP_REDIRECT = ("kubeflow", "kubeflow-http-redirect")
 
 
 class AccessError(Exception):
@@ -55,6 +66,10 @@ class Access:
     service_type: Literal["LoadBalancer", "NodePort"] | None = None
     node_port: int | None = None
     allowed_cidrs: tuple[str, ...] = ()
+    # Addresses that connect to the gateway pods themselves: the VPC (the ALB's interfaces
+    # and its health checks), or on premises the clients (allowed_cidrs; the Service keeps
+    # their addresses with externalTrafficPolicy Local).
+    gateway_sources: tuple[str, ...] = ()
 
     @property
     def issuer(self) -> str:
@@ -149,20 +164,27 @@ def _is_gateway(obj: KubeObject, kind: str) -> bool:
 
 
 def serve_tls_at_gateway(objects: Sequence[KubeObject], access: Access) -> list[KubeObject]:
-    """onprem: the kubeflow gateway answers HTTPS for the domain and redirects HTTP; the
-    certificate comes from a cert-manager ClusterIssuer or an existing Secret; the gateway
-    Service is exposed as configured."""
+    """onprem: the kubeflow gateway answers HTTPS for the domain and redirects HTTP to the
+    port that serves it (443, or the HTTPS node port); the certificate comes from a
+    cert-manager ClusterIssuer or an existing Secret; the gateway Service is exposed as
+    configured, keeping the clients' addresses (externalTrafficPolicy Local) so that the
+    gateway's NetworkPolicy can admit exactly ``allowed_cidrs``."""
     assert access.domain is not None and access.gateway_tls is not None
     tls = access.gateway_tls
+    node_port = access.node_port if access.service_type == "NodePort" else None
     out: list[KubeObject] = []
     gateways = 0
     for obj in objects:
         if (obj.get("kind"), namespace_of(obj), name_of(obj)) == ("Gateway", *KUBEFLOW_GATEWAY):
             obj = _copy(obj)
             servers = obj["spec"]["servers"]
-            for server in servers:
-                if server["port"].get("protocol") == "HTTP":
+            http = [s for s in servers if s["port"].get("protocol") == "HTTP"]
+            if node_port is None:
+                for server in http:
                     server["tls"] = {"httpsRedirect": True}
+            else:
+                # httpsRedirect cannot name a port; the redirect Gateway below does.
+                servers[:] = [s for s in servers if s not in http]
             servers.append(
                 {
                     "hosts": [access.domain],
@@ -175,15 +197,20 @@ def serve_tls_at_gateway(objects: Sequence[KubeObject], access: Access) -> list[
             obj = _copy(obj)
             spec = obj["spec"]
             spec["type"] = access.service_type
-            if access.service_type == "NodePort" and access.node_port is not None:
+            # Without it kube-proxy replaces a client's address by a node's, which no
+            # ipBlock of client ranges admits (and which would hide who connects).
+            spec["externalTrafficPolicy"] = "Local"
+            if node_port is not None:
                 for port in spec["ports"]:
                     if port["port"] == 443:
-                        port["nodePort"] = access.node_port
+                        port["nodePort"] = node_port
             if access.service_type == "LoadBalancer" and access.allowed_cidrs:
                 spec["loadBalancerSourceRanges"] = list(access.allowed_cidrs)
         out.append(obj)
     if gateways != 1:
         raise AccessError("serving TLS by name needs kubeflow/kubeflow-gateway in the render")
+    if node_port is not None:
+        out += http_redirect_to(node_port)
     if tls.cluster_issuer is not None:
         out.append(
             {
@@ -204,6 +231,58 @@ def serve_tls_at_gateway(objects: Sequence[KubeObject], access: Access) -> list[
     return out
 
 
+def http_redirect_to(https_port: int) -> list[KubeObject]:
+    """Plain HTTP on the gateway answered by a redirect to ``https://<host>:<https_port>``,
+    on a Gateway of its own so that no web app's route is served over HTTP."""
+    namespace, name = HTTP_REDIRECT
+    return [
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "selector": {"istio": "ingressgateway"},
+                "servers": [
+                    {"hosts": ["*"], "port": {"name": "http", "number": 80, "protocol": "HTTP"}}
+                ],
+            },
+        },
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "gateways": [f"{namespace}/{name}"],
+                "hosts": ["*"],
+                "http": [
+                    {"redirect": {"scheme": "https", "port": https_port, "redirectCode": 301}}
+                ],
+            },
+        },
+    ]
+
+
+def gateway_sources_policy(access: Access) -> KubeObject:
+    """A NetworkPolicy admitting ``access.gateway_sources`` to the gateway pods' ports that
+    outside traffic reaches (tests/kubeflow/test_flows.py checks them on upstream's pods)."""
+    ports = ALB_POD_PORTS if access.behind_load_balancer else TLS_POD_PORTS
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": GATEWAY_SOURCES_POLICY, "namespace": GATEWAY_NAMESPACE},
+        "spec": {
+            "podSelector": {"matchLabels": dict(GATEWAY_POD_LABELS)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"ipBlock": {"cidr": cidr}} for cidr in access.gateway_sources],
+                    "ports": [{"port": port, "protocol": "TCP"} for port in ports],
+                }
+            ],
+        },
+    }
+
+
 def apply_access(objects: Sequence[KubeObject], access: Access) -> list[KubeObject]:
     """Everything reaching Kubeflow by name needs; nothing for port-forward stacks."""
     if access.domain is None:
@@ -213,4 +292,6 @@ def apply_access(objects: Sequence[KubeObject], access: Access) -> list[KubeObje
         out = trust_load_balancer(out)
     if access.gateway_tls is not None:
         out = serve_tls_at_gateway(out, access)
+    if access.gateway_sources:
+        out.append(gateway_sources_policy(access))
     return out

@@ -5,6 +5,7 @@ which it gives to the admin):
 - the Namespace, annotated with its owner: the profile controller adopts a namespace whose
   ``owner`` annotation names the profile's owner, so everything below can be applied with
   the Profile, without waiting for the controller (and without racing it);
+- NetworkPolicy ``kubeflow-eks-profile-isolation``: other profiles' pods cannot connect;
 - with registryAccess docker-config, Secret ``registry-credentials`` holding *that profile's*
   docker config, and ServiceAccount ``default-editor`` pulling with it (the controller creates
   the account only when it does not exist yet, and leaves our imagePullSecrets alone);
@@ -32,6 +33,11 @@ GPU_GROUPS_CONFIG_MAP = "fnjob-gpu-groups"
 GPU_GROUPS_KEY = "gpu-groups.json"
 GPU_GROUPS_DIR = "/etc/fnjob"
 NOTEBOOK_HOME = "/home/jovyan"
+# What upstream's profile controller labels a profile namespace with (its namespace-labels
+# ConfigMap), and what upstream's own NetworkPolicies admit profiles by.
+PROFILE_NAMESPACE_LABEL = "app.kubernetes.io/part-of"
+PROFILE_NAMESPACE_VALUE = "kubeflow-profile"
+PROFILE_ISOLATION_POLICY = "kubeflow-eks-profile-isolation"
 
 
 @dataclass(frozen=True)
@@ -63,10 +69,49 @@ class NotebookSetup:
 
 
 def namespace(profile: ProfileSpec) -> KubeObject:
+    # The profile controller's own label, set from the start (the controller keeps a label
+    # that exists): other profiles' isolation below selects on it.
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": profile.name, "annotations": {"owner": profile.owner_email}},
+        "metadata": {
+            "name": profile.name,
+            "annotations": {"owner": profile.owner_email},
+            "labels": {PROFILE_NAMESPACE_LABEL: PROFILE_NAMESPACE_VALUE},
+        },
+    }
+
+
+def isolation_policy(profile_name: str) -> KubeObject:
+    """Pods of the profile admit its own pods and the platform's (every namespace that is no
+    profile: the Istio gateway, the notebook culler, Katib, Knative's activator, ...), never
+    another profile's. Istio's authorization is per request; this holds for any port."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": PROFILE_ISOLATION_POLICY, "namespace": profile_name},
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {"podSelector": {}},
+                        {
+                            "namespaceSelector": {
+                                "matchExpressions": [
+                                    {
+                                        "key": PROFILE_NAMESPACE_LABEL,
+                                        "operator": "NotIn",
+                                        "values": [PROFILE_NAMESPACE_VALUE],
+                                    }
+                                ]
+                            }
+                        },
+                    ]
+                }
+            ],
+        },
     }
 
 
@@ -177,7 +222,7 @@ def profile_objects(
     """
     objects: list[KubeObject] = [profile(p) for p in profiles]
     for spec in (*profiles, *adopted):
-        objects.append(namespace(spec))
+        objects += [namespace(spec), isolation_policy(spec.name)]
         docker = docker_configs.get(spec.name)
         if docker is not None:
             objects += [

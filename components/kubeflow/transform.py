@@ -43,10 +43,14 @@ UPSTREAM_DEFAULT_CREDENTIALS = (
 )
 UPSTREAM_DEFAULT_SECRET_VALUES = ("minio", "minio123", "test", "12341234", "password")
 
+# Kubeflow's web apps (crud-web-apps) read APP_SECURE_COOKIES (default true). Upstream sets it
+# in the env of the first three; the KServe models web app takes its env from a ConfigMap
+# without it, so it gets the env entry added.
 WEB_APPS_WITH_SECURE_COOKIES = (
     "jupyter-web-app-deployment",
     "volumes-web-app-deployment",
     "tensorboards-web-app-deployment",
+    "kserve-models-web-app",
 )
 SPAWNER_CONFIG_KEY = "spawner_ui_config.yaml"
 
@@ -214,18 +218,13 @@ def apply_http_mode(objects: Sequence[Mapping[str, Any]], http_mode: bool) -> li
     secure = "false" if http_mode else "true"
 
     def set_app_cookies(deployment: KubeObject) -> None:
-        found = False
-        for container in _pod_containers(deployment):
-            for env in container.get("env") or []:
-                if env.get("name") == "APP_SECURE_COOKIES":
-                    env.pop("valueFrom", None)
-                    env["value"] = secure
-                    found = True
-        if not found:
-            raise TransformError(
-                f"Deployment kubeflow/{name_of(deployment)} has no APP_SECURE_COOKIES env; the "
-                "upstream web app changed shape"
-            )
+        containers = _pod_containers(deployment)
+        if not containers:
+            raise TransformError(f"Deployment kubeflow/{name_of(deployment)} has no container")
+        # An explicit env entry wins over envFrom and over the app's default.
+        env = containers[0].setdefault("env", [])
+        env[:] = [e for e in env if e.get("name") != "APP_SECURE_COOKIES"]
+        env.append({"name": "APP_SECURE_COOKIES", "value": secure})
 
     out, _ = _rewrite(
         objects,

@@ -234,7 +234,10 @@ class LoadBalancer(Model):
         default="LoadBalancer", description="onprem: how the Istio gateway is exposed"
     )
     node_port: int | None = Field(
-        default=None, ge=30000, le=32767, description="onprem NodePort: the HTTPS node port"
+        default=None,
+        ge=30000,
+        le=32767,
+        description="onprem NodePort: the HTTPS node port (required; HTTP redirects to it)",
     )
 
 

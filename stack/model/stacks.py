@@ -390,6 +390,18 @@ class OnpremStack(StackBase):
                 rules.add(to_camel(key), getattr(kubeflow, key), "remove it: only for mode: eks")
         if "scheme" in kubeflow.load_balancer.model_fields_set:
             rules.add("loadBalancer.scheme", kubeflow.load_balancer.scheme, "remove it: eks only")
+        lb = kubeflow.load_balancer
+        if (
+            kubeflow.ingress == "load-balancer"
+            and lb.service_type == "NodePort"
+            and lb.node_port is None
+        ):
+            rules.add(
+                "loadBalancer.nodePort",
+                MISSING,
+                "set the HTTPS node port (30000-32767): plain HTTP is redirected to "
+                "https://<domain>:<nodePort>/, which a port Kubernetes picks cannot be",
+            )
         tls = kubeflow.tls
         if kubeflow.ingress == "load-balancer" and not (tls.cluster_issuer or tls.secret_name):
             rules.add(

@@ -31,6 +31,7 @@ from stack.program.eks import kubeflow_load_balancer, stack_tags
 from stack.program.platform import Platform
 
 PLACEHOLDER = "FROM-STACK"
+ANY_ADDRESS = "0.0.0.0/0"
 
 
 def access_of(cfg: EksStack | OnpremStack) -> Access:
@@ -38,7 +39,11 @@ def access_of(cfg: EksStack | OnpremStack) -> Access:
     if kubeflow.ingress != "load-balancer":
         return Access()
     if isinstance(cfg, EksStack):
-        return Access(domain=kubeflow.domain, behind_load_balancer=True)
+        # The ALB's interfaces (and its health checks) are VPC addresses, neither pod nor
+        # namespace. An existing VPC's ranges are known only once deployed; its security
+        # groups then decide who is in reach of the gateway's pod ports.
+        vpc = (cfg.vpc.cidr,) if cfg.vpc.creates_vpc else (ANY_ADDRESS,)
+        return Access(domain=kubeflow.domain, behind_load_balancer=True, gateway_sources=vpc)
     return Access(
         domain=kubeflow.domain,
         gateway_tls=GatewayTls(
@@ -47,6 +52,7 @@ def access_of(cfg: EksStack | OnpremStack) -> Access:
         service_type=kubeflow.load_balancer.service_type,
         node_port=kubeflow.load_balancer.node_port,
         allowed_cidrs=kubeflow.load_balancer.allowed_cidrs,
+        gateway_sources=kubeflow.load_balancer.allowed_cidrs,
     )
 
 

@@ -21,12 +21,14 @@ from tests.crd_schema import crd_errors
 from tests.kubeflow.conftest import make_upstream_args
 
 DOMAIN = "kubeflow.example.org"
-EKS = Access(domain=DOMAIN, behind_load_balancer=True)
+EKS = Access(domain=DOMAIN, behind_load_balancer=True, gateway_sources=("10.40.0.0/16",))
 ONPREM = Access(
     domain=DOMAIN,
     gateway_tls=GatewayTls(cluster_issuer="letsencrypt"),
     service_type="NodePort",
     node_port=30443,
+    allowed_cidrs=("203.0.113.0/24",),
+    gateway_sources=("203.0.113.0/24",),
 )
 
 
@@ -101,7 +103,16 @@ def test_onprem_gateway_serves_tls_for_the_domain_and_redirects_http(
     objects = _objects(upstream_rendered, credentials, ONPREM)
     gateway = _one(objects, "Gateway", "kubeflow-gateway", "kubeflow")
     servers = {s["port"]["number"]: s for s in gateway["spec"]["servers"]}
-    assert servers[80]["tls"] == {"httpsRedirect": True}
+    # A NodePort serves HTTPS on the node port, not on 443: plain HTTP is redirected there,
+    # by a Gateway of its own, so no web app is also served over HTTP.
+    assert 80 not in servers
+    redirect = _one(objects, "Gateway", "kubeflow-http-redirect", "kubeflow")
+    assert [s["port"]["number"] for s in redirect["spec"]["servers"]] == [80]
+    route = _one(objects, "VirtualService", "kubeflow-http-redirect", "kubeflow")
+    assert route["spec"]["gateways"] == ["kubeflow/kubeflow-http-redirect"]
+    assert route["spec"]["http"] == [
+        {"redirect": {"scheme": "https", "port": 30443, "redirectCode": 301}}
+    ]
     assert servers[443]["hosts"] == [DOMAIN]
     assert servers[443]["tls"] == {"mode": "SIMPLE", "credentialName": "kubeflow-tls"}
     certificate = _one(objects, "Certificate", "kubeflow-tls", "istio-system")
@@ -115,6 +126,8 @@ def test_onprem_gateway_serves_tls_for_the_domain_and_redirects_http(
     assert service["spec"]["type"] == "NodePort"
     https = next(p for p in service["spec"]["ports"] if p["port"] == 443)
     assert https["nodePort"] == 30443
+    # Clients keep their addresses, which the gateway's NetworkPolicy admits or refuses.
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
 
 
 def test_an_existing_tls_secret_needs_no_certificate(
@@ -133,6 +146,11 @@ def test_an_existing_tls_secret_needs_no_certificate(
     assert https["tls"]["credentialName"] == "corp-wildcard"
     service = _one(objects, "Service", "istio-ingressgateway", "istio-system")
     assert service["spec"]["loadBalancerSourceRanges"] == ["10.0.0.0/8"]
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
+    # Port 443 serves, so the gateway's own redirect is right.
+    http = next(s for s in gateway["spec"]["servers"] if s["port"]["number"] == 80)
+    assert http["tls"] == {"httpsRedirect": True}
+    assert not [o for o in objects if o["metadata"]["name"] == "kubeflow-http-redirect"]
 
 
 def test_port_forward_stacks_keep_upstreams_relative_login(
@@ -161,13 +179,25 @@ def test_every_object_the_stack_changes_stays_valid(
         for o in objects
         if o["kind"] == "CustomResourceDefinition"
     }
-    touched = {"Gateway", "Certificate", "RequestAuthentication", "PodDefault", "Profile"}
+    touched = {
+        "Gateway",
+        "VirtualService",
+        "Certificate",
+        "RequestAuthentication",
+        "PodDefault",
+        "Profile",
+    }
     checked = 0
     for obj in objects:
         group = str(obj["apiVersion"]).rpartition("/")[0]
         if obj["kind"] in touched and (group, obj["kind"]) in crds:
             assert crd_errors(obj, crds[(group, obj["kind"])]) == [], obj["metadata"]
             checked += 1
-        elif is_builtin(obj) and obj["kind"] in ("Service", "Deployment", "Namespace"):
+        elif is_builtin(obj) and obj["kind"] in (
+            "Service",
+            "Deployment",
+            "Namespace",
+            "NetworkPolicy",
+        ):
             kubernetes_validate.validate(obj, "1.34", strict=True)
     assert checked >= 5

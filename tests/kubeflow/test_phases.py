@@ -70,7 +70,13 @@ def test_profile_namespaces_exist_before_their_secrets(
     assert _index(phases, "Namespace", "team-vision") == 0
     assert _index(phases, "Profile", "team-vision") == 3
     in_team = [o for o in phases[3].objects if o["metadata"].get("namespace") == "team-vision"]
-    assert {o["kind"] for o in in_team} == {"Secret", "ServiceAccount", "ConfigMap", "PodDefault"}
+    assert {o["kind"] for o in in_team} == {
+        "Secret",
+        "ServiceAccount",
+        "ConfigMap",
+        "PodDefault",
+        "NetworkPolicy",
+    }
 
 
 def test_every_object_lands_in_exactly_one_phase_in_render_order(

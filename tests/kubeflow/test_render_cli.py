@@ -149,8 +149,9 @@ def test_render_command_end_to_end_on_upstream(
     assert ("ValidatingWebhookConfiguration", "validator.trainer.kubeflow.org") in kinds
     assert any(kind == "ClusterTrainingRuntime" for kind, _ in kinds)
     # Upstream's 675 objects, the dev stack's profile, and for it and upstream's example
-    # profile (now the admin's) the namespace, fnjob's GPU groups and its PodDefault.
-    assert len(objects) == 675 + 1 + 2 * 3
+    # profile (now the admin's) the namespace, its isolation NetworkPolicy, fnjob's GPU
+    # groups and its PodDefault.
+    assert len(objects) == 675 + 1 + 2 * 4
     assert ("Profile", "team-ml") in kinds
     assert ("PodDefault", "fnjob") in kinds
     # What the stack would apply keeps every invariant.

@@ -275,7 +275,7 @@ def test_without_docker_config_profiles_get_no_credentials(
     out = transform_manifests(rendered.objects, make_args(registry_access=mode), credentials)
     find(out, "Profile", "team-vision")
     in_namespace = [o for o in out if o["metadata"].get("namespace") == "team-vision"]
-    assert {o["kind"] for o in in_namespace} == {"ConfigMap", "PodDefault"}
+    assert {o["kind"] for o in in_namespace} == {"ConfigMap", "PodDefault", "NetworkPolicy"}
 
 
 def test_a_profile_without_credentials_gets_no_pull_secret(
@@ -323,16 +323,21 @@ def test_bottlerocket_groups_are_still_offered_in_the_form(
 
 
 def effective_env(objects: Sequence[Mapping[str, Any]], deployment: Mapping[str, Any]) -> dict:
-    """A Deployment's first container env as the pod sees it: literal values, and values taken
-    from the rendered ConfigMaps (`configMapKeyRef`)."""
+    """A Deployment's first container env as the pod sees it: whole ConfigMaps (`envFrom`),
+    then literal values and values taken from the rendered ConfigMaps (`configMapKeyRef`),
+    which win."""
     namespace = deployment["metadata"]["namespace"]
     maps = {
         o["metadata"]["name"]: o.get("data", {})
         for o in objects
         if o["kind"] == "ConfigMap" and o["metadata"].get("namespace") == namespace
     }
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
     env = {}
-    for entry in deployment["spec"]["template"]["spec"]["containers"][0].get("env", []):
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(maps[source["configMapRef"]["name"]])
+    for entry in container.get("env", []):
         source = entry.get("valueFrom", {}).get("configMapKeyRef")
         env[entry["name"]] = maps[source["name"]][source["key"]] if source else entry.get("value")
     return env
@@ -368,9 +373,11 @@ def test_upstream_secure_cookies_follow_the_protocol(
     args = make_upstream_args(upstream.source, http_mode=http_mode)
     out = transform_manifests(upstream_rendered.objects, args, credentials)
     secure = "false" if http_mode else "true"
-    for app in WEB_APPS:
+    # The KServe models web app reads its settings from a ConfigMap (envFrom).
+    for app in (*WEB_APPS, "kserve-models-web-app"):
         env = effective_env(out, find(out, "Deployment", app, "kubeflow"))
-        assert env["APP_SECURE_COOKIES"] == secure, app
+        # Unset, the web apps default to secure cookies.
+        assert env.get("APP_SECURE_COOKIES", "true") == secure, app
     proxy = effective_env(out, find(out, "Deployment", "oauth2-proxy", "oauth2-proxy"))
     assert proxy["OAUTH2_PROXY_COOKIE_SECURE"] == secure
 

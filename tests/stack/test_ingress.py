@@ -158,3 +158,28 @@ def test_port_forward_stacks_create_no_load_balancer() -> None:
 
 def _cluster(case: str) -> str:
     return f"kubeflow-{case}"[:32].rstrip("-")
+
+
+def _access(path: Path) -> Any:
+    from stack.load import load_stack_file
+    from stack.program.kubeflow import access_of
+
+    return access_of(load_stack_file(path, require_secrets=False))
+
+
+def test_the_gateway_admits_the_vpc_the_alb_sends_from(tmp_path: Path) -> None:
+    """The ALB's interfaces are VPC addresses: its VPC CIDR (default 10.0.0.0/16), or, for an
+    existing VPC whose ranges are known only once deployed, any address on those ports."""
+    assert _access(GOOD / f"Pulumi.{CERTIFICATE}.yaml").gateway_sources == ("10.0.0.0/16",)
+    existing = yaml.safe_load((GOOD / "Pulumi.existing-vpc.yaml").read_text())
+    by_name = yaml.safe_load((GOOD / f"Pulumi.{CERTIFICATE}.yaml").read_text())
+    existing["config"]["kubeflow-eks:kubeflow"] = by_name["config"]["kubeflow-eks:kubeflow"]
+    path = tmp_path / "Pulumi.existing-vpc-by-name.yaml"
+    path.write_text(yaml.safe_dump(existing))
+    assert _access(path).gateway_sources == ("0.0.0.0/0",)
+
+
+def test_onprem_gateway_admits_exactly_the_allowed_ranges() -> None:
+    access = _access(GOOD / "Pulumi.onprem-node-port-for-the-lab-network.yaml")
+    assert access.gateway_sources == ("10.10.0.0/16", "192.168.50.0/24")
+    assert access.service_type == "NodePort"
