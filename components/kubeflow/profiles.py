@@ -11,7 +11,11 @@ which it gives to the admin):
 - when the notebook admission webhook is installed (PodDefault CRD): ConfigMap
   ``fnjob-gpu-groups`` and PodDefault ``fnjob``, selected by default in the notebook form,
   which set ``FNJOB_REGISTRY``, ``FNJOB_BASE_IMAGE`` and ``FNJOB_GPU_GROUPS`` and, with
-  docker-config, mount the profile's credentials at ``~/.docker/config.json``.
+  docker-config, mount the profile's credentials read-only at ``/etc/registry-auth`` (a
+  folder outside the workspace volume, named by ``DOCKER_CONFIG`` for docker and fnjob and
+  by ``REGISTRY_AUTH_FILE`` for podman, skopeo and buildah). A ``subPath`` file under
+  ``$HOME`` would land on the workspace volume, where the runtime leaves an empty root-owned
+  ``~/.docker/config.json`` behind that outlives the mount and shadows ``docker login``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ FNJOB_LABEL = "kubeflow-eks.io/fnjob"
 GPU_GROUPS_CONFIG_MAP = "fnjob-gpu-groups"
 GPU_GROUPS_KEY = "gpu-groups.json"
 GPU_GROUPS_DIR = "/etc/fnjob"
-NOTEBOOK_HOME = "/home/jovyan"
+# Where the profile's registry credentials appear in notebooks (not under the home folder,
+# which is the workspace volume).
+REGISTRY_AUTH_DIR = "/etc/registry-auth"
+REGISTRY_AUTH_FILE = "config.json"
 
 
 @dataclass(frozen=True)
@@ -126,18 +133,17 @@ def fnjob_pod_default(
                 "name": "registry-credentials",
                 "secret": {
                     "secretName": REGISTRY_SECRET,
-                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
+                    "items": [{"key": ".dockerconfigjson", "path": REGISTRY_AUTH_FILE}],
                 },
             }
         )
         mounts.append(
-            {
-                "name": "registry-credentials",
-                "mountPath": f"{NOTEBOOK_HOME}/.docker/config.json",
-                "subPath": "config.json",
-                "readOnly": True,
-            }
+            {"name": "registry-credentials", "mountPath": REGISTRY_AUTH_DIR, "readOnly": True}
         )
+        env += [
+            {"name": "DOCKER_CONFIG", "value": REGISTRY_AUTH_DIR},
+            {"name": "REGISTRY_AUTH_FILE", "value": f"{REGISTRY_AUTH_DIR}/{REGISTRY_AUTH_FILE}"},
+        ]
     return {
         "apiVersion": "kubeflow.org/v1alpha1",
         "kind": "PodDefault",

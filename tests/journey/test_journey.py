@@ -247,7 +247,7 @@ def test_the_push_uses_the_profiles_credentials_from_its_secret(
     refused = (
         f"fnjob.auth.AuthError: {journey_registry.host}: read manifest {digest}: "
         "authentication required; the credentials from Docker config "
-        f"/home/jovyan/.docker/config.json (auths.{journey_registry.host}) were refused"
+        f"/etc/registry-auth/config.json (auths.{journey_registry.host}) were refused"
     )
     assert refused in run.completed.stderr
     assert run.submitted_jobs == []
