@@ -7,6 +7,7 @@ from typing import Any
 
 import pulumi
 
+from components.aws.data import ProfileData, ProfileDataArgs
 from components.aws.notebook_image import NotebookImage, NotebookImageArgs
 from components.aws.registry import ProfileRegistries, ProfileRegistriesArgs
 from components.kubeflow.access import Access, GatewayTls
@@ -116,18 +117,18 @@ def _deploy_inputs(
     profiles = _managed_profiles(cfg, kubeflow_plan)
     image: pulumi.Input[str] | None = kubeflow.notebook_image.image
     registries: dict[str, pulumi.Input[str]] = {}
+    data_urls: dict[str, pulumi.Input[str]] = {}
     if isinstance(cfg, EksStack) and kubeflow.registry_access == "ecr":
         assert cfg.region is not None
         tags = stack_tags(cfg)
         base_repositories: list[pulumi.Input[str]] = []
         if kubeflow.notebook_image.build:
-            pins = versions.pins(cfg.kubernetes_version)
             built = NotebookImage(
                 f"{cfg.cluster_name}-notebook",
                 NotebookImageArgs(
                     cluster_name=cfg.cluster_name,
                     base_image=versions.notebook_base(kubeflow.notebook_image.flavor),
-                    kubectl_image=f"registry.k8s.io/kubectl:{pins.kubectl}",
+                    kubectl_image=versions.kubectl_image(cfg.kubernetes_version),
                     keep_untagged_images=kubeflow.keep_untagged_images,
                     tags=tags,
                 ),
@@ -148,6 +149,20 @@ def _deploy_inputs(
         )
         registries = dict(ecr.registries)
         outputs["jobRegistries"] = ecr.registries
+        if kubeflow.data.enabled:
+            data = ProfileData(
+                f"{cfg.cluster_name}-data",
+                ProfileDataArgs(
+                    cluster_name=cfg.cluster_name,
+                    profiles=profiles,
+                    role_arns=ecr.role_arns,
+                    bucket=kubeflow.data.bucket,
+                    prefix=kubeflow.data.prefix,
+                    tags=tags,
+                ),
+            )
+            data_urls = dict(data.urls)
+            outputs["profileData"] = data.urls
     elif kubeflow.registry_access == "docker-config" and kubeflow.job_registry:
         registries = {p: f"{kubeflow.job_registry}/{p}" for p in profiles}
     docker_configs: dict[str, pulumi.Input[str]] = {}
@@ -161,6 +176,7 @@ def _deploy_inputs(
         notebook_image=image,
         job_base_image=kubeflow.job_base_image,
         registries=registries,
+        data_urls=data_urls,
     )
 
 

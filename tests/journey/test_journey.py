@@ -23,7 +23,7 @@ import requests
 from tests import tutorial
 from tests.fnjob.conftest import PodmanConfig
 from tests.journey.conftest import PROFILE_USER, JourneyRegistry, render_lab
-from tests.journey.images import FNJOB_SOURCES, RECIPE
+from tests.journey.images import FNJOB_SOURCES, RECIPE, newer_wheel
 from tests.journey.notebook_pod import (
     apply_pod_defaults,
     form_defaults,
@@ -226,6 +226,34 @@ def test_a_gpu_job_lands_on_the_named_group_from_the_mounted_file(
     )
     assert "training on the GPU group" in run.completed.stdout.splitlines()
     assert json.loads(run.result_line()) == {"loss": 0.25}
+
+
+def test_the_notebook_user_upgrades_a_preinstalled_package_and_fnjob_still_runs_a_job(
+    journey_podman: PodmanConfig,
+    lab_objects: list[dict[str, Any]],
+    workspace: Path,
+    tmp_path: Path,
+) -> None:
+    # rich is installed by the image, and fnjob depends on it; the "newer" rich is the same
+    # code under a higher version, from a wheel in the workspace (no network in the notebook).
+    wheels = workspace / "wheels"
+    wheels.mkdir(exist_ok=True)
+    newer_wheel("rich", version("rich"), f"{version('rich')}.post1", wheels)
+
+    run = _run(journey_podman, lab_objects, CODE / "upgrade_then_run.py", workspace, tmp_path)
+
+    output = run.completed.stdout + run.completed.stderr
+    assert run.completed.returncode == 0, output
+    lines = run.completed.stdout.splitlines()
+    # Installed over the image's copy, in the environment the image installed it into (not
+    # ~/.local on the workspace volume), and every installed requirement still holds.
+    [upgraded] = [line for line in lines if line.startswith("UPGRADED ")]
+    assert upgraded.startswith(f"UPGRADED rich {version('rich')}.post1 in /opt/conda/"), upgraded
+    assert "PIP CHECK 0 No broken requirements found." in lines
+    assert len(run.submitted_jobs) == 1
+    (pod,) = run.kubelet.runs
+    assert pod.exit_code == 0
+    assert json.loads(run.result_line()) == {"hostname": pod.pod_name}
 
 
 def test_the_push_uses_the_profiles_credentials_from_its_secret(
