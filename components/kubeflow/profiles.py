@@ -10,7 +10,8 @@ which it gives to the admin):
   the account only when it does not exist yet, and leaves our imagePullSecrets alone);
 - when the notebook admission webhook is installed (PodDefault CRD): ConfigMap
   ``fnjob-gpu-groups`` and PodDefault ``fnjob``, selected by default in the notebook form,
-  which set ``FNJOB_REGISTRY``, ``FNJOB_BASE_IMAGE`` and ``FNJOB_GPU_GROUPS`` and, with
+  which set ``FNJOB_REGISTRY``, ``FNJOB_BASE_IMAGE``, ``FNJOB_GPU_GROUPS`` (and
+  ``FNJOB_DATA_URL``, the profile's data location, when the stack has one) and, with
   docker-config, mount the profile's credentials read-only at ``/etc/registry-auth`` (a
   folder outside the workspace volume, named by ``DOCKER_CONFIG`` for docker and fnjob and
   by ``REGISTRY_AUTH_FILE`` for podman, skopeo and buildah). A ``subPath`` file under
@@ -35,6 +36,8 @@ FNJOB_LABEL = "kubeflow-eks.io/fnjob"
 GPU_GROUPS_CONFIG_MAP = "fnjob-gpu-groups"
 GPU_GROUPS_KEY = "gpu-groups.json"
 GPU_GROUPS_DIR = "/etc/fnjob"
+# The profile's data location (EKS: its S3 prefix), for notebooks and the jobs they start.
+DATA_URL_ENV = "FNJOB_DATA_URL"
 # Where the profile's registry credentials appear in notebooks (not under the home folder,
 # which is the workspace volume).
 REGISTRY_AUTH_DIR = "/etc/registry-auth"
@@ -59,6 +62,8 @@ class NotebookSetup:
     job_base_image: str | None = None
     # Profile -> where fnjob pushes (FNJOB_REGISTRY).
     registries: Mapping[str, str] = field(default_factory=dict)
+    # Profile -> its data location (FNJOB_DATA_URL), e.g. s3://bucket/profile/.
+    data_urls: Mapping[str, str] = field(default_factory=dict)
     # fnjob's gpu-groups.json (components.gpu.scheduling.gpu_groups_document).
     gpu_groups: Mapping[str, Any] = field(default_factory=dict)
 
@@ -113,7 +118,12 @@ def gpu_groups_config_map(profile_name: str, document: Mapping[str, Any]) -> Kub
 
 
 def fnjob_pod_default(
-    profile_name: str, *, registry: str | None, base_image: str | None, docker_config: bool
+    profile_name: str,
+    *,
+    registry: str | None,
+    base_image: str | None,
+    docker_config: bool,
+    data_url: str | None = None,
 ) -> KubeObject:
     """The PodDefault that configures fnjob in a profile's notebooks."""
     env = [{"name": "FNJOB_GPU_GROUPS", "value": f"{GPU_GROUPS_DIR}/{GPU_GROUPS_KEY}"}]
@@ -121,6 +131,8 @@ def fnjob_pod_default(
         env.append({"name": "FNJOB_REGISTRY", "value": registry})
     if base_image:
         env.append({"name": "FNJOB_BASE_IMAGE", "value": base_image})
+    if data_url:
+        env.append({"name": DATA_URL_ENV, "value": data_url})
     volumes: list[dict[str, Any]] = [
         {"name": "fnjob-gpu-groups", "configMap": {"name": GPU_GROUPS_CONFIG_MAP}}
     ]
@@ -188,6 +200,7 @@ def profile_objects(
                     registry=notebooks.registries.get(spec.name),
                     base_image=notebooks.base_image,
                     docker_config=docker is not None,
+                    data_url=notebooks.data_urls.get(spec.name),
                 ),
             ]
     return objects

@@ -125,7 +125,11 @@ def test_the_readmes_journey_runs_in_every_profile_of_every_example_stack(
         recorded.runs.clear()
         cell: dict[str, Any] = {"__name__": "__main__"}
         monkeypatch.setitem(sys.modules, "__main__", type(sys)("__main__"))
+        has_data = (stack_file_config(stack)["kubeflow-eks:kubeflow"].get("data") or {}) != {}
+        assert ("FNJOB_DATA_URL" in env) == has_data, (stack, profile)
         for snippet in snippets:
+            if "FNJOB_DATA_URL" in snippet and not has_data:
+                continue  # the data step: the README says what to do without a data location
             exec(compile(snippet, f"README.md ({JOURNEY[3:]})", "exec"), cell)
 
         # Every job was built on the stack's base image and pushed under the profile's prefix.
@@ -134,6 +138,8 @@ def test_the_readmes_journey_runs_in_every_profile_of_every_example_stack(
             assert base == env["FNJOB_BASE_IMAGE"], (stack, profile)
             assert target.startswith(env["FNJOB_REGISTRY"] + "/"), (stack, profile, target)
         # The GPU job landed on one of the stack's GPU groups, placed as the file says.
+        # Step 3's CPU job, step 4's GPU job and, with a data location, step 5's.
+        assert len(recorded.runs) == 3 if has_data else 2, (stack, profile)
         gpu_runs = [options for _, options in recorded.runs if options.placement is not None]
         assert gpu_runs, f"{stack}/{profile}: no GPU job"
         groups = {
@@ -161,3 +167,5 @@ def test_the_readme_names_each_example_stacks_gpu_groups_as_the_stack_file_does(
         assert stack in rows, f"the journey's table of example stacks has no row for {stack}"
         groups = stack_file_config(stack).get("kubeflow-eks:gpuNodeGroups") or []
         assert re.findall(r"`([^`]+)`", rows[stack][2]) == [g["name"] for g in groups], stack
+        has_data = (stack_file_config(stack)["kubeflow-eks:kubeflow"].get("data") or {}) != {}
+        assert rows[stack][4].startswith("none") != has_data, stack
