@@ -126,6 +126,14 @@ class NotebookImage(Model):
                 "1 rule broken",
                 {"problems": [("image", self.image, "remove it, or set build: false")]},
             )
+        if self.image is not None and "@sha256:" not in self.image:
+            # It is the form's first image and the base of every job: a tag can move, so a
+            # notebook and the jobs it starts could run different images (and Pythons).
+            raise PydanticCustomError(
+                "rules_broken",
+                "1 rule broken",
+                {"problems": [("image", self.image, "pin it by digest: <image>@sha256:<digest>")]},
+            )
         return self
 
 
