@@ -11,9 +11,13 @@ error): nothing may be dropped. The pins must also be the versions the release r
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import re
+import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -225,3 +229,62 @@ def test_the_pins_are_the_versions_the_release_runs(
     pipelines = _image_tags(images, r"ghcr\.io/kubeflow/kfp-api-server")
     assert pipelines == {pins["kfp"]}
     assert pins["kfp-server-api"] == pins["kfp-pipeline-spec"] == pins["kfp"]
+
+
+# -- Kubeflow Pipelines ------------------------------------------------------------------------
+
+KFP_PIPELINE = """
+import sys
+from kfp import compiler, dsl
+
+@dsl.component(base_image="python:3.11")
+def train(epochs: int) -> float:
+    return 0.25
+
+@dsl.pipeline(name="journey")
+def journey(epochs: int = 3):
+    train(epochs=epochs)
+
+compiler.Compiler().compile(journey, sys.argv[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def kfp_python() -> Path:
+    """A Python with the notebook image's kfp pins: they cannot share the test venv (kfp caps
+    kubernetes below the lock's), so they get their own venv, cached under .cache/."""
+    pins = sorted(f"{n}=={v}" for n, v in notebook_pins().items() if n.startswith("kfp"))
+    key = hashlib.sha256("\n".join(pins).encode()).hexdigest()[:12]
+    venv = REPO_ROOT / ".cache" / f"kfp-sdk-{key}"
+    python = venv / "bin" / "python"
+    if not (venv / "ready").is_file():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        installed = subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *pins],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if installed.returncode != 0:
+            pytest.fail(f"installing {pins} failed:\n{installed.stderr[-3000:]}")
+        (venv / "ready").touch()
+    return python
+
+
+def test_pipelines_compiled_in_the_notebook_run_the_backends_sdk_in_every_step(
+    kfp_python: Path, tmp_path: Path
+) -> None:
+    script = tmp_path / "pipeline.py"
+    script.write_text(KFP_PIPELINE)
+    compiled = tmp_path / "pipeline.yaml"
+    result = subprocess.run(
+        [str(kfp_python), str(script), str(compiled)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    spec = yaml.safe_load(compiled.read_text())
+    backend = notebook_pins()["kfp"]
+    # What the run request carries, and what each step's pod pip-installs before running.
+    assert spec["sdkVersion"] == f"kfp-{backend}"
+    [executor] = spec["deploymentSpec"]["executors"].values()
+    assert f"kfp=={backend}" in " ".join(executor["container"]["command"])
