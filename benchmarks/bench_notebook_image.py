@@ -1,8 +1,9 @@
 """What the journey test's notebook image costs to build, and what the real requirements add.
 
 Prints figures, asserts nothing. Starts its own ``docker-registry`` on 127.0.0.1 and a private
-podman/buildah configuration; the Debian test base (python3 + pip) comes from the test cache
-(built with mmdebstrap on first use, or afresh with ``--fresh-base``). Needs PyPI.
+podman/buildah configuration; the Debian test base (python3, a venv owned by jovyan) comes
+from the test cache (built with mmdebstrap on first use, or afresh with ``--fresh-base``).
+Needs PyPI.
 
     .venv/bin/python benchmarks/bench_notebook_image.py [--fresh-base]
 

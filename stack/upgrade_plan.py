@@ -26,7 +26,6 @@ from typing import Any
 
 import yaml
 
-from components.kubeflow.component import DeployInputs, plan_kubeflow
 from components.kubeflow.manifests import (
     EXAMPLE_KUSTOMIZATION,
     YAML_LOADER,
@@ -34,8 +33,9 @@ from components.kubeflow.manifests import (
     render_manifests,
 )
 from components.kubeflow.phases import Phase, split_phases
-from components.kubeflow.transform import KubeflowArgs, KubeflowConfigError, TransformError
+from components.kubeflow.transform import KubeflowConfigError, TransformError
 from components.kubeflow.upgrade import UpgradePlan, plan_upgrade
+from stack.model import EksStack, OnpremStack
 
 
 class SideError(ValueError):
@@ -55,11 +55,7 @@ def _read_yaml(path: Path) -> list[Mapping[str, Any]]:
         return [d for d in yaml.load_all(stream, Loader=YAML_LOADER) if d]
 
 
-def load_side(
-    where: str,
-    stack: tuple[KubeflowArgs, DeployInputs] | None,
-    cache_dir: Path | None,
-) -> Side:
+def load_side(where: str, stack: EksStack | OnpremStack | None, cache_dir: Path | None) -> Side:
     """The objects one side applies, and their phases."""
     path = Path(where).expanduser()
     if path.is_file():
@@ -79,10 +75,11 @@ def load_side(
     if stack is None:
         rendered = render_manifests(where, cache_dir=cache_dir)
         return Side(rendered.objects, split_phases(rendered.objects), f"{where} (upstream)")
-    args, deploy = stack
-    plan = plan_kubeflow(dataclasses.replace(args, source=where), deploy, cache_dir=cache_dir)
-    objects = tuple(o for p in plan.phases for o in p.objects)
-    return Side(objects, plan.phases, f"{where} (as the stack applies it)")
+    from stack.program.kubeflow import plan
+
+    _, kubeflow_plan = plan(stack, source=where, cache_dir=cache_dir)
+    objects = tuple(o for p in kubeflow_plan.phases for o in p.objects)
+    return Side(objects, kubeflow_plan.phases, f"{where} (as the stack applies it)")
 
 
 def format_plan(plan: UpgradePlan, before: Side, after: Side) -> str:
@@ -151,20 +148,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
 
     console = Console(stderr=True, soft_wrap=True)
-    stack: tuple[KubeflowArgs, DeployInputs] | None = None
+    stack: EksStack | OnpremStack | None = None
     allowed = list(options.allow_deletion)
     try:
         if options.stack:
             from stack.load import load_stack_file
-            from stack.render import kubeflow_args_for_stack
 
             stack_file = options.stacks_dir / f"Pulumi.{options.stack}.yaml"
             if not stack_file.is_file():
                 raise SideError(f"stack file {stack_file} does not exist")
-            stack = kubeflow_args_for_stack(stack_file)
-            config = load_stack_file(stack_file, require_secrets=False)
-            allowed += list(config.kubeflow.allow_deletion)
-        before_source = options.before or (stack[0].source if stack else None)
+            stack = load_stack_file(stack_file, require_secrets=False)
+            if not stack.kubeflow.enabled:
+                raise SideError(f"{stack_file} has Kubeflow disabled; nothing to plan")
+            allowed += list(stack.kubeflow.allow_deletion)
+        before_source = options.before or (stack.kubeflow.source if stack else None)
         if before_source is None:
             raise SideError("give --from (or --stack, whose Kubeflow is the old side)")
         before = load_side(before_source, stack, options.cache_dir)

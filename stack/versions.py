@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from pathlib import Path
 import yaml
 
 _TABLE = Path(__file__).with_name("versions.yaml")
+# registry.k8s.io publishes an image holding /bin/kubectl for every Kubernetes release.
+KUBECTL_REPOSITORY = "registry.k8s.io/kubectl"
 
 
 @dataclass(frozen=True)
@@ -91,3 +94,27 @@ def kubeflow_release() -> str:
 def notebook_base(flavor: str) -> str:
     """The Kubeflow notebook image the stack's notebook image builds on."""
     return str(_table()["notebookBases"][flavor])  # type: ignore[index]
+
+
+def kubectl_image(kubernetes_version: str) -> str:
+    """The image whose kubectl the notebook image copies, for one Kubernetes minor version."""
+    return f"{KUBECTL_REPOSITORY}:{pins(kubernetes_version).kubectl}"
+
+
+def main(argv: list[str]) -> int:
+    """``python3 -m stack.versions kubectl-image [MINOR]``: the build argument
+    ``KUBECTL_IMAGE`` of ``images/notebook``, for building it by hand."""
+    if len(argv) not in (1, 2) or argv[0] != "kubectl-image":
+        print("usage: python3 -m stack.versions kubectl-image [KUBERNETES_MINOR]", file=sys.stderr)
+        return 2
+    version = argv[1] if len(argv) == 2 else DEFAULT_KUBERNETES_VERSION
+    if version not in SUPPORTED_KUBERNETES_VERSIONS:
+        pinned = ", ".join(SUPPORTED_KUBERNETES_VERSIONS)
+        print(f"Kubernetes {version!r} is not pinned; pinned: {pinned}", file=sys.stderr)
+        return 2
+    print(kubectl_image(version))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -147,6 +147,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 registryId=ACCOUNT,
                 repositoryUrl=f"{ACCOUNT}.dkr.ecr.us-west-2.amazonaws.com/{repo}",
             )
+        elif args.typ == "aws:s3/bucket:Bucket":
+            # AWS completes a bucketPrefix with a unique suffix.
+            name = args.inputs.get("bucket") or f"{args.inputs.get('bucketPrefix', '')}0123abcd"
+            outputs.update(bucket=name, arn=f"arn:aws:s3:::{name}")
         elif args.typ == "docker-build:index:Image":
             # The digest BuildKit reports: of the pushed manifest, stable per inputs here.
             inputs = json.dumps(args.inputs, sort_keys=True, default=str)

@@ -80,6 +80,7 @@ def bcrypt_hash_with_seed(password: str, seed: str, rounds: int = BCRYPT_ROUNDS)
 PLACEHOLDER_DOCKER_CONFIG = '{"auths": {"FROM-STACK-SECRET": {"auth": "PLACEHOLDER"}}}'
 PLACEHOLDER_IMAGE = "FROM-STACK/notebook@sha256:" + "0" * 64
 PLACEHOLDER_REGISTRY = "FROM-STACK/registry-of-{profile}"
+PLACEHOLDER_DATA_URL = "s3://FROM-STACK/data-of-{profile}/"
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ class DeployInputs:
     job_base_image: str | None = None
     # Profile -> where fnjob pushes from its notebooks.
     registries: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    # Profile -> its data location (s3://bucket/prefix/), when the stack gives one.
+    data_urls: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
     def placeholders(self) -> tuple[dict[str, str], NotebookSetup]:
         """Stand-ins of the same shape: the layout (which objects exist) does not depend on
@@ -102,6 +105,7 @@ class DeployInputs:
             image=PLACEHOLDER_IMAGE if self.notebook_image is not None else None,
             job_base_image=self.job_base_image,
             registries={p: PLACEHOLDER_REGISTRY.format(profile=p) for p in self.registries},
+            data_urls={p: PLACEHOLDER_DATA_URL.format(profile=p) for p in self.data_urls},
         )
         return docker, notebooks
 
@@ -299,13 +303,14 @@ class Kubeflow(pulumi.ComponentResource):
         expected_layout = [(p.name, len(p.objects)) for p in layout]
         docker_profiles = list(deploy.docker_configs)
         registry_profiles = list(deploy.registries)
+        data_profiles = list(deploy.data_urls)
 
         def transform(values: list[Any]) -> tuple[Phase, ...]:
             (password, seed, oidc, cookie, katib, pipelines, access, secret_key, image) = values[:9]
             docker = dict(zip(docker_profiles, values[9 : 9 + len(docker_profiles)], strict=True))
-            registries = dict(
-                zip(registry_profiles, values[9 + len(docker_profiles) :], strict=True)
-            )
+            rest = values[9 + len(docker_profiles) :]
+            registries = dict(zip(registry_profiles, rest[: len(registry_profiles)], strict=True))
+            data_urls = dict(zip(data_profiles, rest[len(registry_profiles) :], strict=True))
             credentials = KubeflowCredentials(
                 admin_password_hash=bcrypt_hash_with_seed(password, seed),
                 oidc_client_secret=oidc,
@@ -317,7 +322,10 @@ class Kubeflow(pulumi.ComponentResource):
                 docker_configs=docker,
             )
             notebooks = NotebookSetup(
-                image=image, job_base_image=deploy.job_base_image, registries=registries
+                image=image,
+                job_base_image=deploy.job_base_image,
+                registries=registries,
+                data_urls=data_urls,
             )
             phases = build_phases(rendered.objects, args, credentials, notebooks)
             if [(p.name, len(p.objects)) for p in phases] != expected_layout:
@@ -336,6 +344,7 @@ class Kubeflow(pulumi.ComponentResource):
             deploy.notebook_image,
             *deploy.docker_configs.values(),
             *deploy.registries.values(),
+            *deploy.data_urls.values(),
         ).apply(transform)
 
         legacy_prefixes = [f"{name}-{group.name}" for groups in groups_plan for group in groups]

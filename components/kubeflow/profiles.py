@@ -11,8 +11,13 @@ which it gives to the admin):
   the account only when it does not exist yet, and leaves our imagePullSecrets alone);
 - when the notebook admission webhook is installed (PodDefault CRD): ConfigMap
   ``fnjob-gpu-groups`` and PodDefault ``fnjob``, selected by default in the notebook form,
-  which set ``FNJOB_REGISTRY``, ``FNJOB_BASE_IMAGE`` and ``FNJOB_GPU_GROUPS`` and, with
-  docker-config, mount the profile's credentials at ``~/.docker/config.json``.
+  which set ``FNJOB_REGISTRY``, ``FNJOB_BASE_IMAGE``, ``FNJOB_GPU_GROUPS`` (and
+  ``FNJOB_DATA_URL``, the profile's data location, when the stack has one) and, with
+  docker-config, mount the profile's credentials read-only at ``/etc/registry-auth`` (a
+  folder outside the workspace volume, named by ``DOCKER_CONFIG`` for docker and fnjob and
+  by ``REGISTRY_AUTH_FILE`` for podman, skopeo and buildah). A ``subPath`` file under
+  ``$HOME`` would land on the workspace volume, where the runtime leaves an empty root-owned
+  ``~/.docker/config.json`` behind that outlives the mount and shadows ``docker login``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,12 @@ NOTEBOOK_HOME = "/home/jovyan"
 PROFILE_NAMESPACE_LABEL = "app.kubernetes.io/part-of"
 PROFILE_NAMESPACE_VALUE = "kubeflow-profile"
 PROFILE_ISOLATION_POLICY = "kubeflow-eks-profile-isolation"
+# The profile's data location (EKS: its S3 prefix), for notebooks and the jobs they start.
+DATA_URL_ENV = "FNJOB_DATA_URL"
+# Where the profile's registry credentials appear in notebooks (not under the home folder,
+# which is the workspace volume).
+REGISTRY_AUTH_DIR = "/etc/registry-auth"
+REGISTRY_AUTH_FILE = "config.json"
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,8 @@ class NotebookSetup:
     job_base_image: str | None = None
     # Profile -> where fnjob pushes (FNJOB_REGISTRY).
     registries: Mapping[str, str] = field(default_factory=dict)
+    # Profile -> its data location (FNJOB_DATA_URL), e.g. s3://bucket/profile/.
+    data_urls: Mapping[str, str] = field(default_factory=dict)
     # fnjob's gpu-groups.json (components.gpu.scheduling.gpu_groups_document).
     gpu_groups: Mapping[str, Any] = field(default_factory=dict)
 
@@ -161,7 +174,12 @@ def gpu_groups_config_map(profile_name: str, document: Mapping[str, Any]) -> Kub
 
 
 def fnjob_pod_default(
-    profile_name: str, *, registry: str | None, base_image: str | None, docker_config: bool
+    profile_name: str,
+    *,
+    registry: str | None,
+    base_image: str | None,
+    docker_config: bool,
+    data_url: str | None = None,
 ) -> KubeObject:
     """The PodDefault that configures fnjob in a profile's notebooks."""
     env = [{"name": "FNJOB_GPU_GROUPS", "value": f"{GPU_GROUPS_DIR}/{GPU_GROUPS_KEY}"}]
@@ -169,6 +187,8 @@ def fnjob_pod_default(
         env.append({"name": "FNJOB_REGISTRY", "value": registry})
     if base_image:
         env.append({"name": "FNJOB_BASE_IMAGE", "value": base_image})
+    if data_url:
+        env.append({"name": DATA_URL_ENV, "value": data_url})
     volumes: list[dict[str, Any]] = [
         {"name": "fnjob-gpu-groups", "configMap": {"name": GPU_GROUPS_CONFIG_MAP}}
     ]
@@ -181,18 +201,17 @@ def fnjob_pod_default(
                 "name": "registry-credentials",
                 "secret": {
                     "secretName": REGISTRY_SECRET,
-                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
+                    "items": [{"key": ".dockerconfigjson", "path": REGISTRY_AUTH_FILE}],
                 },
             }
         )
         mounts.append(
-            {
-                "name": "registry-credentials",
-                "mountPath": f"{NOTEBOOK_HOME}/.docker/config.json",
-                "subPath": "config.json",
-                "readOnly": True,
-            }
+            {"name": "registry-credentials", "mountPath": REGISTRY_AUTH_DIR, "readOnly": True}
         )
+        env += [
+            {"name": "DOCKER_CONFIG", "value": REGISTRY_AUTH_DIR},
+            {"name": "REGISTRY_AUTH_FILE", "value": f"{REGISTRY_AUTH_DIR}/{REGISTRY_AUTH_FILE}"},
+        ]
     return {
         "apiVersion": "kubeflow.org/v1alpha1",
         "kind": "PodDefault",
@@ -237,6 +256,7 @@ def profile_objects(
                     registry=notebooks.registries.get(spec.name),
                     base_image=notebooks.base_image,
                     docker_config=docker is not None,
+                    data_url=notebooks.data_urls.get(spec.name),
                 ),
             ]
     return objects

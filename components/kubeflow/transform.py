@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import hashlib
 import json
 import re
@@ -608,12 +609,7 @@ def transform_manifests(
     if args.culling is not None:
         out = apply_culling(out, args.culling)
     setup = (
-        NotebookSetup(
-            image=notebooks.image,
-            job_base_image=notebooks.job_base_image,
-            registries=notebooks.registries,
-            gpu_groups=gpu_groups_document(args.gpu_groups),
-        )
+        dataclasses.replace(notebooks, gpu_groups=gpu_groups_document(args.gpu_groups))
         if pod_defaults
         else None
     )

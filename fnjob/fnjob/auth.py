@@ -242,12 +242,16 @@ def credentials_from_auth_file(host: str, config: Path, repository: str = "") ->
     """Credentials for host (and repository, for ``host/namespace`` keys) from one auth file
     (Docker ``config.json``, containers ``auth.json`` or legacy ``.dockercfg``), or None when
     it has none. Raises ``AuthError`` when the file is unreadable or a named credential
-    helper fails."""
+    helper fails. An empty file (or one of whitespace only) counts as absent: a file mounted
+    over a missing Secret key, or touched by a tool, holds no credentials and is no error."""
     if not config.is_file():
         return None
     kind = "Docker config" if config.name in ("config.json", ".dockercfg") else "auth file"
     try:
-        document = json.loads(config.read_text())
+        text = config.read_text()
+        if not text.strip():
+            return None
+        document = json.loads(text)
     except (OSError, ValueError) as error:
         raise AuthError(f"cannot read {kind} {config}: {error}", host=host) from error
     if not isinstance(document, dict):

@@ -53,6 +53,8 @@ UPSTREAM_DEFAULT_USER = "user@example.com"
 UPSTREAM_EXAMPLE_PROFILE = "kubeflow-user-example-com"
 _RELEASES_FILE = Path(__file__).parent.parent / "kubeflow_releases.yaml"
 _DOMAIN = r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+_KEY_PREFIX = r"^([A-Za-z0-9_.-]+/)*$"
 _ACM_ARN = r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$"
 _REGISTRY_PREFIX = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*$"
 _IMAGE_REFERENCE = (
@@ -218,6 +220,43 @@ class NotebookImage(Model):
                 "1 rule broken",
                 {"problems": [("image", self.image, "remove it, or set build: false")]},
             )
+        if self.image is not None and "@sha256:" not in self.image:
+            # It is the form's first image and the base of every job: a tag can move, so a
+            # notebook and the jobs it starts could run different images (and Pythons).
+            raise PydanticCustomError(
+                "rules_broken",
+                "1 rule broken",
+                {"problems": [("image", self.image, "pin it by digest: <image>@sha256:<digest>")]},
+            )
+        return self
+
+
+class ProfileData(Model):
+    """eks: where each profile keeps data: s3://<bucket>/<prefix><profile>/, read/write for
+    that profile's Pod Identity role only (notebooks and fnjob jobs alike)."""
+
+    create: bool = Field(
+        default=False, description="create a private, versioned bucket for the profiles' data"
+    )
+    bucket: Annotated[str, matches(_BUCKET, "ml-data-example")] | None = Field(
+        default=None, description="an existing bucket instead"
+    )
+    prefix: Annotated[str, matches(_KEY_PREFIX, "kubeflow/")] = Field(
+        default="", description="key prefix before each profile's folder (empty or ending in /)"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.create or self.bucket is not None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ProfileData:
+        if self.create and self.bucket is not None:
+            raise PydanticCustomError(
+                "rules_broken",
+                "1 rule broken",
+                {"problems": [("bucket", self.bucket, "remove it, or set create: false")]},
+            )
         return self
 
 
@@ -316,6 +355,7 @@ class Kubeflow(Model):
         default=30, ge=1, le=1000, description="ecr: untagged job images kept per repository"
     )
     notebook_image: NotebookImage = section()
+    data: ProfileData = section()
     ingress: Literal["port-forward", "load-balancer"] = Field(
         default="port-forward",
         description="port-forward (kubectl port-forward, nothing exposed) or load-balancer "
@@ -376,6 +416,13 @@ class Kubeflow(Model):
                 True,
                 "set registryAccess: ecr (the stack pushes the image to its ECR), or give "
                 "notebookImage.image instead",
+            )
+        if self.data.enabled and self.registry_access != "ecr":
+            rules.add(
+                "data",
+                self.data.bucket or "create",
+                "set registryAccess: ecr (the profiles' Pod Identity roles get the access); on "
+                "premises give each profile a volume or its own credentials (see the README)",
             )
         self._ingress_rules(rules)
         known = None if self.local_path is not None else known_components(self.version)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pulumi
 
+from components.aws.data import ProfileData, ProfileDataArgs
 from components.aws.notebook_image import NotebookImage, NotebookImageArgs
 from components.aws.registry import ProfileRegistries, ProfileRegistriesArgs
 from components.kubeflow.access import Access, GatewayTls
@@ -95,12 +96,14 @@ def deploy_inputs(
     *,
     notebook_image: pulumi.Input[str] | None,
     ecr_registries: Mapping[str, pulumi.Input[str]],
+    data_urls: Mapping[str, pulumi.Input[str]],
     seal: Callable[[str], pulumi.Input[str]],
 ) -> DeployInputs:
     """The deploy-time values Kubeflow's objects are built from, for the render and for
     `pulumi up` alike: which profiles get a registry (``FNJOB_REGISTRY``) and credentials.
 
-    ``ecr_registries`` are the profiles' ECR prefixes (with ``registryAccess: ecr``);
+    ``ecr_registries`` are the profiles' ECR prefixes (with ``registryAccess: ecr``),
+    ``data_urls`` their data locations (``FNJOB_DATA_URL``, with ``kubeflow.data``);
     ``seal`` turns a docker config's plain text into what the objects carry.
     """
     kubeflow = cfg.kubeflow
@@ -120,6 +123,7 @@ def deploy_inputs(
         notebook_image=notebook_image,
         job_base_image=kubeflow.job_base_image,
         registries=registries,
+        data_urls={p: data_urls[p] for p in profiles if p in data_urls},
     )
 
 
@@ -146,6 +150,9 @@ def plan(
             profiles,
             notebook_image=PLACEHOLDER if has_image else None,
             ecr_registries={p: PLACEHOLDER for p in profiles},
+            data_urls={p: PLACEHOLDER for p in profiles}
+            if kubeflow.data.enabled and kubeflow.registry_access == "ecr"
+            else {},
             seal=lambda _: PLACEHOLDER,
         )
         return args, plan_kubeflow(args, shape, cache_dir=cache_dir, rendered=rendered)
@@ -173,18 +180,18 @@ def _deploy_inputs(
     profiles = managed_profiles(cfg, kubeflow_plan.rendered)
     image: pulumi.Input[str] | None = kubeflow.notebook_image.image
     ecr_registries: dict[str, pulumi.Input[str]] = {}
+    data_urls: dict[str, pulumi.Input[str]] = {}
     if isinstance(cfg, EksStack) and kubeflow.registry_access == "ecr":
         assert cfg.region is not None and platform.pod_identity is not None
         tags = stack_tags(cfg)
         base_repositories: list[pulumi.Input[str]] = []
         if kubeflow.notebook_image.build:
-            pins = versions.pins(cfg.kubernetes_version)
             built = NotebookImage(
                 f"{cfg.cluster_name}-notebook",
                 NotebookImageArgs(
                     cluster_name=cfg.cluster_name,
                     base_image=versions.notebook_base(kubeflow.notebook_image.flavor),
-                    kubectl_image=f"registry.k8s.io/kubectl:{pins.kubectl}",
+                    kubectl_image=versions.kubectl_image(cfg.kubernetes_version),
                     keep_untagged_images=kubeflow.keep_untagged_images,
                     tags=tags,
                 ),
@@ -208,11 +215,26 @@ def _deploy_inputs(
         )
         ecr_registries = dict(ecr.registries)
         outputs["jobRegistries"] = ecr.registries
+        if kubeflow.data.enabled:
+            data = ProfileData(
+                f"{cfg.cluster_name}-data",
+                ProfileDataArgs(
+                    cluster_name=cfg.cluster_name,
+                    profiles=profiles,
+                    role_arns=ecr.role_arns,
+                    bucket=kubeflow.data.bucket,
+                    prefix=kubeflow.data.prefix,
+                    tags=tags,
+                ),
+            )
+            data_urls = dict(data.urls)
+            outputs["profileData"] = data.urls
     return deploy_inputs(
         cfg,
         profiles,
         notebook_image=image,
         ecr_registries=ecr_registries,
+        data_urls=data_urls,
         seal=pulumi.Output.secret,
     )
 

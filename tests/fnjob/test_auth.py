@@ -117,6 +117,24 @@ def test_unreadable_docker_config_is_a_clear_error(tmp_path: Path) -> None:
         credentials_from_auth_file("reg.example.com", tmp_path / "config.json")
 
 
+def test_an_empty_auth_file_counts_as_absent_and_the_next_one_answers(tmp_path: Path) -> None:
+    # What a subPath mount of a missing key, or a tool's touch, leaves behind: an empty
+    # file first in the search order, before the profile's real credentials.
+    home = tmp_path / "home"
+    empty = tmp_path / "empty-auth.json"
+    empty.write_text("")
+    (home / ".dockercfg").parent.mkdir(parents=True)
+    (home / ".dockercfg").write_text(" \n")
+    assert credentials_from_auth_file("reg.example.com", empty) is None
+    env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    assert find_credentials(
+        "reg.example.com", env={**env, "REGISTRY_AUTH_FILE": str(empty)}
+    ).anonymous
+    _auth_file(home / ".docker" / "config.json", "docker-user")
+    found = find_credentials("reg.example.com", env={**env, "REGISTRY_AUTH_FILE": str(empty)})
+    assert found.username == "docker-user"
+
+
 def test_explicit_credentials_win_and_anonymous_is_the_fallback(tmp_path: Path) -> None:
     explicit = Credentials(username="u", password="p", source="explicit")
     env = {"DOCKER_CONFIG": str(tmp_path)}

