@@ -33,7 +33,7 @@ from components.kubeflow.reachability import (
 from fnjob.manifest import JobOptions, build_job_manifest
 from stack.load import load_stack_file
 from stack.model import EksStack, StackConfig
-from stack.render import kubeflow_args_for_stack, render_phases
+from stack.render import stack_plan
 from tests.kubeflow.conftest import REPO_ROOT, UpstreamRelease
 
 FLOWS = yaml.safe_load((Path(__file__).with_name("flows.yaml")).read_text())
@@ -182,10 +182,8 @@ class StackNetwork:
 def networks(upstream: UpstreamRelease, upstream_cache: Path) -> dict[str, StackNetwork]:
     out = {}
     for name, path in STACKS.items():
-        args, deploy = kubeflow_args_for_stack(path)
-        args = dataclasses.replace(args, source=str(upstream.source))
-        phases, _ = render_phases(args, deploy, upstream_cache)
-        objects = [o for phase in phases for o in phase.objects]
+        _, plan = stack_plan(path, source=str(upstream.source), cache_dir=upstream_cache)
+        objects = [o for phase in plan.phases for o in phase.objects]
         config = load_stack_file(path, require_secrets=False)
         configured = [p.name for p in config.kubeflow.profiles]
         others = [
