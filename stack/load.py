@@ -21,7 +21,7 @@ from stack.problems import Problem, StackConfigError, problems_from, show
 
 SECRET_KEYS = StackBase.secret_keys
 # Secrets set per profile: an object whose values are encrypted one by one.
-PER_PROFILE_SECRETS = ("registryDockerConfigs",)
+PER_PROFILE_SECRETS = ("registryDockerConfigs", "ssoClientSecrets")
 _ADAPTER: TypeAdapter[EksStack | OnpremStack] = TypeAdapter(StackConfig)
 
 
@@ -201,6 +201,12 @@ def unset_secrets(path: str | Path) -> tuple[str, ...]:
                 name = profile.get("name") if isinstance(profile, Mapping) else None
                 if name and not (isinstance(held, Mapping) and name in held):
                     needed.append(f"registryDockerConfigs.{name}")
+        sso = kubeflow.get("sso") or {}
+        held_sso = config.get(f"{PROJECT}:ssoClientSecrets") or {}
+        for connector in (sso.get("connectors") or []) if isinstance(sso, Mapping) else []:
+            cid = connector.get("id") if isinstance(connector, Mapping) else None
+            if cid and not (isinstance(held_sso, Mapping) and cid in held_sso):
+                needed.append(f"ssoClientSecrets.{cid}")
     onprem = config.get(f"{PROJECT}:onprem") or {}
     has_path = isinstance(onprem, Mapping) and onprem.get("kubeconfigPath")
     if config.get(f"{PROJECT}:mode") == "onprem" and not has_path:

@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 STACKS = ROOT / "stacks"
 # Tests never fetch kubeflow/manifests: stacks render our own fixture of the same shape.
 KUBEFLOW_FIXTURE = ROOT / "tests" / "fixtures" / "kubeflow-manifests"
+# A connector's OAuth client secret, as the stack would hold it (never to appear in clear).
+TEST_SSO_SECRET = "sso-client-secret-only-in-secrets-7f3a"
 TEST_PASSWORD = "correct-horse-battery-staple"
 ACCOUNT = "123456789012"
 TEST_DOCKER_CONFIG = json.dumps({"auths": {"registry.example.org": {"auth": "dXNlcjpwYXNz"}}})
@@ -249,6 +251,8 @@ def file_config(path: Path, **overrides: Any) -> dict[str, Any]:
             config[key] = stand_ins.get(key, TEST_PASSWORD)
         elif key == "kubeflow-eks:registryDockerConfigs" and isinstance(value, dict):
             config[key] = {p: TEST_DOCKER_CONFIG if _is_secure(v) else v for p, v in value.items()}
+        elif key == "kubeflow-eks:ssoClientSecrets" and isinstance(value, dict):
+            config[key] = {c: TEST_SSO_SECRET if _is_secure(v) else v for c, v in value.items()}
     config.setdefault("kubeflow-eks:kubeflowAdminPassword", TEST_PASSWORD)
     kubeflow = config.get("kubeflow-eks:kubeflow") or {}
     if isinstance(kubeflow, dict) and kubeflow.get("registryAccess") == "docker-config":
@@ -256,6 +260,10 @@ def file_config(path: Path, **overrides: Any) -> dict[str, Any]:
         config.setdefault(
             "kubeflow-eks:registryDockerConfigs", {p: TEST_DOCKER_CONFIG for p in profiles}
         )
+    sso = kubeflow.get("sso") if isinstance(kubeflow, dict) else None
+    if isinstance(sso, dict):
+        ids = [c["id"] for c in sso.get("connectors") or [] if isinstance(c, dict) and "id" in c]
+        config.setdefault("kubeflow-eks:ssoClientSecrets", {c: TEST_SSO_SECRET for c in ids})
     if isinstance(kubeflow, dict) and kubeflow.get("enabled", True):
         config["kubeflow-eks:kubeflow"] = {**kubeflow, "localPath": str(KUBEFLOW_FIXTURE)}
     config.update(overrides)

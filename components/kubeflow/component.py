@@ -96,6 +96,8 @@ class DeployInputs:
     registries: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     # Profile -> its data location (s3://bucket/prefix/), when the stack gives one.
     data_urls: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    # Dex connector id -> its OAuth client secret (secret).
+    sso_client_secrets: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
     def placeholders(self) -> tuple[dict[str, str], NotebookSetup]:
         """Stand-ins of the same shape: the layout (which objects exist) does not depend on
@@ -110,7 +112,9 @@ class DeployInputs:
         return docker, notebooks
 
 
-def placeholder_credentials(docker_configs: Mapping[str, str] | None = None) -> KubeflowCredentials:
+def placeholder_credentials(
+    docker_configs: Mapping[str, str] | None = None, sso_connectors: Sequence[str] = ()
+) -> KubeflowCredentials:
     """Clearly-fake values used by the render command (and to learn the phase layout)."""
     return KubeflowCredentials(
         admin_password_hash="$2b$12$GENERATED-BY-STACK.bcrypt-of-the-admin-password",
@@ -121,6 +125,7 @@ def placeholder_credentials(docker_configs: Mapping[str, str] | None = None) -> 
         pipelines_object_store_access_key="GENERATED-BY-STACK-object-store-access-key",
         pipelines_object_store_secret_key="GENERATED-BY-STACK-object-store-secret-key",
         docker_configs=dict(docker_configs or {}),
+        sso_client_secrets={c: f"FROM-STACK-SECRET-sso-{c}" for c in sso_connectors},
     )
 
 
@@ -165,9 +170,11 @@ def plan_kubeflow(
     """
     if rendered is None:
         rendered = render_manifests(args.source, args.components, cache_dir=cache_dir)
-    docker, notebooks = (deploy or DeployInputs()).placeholders()
+    deploy = deploy or DeployInputs()
+    docker, notebooks = deploy.placeholders()
     try:
-        phases = build_phases(rendered.objects, args, placeholder_credentials(docker), notebooks)
+        credentials = placeholder_credentials(docker, list(deploy.sso_client_secrets))
+        phases = build_phases(rendered.objects, args, credentials, notebooks)
     except ReferenceClosureError as err:
         source = str(rendered.source_dir)
         chosen = set(args.components or upstream_components(rendered.source_dir))
@@ -304,13 +311,16 @@ class Kubeflow(pulumi.ComponentResource):
         docker_profiles = list(deploy.docker_configs)
         registry_profiles = list(deploy.registries)
         data_profiles = list(deploy.data_urls)
+        sso_connectors = list(deploy.sso_client_secrets)
 
         def transform(values: list[Any]) -> tuple[Phase, ...]:
             (password, seed, oidc, cookie, katib, pipelines, access, secret_key, image) = values[:9]
             docker = dict(zip(docker_profiles, values[9 : 9 + len(docker_profiles)], strict=True))
             rest = values[9 + len(docker_profiles) :]
             registries = dict(zip(registry_profiles, rest[: len(registry_profiles)], strict=True))
-            data_urls = dict(zip(data_profiles, rest[len(registry_profiles) :], strict=True))
+            rest = rest[len(registry_profiles) :]
+            data_urls = dict(zip(data_profiles, rest[: len(data_profiles)], strict=True))
+            sso = dict(zip(sso_connectors, rest[len(data_profiles) :], strict=True))
             credentials = KubeflowCredentials(
                 admin_password_hash=bcrypt_hash_with_seed(password, seed),
                 oidc_client_secret=oidc,
@@ -320,6 +330,7 @@ class Kubeflow(pulumi.ComponentResource):
                 pipelines_object_store_access_key=access,
                 pipelines_object_store_secret_key=secret_key,
                 docker_configs=docker,
+                sso_client_secrets=sso,
             )
             notebooks = NotebookSetup(
                 image=image,
@@ -345,6 +356,7 @@ class Kubeflow(pulumi.ComponentResource):
             *deploy.docker_configs.values(),
             *deploy.registries.values(),
             *deploy.data_urls.values(),
+            *deploy.sso_client_secrets.values(),
         ).apply(transform)
 
         legacy_prefixes = [f"{name}-{group.name}" for groups in groups_plan for group in groups]

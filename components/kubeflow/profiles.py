@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,8 @@ class ProfileSpec:
     owner_email: str
     # The namespace's ResourceQuota `hard` limits (the Profile's resourceQuotaSpec); {} none.
     quota: Mapping[str, str] = field(default_factory=dict)
+    # (email, "edit" | "view") of each contributor besides the owner.
+    contributors: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,47 @@ def fnjob_pod_default(
     }
 
 
+# The header the gateway sets to the logged-in user's email (upstream's USERID_HEADER).
+USERID_HEADER = "kubeflow-userid"
+
+
+def contributor_objects(profile_name: str, email: str, role: str) -> list[KubeObject]:
+    """What Kubeflow's access management (KFAM) makes when an owner shares a profile: a
+    RoleBinding to ``kubeflow-<role>`` for the user, and an Istio AuthorizationPolicy letting
+    requests carrying their login into the namespace. Same names and annotations as KFAM's,
+    so the dashboard's "manage contributors" page lists them."""
+    name = f"user-{re.sub(r'[^a-z0-9]+', '-', email.lower())}-clusterrole-{role}"
+    metadata = {
+        "name": name,
+        "namespace": profile_name,
+        "annotations": {"user": email, "role": role},
+    }
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": metadata,
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": f"kubeflow-{role}",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": email}],
+        },
+        {
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": dict(metadata),
+            "spec": {
+                "action": "ALLOW",
+                "rules": [
+                    {"when": [{"key": f"request.headers[{USERID_HEADER}]", "values": [email]}]}
+                ],
+            },
+        },
+    ]
+
+
 def profile_objects(
     profiles: tuple[ProfileSpec, ...],
     *,
@@ -242,6 +286,8 @@ def profile_objects(
     objects: list[KubeObject] = [profile(p) for p in profiles]
     for spec in (*profiles, *adopted):
         objects += [namespace(spec), isolation_policy(spec.name)]
+        for email, role in spec.contributors:
+            objects += contributor_objects(spec.name, email, role)
         docker = docker_configs.get(spec.name)
         if docker is not None:
             objects += [

@@ -31,7 +31,7 @@ from components.kubeflow.profiles import (
     quota_spec,
 )
 from stack.model import GPU_RESOURCE, GpuGroup
-from stack.model.kubeflow import UPSTREAM_EXAMPLE_PROFILE, Culling
+from stack.model.kubeflow import UPSTREAM_EXAMPLE_PROFILE, Culling, Sso, SsoConnector
 
 # Upstream's published defaults. Long ones are unambiguous and must not appear anywhere;
 # short ones only count as credentials inside a Secret.
@@ -97,6 +97,8 @@ class KubeflowArgs:
     default_quota: Mapping[str, str] = field(default_factory=dict)
     # The notebook controller's idle culling; None leaves upstream's settings.
     culling: Culling | None = None
+    # Identity providers Dex offers, and whether the static admin login stays.
+    sso: Sso | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ class KubeflowCredentials:
     pipelines_object_store_secret_key: str
     # Profile -> that profile's docker config.json (registryAccess docker-config).
     docker_configs: Mapping[str, str] = field(default_factory=dict)
+    # Dex connector id -> its OAuth client secret.
+    sso_client_secrets: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.admin_password_hash.startswith(("$2a$", "$2b$", "$2y$")):
@@ -532,6 +536,73 @@ def annotate_config_digests(objects: Sequence[Mapping[str, Any]]) -> list[KubeOb
     return out
 
 
+def sso_secret_variable(connector_id: str) -> str:
+    """The environment variable (a key of Secret auth/dex-passwords, which dex reads with
+    envFrom) holding a connector's client secret; dex expands it in connector configs."""
+    return "SSO_" + re.sub(r"[^A-Z0-9]", "_", connector_id.upper()) + "_CLIENT_SECRET"
+
+
+def _dex_connector(connector: SsoConnector, callback: str) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "clientID": connector.client_id,
+        "clientSecret": f"${sso_secret_variable(connector.id)}",
+        "redirectURI": callback,
+    }
+    if connector.type == "oidc":
+        config.update(
+            issuer=connector.issuer,
+            scopes=["openid", "profile", "email"],
+            getUserInfo=True,
+            insecureSkipEmailVerified=False,
+        )
+    elif connector.type == "github":
+        if connector.orgs:
+            config["orgs"] = [{"name": org} for org in connector.orgs]
+        config["loadAllGroups"] = False
+    elif connector.type == "microsoft" and connector.tenant:
+        config["tenant"] = connector.tenant
+    return {"type": connector.type, "id": connector.id, "name": connector.name, "config": config}
+
+
+def apply_sso(
+    objects: Sequence[Mapping[str, Any]],
+    sso: Sso,
+    issuer: str,
+    client_secrets: Mapping[str, str],
+) -> list[KubeObject]:
+    """Dex's connectors (each client secret a variable of Secret auth/dex-passwords, never in
+    the ConfigMap), and the static admin login kept or switched off."""
+    callback = f"{issuer}/callback"
+
+    def dex_config(config_map: KubeObject) -> None:
+        config = yaml.load(config_map["data"]["config.yaml"], Loader=YAML_LOADER)
+        if sso.connectors:
+            config["connectors"] = [_dex_connector(c, callback) for c in sso.connectors]
+        if not sso.static_login:
+            config["enablePasswordDB"] = False
+            config.pop("staticPasswords", None)
+        config_map["data"]["config.yaml"] = yaml.dump(config, Dumper=YAML_DUMPER, sort_keys=False)
+
+    def secrets(secret: KubeObject) -> None:
+        _set_secret_values(
+            secret,
+            {sso_secret_variable(c.id): client_secrets[c.id] for c in sso.connectors},
+        )
+
+    missing = [c.id for c in sso.connectors if c.id not in client_secrets]
+    if missing:
+        raise KubeflowConfigError(f"no client secret for dex connectors {missing}")
+    out, found = _rewrite(
+        objects, lambda o: _is(o, "ConfigMap", "auth") and name_of(o) == "dex", dex_config
+    )
+    out, held = _rewrite(
+        out, lambda o: _is(o, "Secret", "auth") and name_of(o) == "dex-passwords", secrets
+    )
+    if (sso.connectors or not sso.static_login) and not (found and held):
+        raise TransformError("single sign-on needs dex: ConfigMap and Secret auth/dex-passwords")
+    return out
+
+
 def apply_culling(objects: Sequence[Mapping[str, Any]], culling: Culling) -> list[KubeObject]:
     """The notebook controller's culling settings (its generated ConfigMap in `kubeflow`).
 
@@ -578,6 +649,8 @@ def transform_manifests(
     out = apply_http_mode(objects, args.http_mode)
     out = apply_credentials(out, args.admin_email, credentials)
     out = apply_access(out, args.access)
+    if args.sso is not None:
+        out = apply_sso(out, args.sso, args.access.issuer, credentials.sso_client_secrets)
     # PodDefaults need the notebook admission webhook's CRD; without it there are none.
     pod_defaults = any(
         o.get("kind") == "CustomResourceDefinition" and name_of(o) == "poddefaults.kubeflow.org"

@@ -118,6 +118,65 @@ class Culling(Model):
     )
 
 
+_ContributorEmail = Annotated[str, email("someone@example.org")]
+
+
+class Contributor(Model):
+    """Someone besides the owner who works in a profile (Kubeflow's contributor binding)."""
+
+    email: _ContributorEmail = Field(description="their login email")
+    role: Literal["edit", "view"] = Field(
+        default="edit", description="edit (run notebooks and jobs) or view"
+    )
+
+
+class SsoConnector(Model):
+    """An identity provider Dex lets users log in with (its client secret is a stack secret,
+    ssoClientSecrets.<id>)."""
+
+    id: Annotated[str, dns_label(63, "okta")] = Field(description="the connector's id")
+    name: str = Field(min_length=1, max_length=64, description="shown on the login page")
+    type: Literal["oidc", "github", "google", "microsoft"] = Field(
+        description="oidc (Okta, Entra ID, Keycloak, ...), github, google or microsoft"
+    )
+    client_id: str = Field(min_length=1, description="the OAuth client id Dex uses")
+    issuer: Annotated[str, matches(r"^https://[^\s/$.?#].[^\s]*$", "https://idp.example.org")] | (
+        None
+    ) = Field(default=None, description="oidc: the provider's issuer URL")
+    tenant: str | None = Field(default=None, description="microsoft: the Entra ID tenant")
+    orgs: UniqueStrings = Field(default=(), description="github: only members of these orgs")
+
+
+class Sso(Model):
+    """Who may log in: identity providers, and whether the static admin login stays."""
+
+    connectors: tuple[SsoConnector, ...] = Field(
+        default=(), description="{id, name, type, clientId, ...}: Dex connectors"
+    )
+    static_login: bool = Field(
+        default=True, description="keep the static admin login (needs adminEmail's password)"
+    )
+
+    @model_validator(mode="after")
+    def _usable(self) -> Sso:
+        rules = Rules()
+        ids = [c.id for c in self.connectors]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            rules.add("connectors", ids, f"give each its own id; repeated: {', '.join(repeated)}")
+        for index, connector in enumerate(self.connectors):
+            if connector.type == "oidc" and connector.issuer is None:
+                rules.add(f"connectors[{index}].issuer", MISSING, "set the provider's issuer URL")
+            if connector.orgs and connector.type != "github":
+                rules.add(f"connectors[{index}].orgs", connector.orgs, "only github uses orgs")
+            if connector.tenant and connector.type != "microsoft":
+                rules.add(f"connectors[{index}].tenant", connector.tenant, "only microsoft uses it")
+        if not self.static_login and not self.connectors:
+            rules.add("staticLogin", False, "add a connector first, or nobody could log in")
+        rules.raise_if_any()
+        return self
+
+
 class Profile(Model):
     """A Kubeflow user namespace and the person who owns it."""
 
@@ -129,6 +188,9 @@ class Profile(Model):
     )
     quota: Quota | None = Field(
         default=None, description="this profile's limits instead of kubeflow.defaultQuota"
+    )
+    contributors: tuple[Contributor, ...] = Field(
+        default=(), description="{email, role}: others who may work in the profile"
     )
 
 
@@ -382,6 +444,7 @@ class Kubeflow(Model):
         description="limits of every profile without its own quota ({} for none)",
     )
     culling: Culling = section()
+    sso: Sso = section()
     allow_deletion: UniqueStrings = Field(
         default=(),
         description="objects a Kubeflow change may delete although data goes with them "
@@ -395,6 +458,13 @@ class Kubeflow(Model):
         if self.enabled and self.admin_email is None:
             rules.add(
                 "adminEmail", MISSING, "set the admin's login, e.g. adminEmail: admin@example.org"
+            )
+        if self.sso.connectors and self.ingress != "load-balancer":
+            rules.add(
+                "sso.connectors",
+                MISSING,
+                "reach Kubeflow by name first (ingress: load-balancer with a domain): an "
+                "identity provider sends users back to https://<domain>/dex/callback",
             )
         names = [p.name for p in self.profiles]
         repeated = sorted({n for n in names if names.count(n) > 1})

@@ -123,12 +123,39 @@ def _docker_configs(
     return value
 
 
+def _sso_client_secrets(
+    value: Mapping[str, SecretStr], info: ValidationInfo
+) -> Mapping[str, SecretStr]:
+    """One client secret per Dex connector, by the connector's id."""
+    kubeflow = info.data.get("kubeflow")
+    if kubeflow is None:
+        return value
+    rules = Rules()
+    ids = [c.id for c in kubeflow.sso.connectors] if kubeflow.enabled else []
+    for name in value:
+        if name not in ids:
+            rules.add(
+                name, MISSING, f"not a connector of kubeflow.sso; ids: {', '.join(ids) or 'none'}"
+            )
+    for name in ids:
+        if name not in value:
+            rules.add(
+                name,
+                MISSING,
+                f"set the connector's client secret: pulumi config set --secret --path "
+                f"'ssoClientSecrets.{name}' ...",
+            )
+    rules.raise_if_any()
+    return value
+
+
 class StackBase(Model):
     """Keys both kinds of stack carry. Secrets come last: their rules read ``kubeflow``."""
 
     secret_keys: ClassVar[tuple[str, ...]] = (
         "kubeflowAdminPassword",
         "registryDockerConfigs",
+        "ssoClientSecrets",
         "onpremKubeconfig",
     )
 
@@ -151,6 +178,14 @@ class StackBase(Model):
             validate_default=True,
             description="(secret, per profile) each profile's docker config.json, for "
             "registryAccess: docker-config",
+        )
+    )
+    sso_client_secrets: Annotated[Mapping[str, SecretStr], AfterValidator(_sso_client_secrets)] = (
+        Field(
+            default_factory=dict,
+            validate_default=True,
+            description="(secret, per connector) the OAuth client secret of each kubeflow.sso "
+            "connector, by its id",
         )
     )
 

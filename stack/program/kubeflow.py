@@ -68,7 +68,12 @@ def kubeflow_args_from_config(cfg: EksStack | OnpremStack) -> KubeflowArgs:
         gpu_groups=cfg.gpu_node_groups,
         notebook_images=kubeflow.notebook_images,
         profiles=tuple(
-            ProfileSpec(p.name, p.owner, quota=(p.quota or kubeflow.default_quota).hard())
+            ProfileSpec(
+                p.name,
+                p.owner,
+                quota=(p.quota or kubeflow.default_quota).hard(),
+                contributors=tuple((c.email, c.role) for c in p.contributors),
+            )
             for p in kubeflow.profiles
         ),
         registry_access=kubeflow.registry_access,
@@ -76,6 +81,7 @@ def kubeflow_args_from_config(cfg: EksStack | OnpremStack) -> KubeflowArgs:
         allow_deletion=kubeflow.allow_deletion,
         default_quota=kubeflow.default_quota.hard(),
         culling=kubeflow.culling,
+        sso=kubeflow.sso,
     )
 
 
@@ -124,6 +130,10 @@ def deploy_inputs(
         job_base_image=kubeflow.job_base_image,
         registries=registries,
         data_urls={p: data_urls[p] for p in profiles if p in data_urls},
+        sso_client_secrets={
+            connector: seal(secret.get_secret_value())
+            for connector, secret in cfg.sso_client_secrets.items()
+        },
     )
 
 
