@@ -238,6 +238,26 @@ def deploy_permissions(
                 "Resource": "*",
             },
             {
+                # Profiles' data buckets (kubeflow.data); the state bucket is denied below.
+                "Sid": "DataBuckets",
+                "Effect": "Allow",
+                "Action": [
+                    "s3:CreateBucket",
+                    "s3:DeleteBucket",
+                    "s3:ListBucket",
+                    "s3:GetBucket*",
+                    "s3:PutBucketTagging",
+                    "s3:PutBucketVersioning",
+                    "s3:PutBucketPublicAccessBlock",
+                    "s3:GetAccelerateConfiguration",
+                    "s3:GetLifecycleConfiguration",
+                    "s3:GetReplicationConfiguration",
+                    "s3:GetEncryptionConfiguration",
+                    "s3:PutEncryptionConfiguration",
+                ],
+                "Resource": "*",
+            },
+            {
                 # Records for Kubeflow and its certificate; private DNS of the VPC endpoints.
                 "Sid": "Dns",
                 "Effect": "Allow",

@@ -12,24 +12,27 @@ from stack import check
 from tests.pulumi_mocks import STACKS
 
 
-def _edited(tmp_path: Path, stack: str, edit: Any) -> Path:
+def _edited(tmp_path: Path, stack: str, edit: Any, side: str = "new") -> Path:
     document = yaml.safe_load((STACKS / f"Pulumi.{stack}.yaml").read_text())
     edit(document["config"])
-    folder = tmp_path / "new"
+    folder = tmp_path / side
     folder.mkdir(exist_ok=True)
     path = folder / f"Pulumi.{stack}.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
 
 
-def _compare(new: Path, stack: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
-    code = check.main([str(new), "--compared-to", str(STACKS / f"Pulumi.{stack}.yaml")])
+def _compare(
+    new: Path, stack: str, capsys: pytest.CaptureFixture[str], old: Path | None = None
+) -> list[str]:
+    old = old or STACKS / f"Pulumi.{stack}.yaml"
+    code = check.main([str(new), "--compared-to", str(old)])
     assert code == 0
     prefix = f"{new}: "
     return [
         line.removeprefix(prefix)
         for line in capsys.readouterr().out.splitlines()
-        if not line.startswith((f"{prefix}ok", f"{prefix}note:"))
+        if not line.startswith((f"{prefix}ok", f"{prefix}note:", f"{prefix}warning:"))
     ]
 
 
@@ -62,7 +65,11 @@ def test_gpu_groups_removed_or_rebuilt_and_a_version_bump_are_named(
         config["kubeflow-eks:gpuNodeGroups"] = groups[:1]
         config["kubeflow-eks:kubernetesVersion"] = "1.35"
 
-    lines = _compare(_edited(tmp_path, "prod", edit), "prod", capsys)
+    def older_kubernetes(config: dict[str, Any]) -> None:
+        config["kubeflow-eks:kubernetesVersion"] = "1.34"
+
+    old = _edited(tmp_path, "prod", older_kubernetes, side="old")
+    lines = _compare(_edited(tmp_path, "prod", edit), "prod", capsys, old=old)
     assert lines == [
         "kubernetesVersion: upgrades 1.34 -> 1.35: the control plane, then every node group "
         "(nodes roll), then add-ons and charts",
