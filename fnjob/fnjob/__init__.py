@@ -20,7 +20,13 @@ from fnjob.build import (
     DockerBuildFailed,
     DockerDaemonUnavailable,
 )
-from fnjob.cluster import ClusterAccessDenied, ClusterConfigError, ClusterError, ClusterUnreachable
+from fnjob.cluster import (
+    ClusterAccessDenied,
+    ClusterConfigError,
+    ClusterError,
+    ClusterUnreachable,
+    LogStreamStalled,
+)
 from fnjob.deploy_job import JobDeployer
 from fnjob.deploy_local import (
     ContainerEngineError,
@@ -47,7 +53,13 @@ from fnjob.options import (
 )
 from fnjob.package import CodePackage, UnshippableFunction
 from fnjob.progress import ProgressEvent
-from fnjob.protocol import CallNotEncodable, RemoteError, ResultMissing, ResultNotLoadable
+from fnjob.protocol import (
+    CallNotEncodable,
+    RemoteError,
+    ResultMissing,
+    ResultNotLoadable,
+    ResultTooLarge,
+)
 from fnjob.pythonversion import PythonVersionMismatch
 from fnjob.registry import RegistryError, RegistryServerError, RegistryUnreachable, RetryPolicy
 
@@ -87,6 +99,7 @@ __all__ = [
     "Lifecycle",
     "LocalDeployer",
     "LocalOptions",
+    "LogStreamStalled",
     "PodNotCreated",
     "ProgressEvent",
     "PythonVersionMismatch",
@@ -99,6 +112,7 @@ __all__ = [
     "Resources",
     "ResultMissing",
     "ResultNotLoadable",
+    "ResultTooLarge",
     "RetryPolicy",
     "Scheduling",
     "SecretEnv",

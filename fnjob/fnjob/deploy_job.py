@@ -82,6 +82,8 @@ class JobDeployer:
             namespace=cluster.namespace,
             options=options,
         )
+        for warning in claim_warnings(cluster, options):
+            status(f"warning: {warning}")
         try:
             created = cluster.create_job(manifest)
         except ClusterError:
@@ -137,3 +139,39 @@ class JobDeployer:
             # Already failing: report, keep the original error. ttlSecondsAfterFinished
             # removes the Job eventually.
             status(f"could not delete job {job.name}: {error}")
+
+
+def claim_warnings(cluster: Cluster, options: JobOptions) -> list[str]:
+    """Claims the job mounts that a running pod holds ReadWriteOnce: the job's pod waits
+    on ``Multi-Attach`` on any other node (and fnjob then stops it). Advisory: a claim or
+    pod list the caller may not read gives no warning."""
+    warnings = []
+    for mount in options.volumes.claims:
+        try:
+            claim = cluster.read_claim(mount.claim)
+            modes = set((claim.spec and claim.spec.access_modes) or ())
+            if not modes & _SINGLE_NODE_MODES or modes & _SHARED_MODES:
+                continue
+            holders = cluster.running_pods_using(mount.claim)
+        except ClusterError:
+            continue
+        if not holders:
+            continue
+        pod, node = holders[0]
+        if "ReadWriteOncePod" in modes:
+            warnings.append(
+                f"claim {mount.claim!r} is ReadWriteOncePod and in use by pod {pod}: the "
+                "job's pod cannot start until that pod stops"
+            )
+            continue
+        warnings.append(
+            f"claim {mount.claim!r} is ReadWriteOnce and mounted by running pod {pod} on node "
+            f"{node}: the job's pod can only start there (Scheduling(node_selector="
+            f'{{"kubernetes.io/hostname": "{node}"}})); on another node it waits on '
+            "Multi-Attach, and fnjob stops it"
+        )
+    return warnings
+
+
+_SINGLE_NODE_MODES = frozenset({"ReadWriteOnce", "ReadWriteOncePod"})
+_SHARED_MODES = frozenset({"ReadWriteMany", "ReadOnlyMany"})

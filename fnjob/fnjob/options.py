@@ -571,6 +571,8 @@ class Lifecycle:
     - ``unschedulable_timeout``: a pod no node can take for this long raises ``JobFailed``
       (GPU nodes scaling up from zero take minutes); None waits until ``timeout``;
     - ``poll_interval``: seconds between status reads;
+    - ``log_stall_timeout``: a log stream that sends nothing for this long is reconnected
+      from where it was (a quiet function costs one reconnect per period); None never;
     - ``istio_sidecar``: let Istio inject its sidecar (off: it never exits, so the Job would
       never complete).
     """
@@ -580,6 +582,7 @@ class Lifecycle:
     pod_creation_timeout: float | None = 120.0
     unschedulable_timeout: float | None = 600.0
     poll_interval: float = 1.0
+    log_stall_timeout: float | None = 120.0
     istio_sidecar: bool = False
 
     def __post_init__(self) -> None:
@@ -597,6 +600,7 @@ class Lifecycle:
         _positive_seconds("pod_creation_timeout", self.pod_creation_timeout)
         _positive_seconds("unschedulable_timeout", self.unschedulable_timeout)
         _positive_seconds("poll_interval", self.poll_interval, optional=False)
+        _positive_seconds("log_stall_timeout", self.log_stall_timeout)
 
 
 def check_pieces(owner: object, **kinds: type) -> None:

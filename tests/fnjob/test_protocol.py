@@ -117,7 +117,8 @@ def test_remote_exception_is_raised_as_its_own_type_with_the_remote_traceback(
 ) -> None:
     run = Run(tmp_path, "module:jobmod:reject", encode_call(("x",)))
     assert run.done.returncode == 1
-    assert "to stderr" in run.done.stderr
+    # stderr goes to stdout, in order (it cannot land inside the outcome's lines).
+    assert "to stderr" in run.lines
     monkeypatch.syspath_prepend(str(tmp_path))
     import jobmod  # type: ignore[import-not-found]
 
@@ -271,7 +272,7 @@ def test_missing_outcome_line_is_result_missing_with_the_last_lines() -> None:
 
 def test_signed_but_damaged_and_cut_outcome_lines_are_result_missing() -> None:
     key = new_run_key()
-    damaged = OUTCOME_PREFIX + base64.b64encode(b'{"ok": true, "val').decode()
+    damaged = OUTCOME_PREFIX + "0/1 " + base64.b64encode(b'{"ok": true, "val').decode()
     signature = hmac.new(key, damaged.encode(), hashlib.sha256).hexdigest()
     with pytest.raises(ResultMissing, match=r"damaged"):
         parse_outcome([f"{damaged} {signature}"], key)
