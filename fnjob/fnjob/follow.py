@@ -285,20 +285,19 @@ class JobFollower:
             stalled = self._read_log(pod_name, position)
             if self.reader.outcome is not None:
                 break
-            if self._container_running(pod_name):
-                if stalled:
-                    self.status(
-                        f"the log of pod {pod_name} sent nothing for "
-                        f"{self.lifecycle.log_stall_timeout:g} s; reading it again"
-                    )
-                elif not position.new_lines:
-                    time.sleep(self.lifecycle.poll_interval)
-                continue
-            if final_pass:
+            running = self._container_running(pod_name)
+            if final_pass and not running:
                 if stalled:
                     raise LogStreamStalled(pod_name, self.lifecycle.log_stall_timeout or 0.0)
                 break
-            final_pass = True
+            if stalled:
+                self.status(
+                    f"the log of pod {pod_name} sent nothing for "
+                    f"{self.lifecycle.log_stall_timeout:g} s; reading it again"
+                )
+            elif running and not position.new_lines:
+                time.sleep(self.lifecycle.poll_interval)
+            final_pass = not running
         if position.partial:
             self._show(position.partial)
 
