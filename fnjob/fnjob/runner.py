@@ -18,9 +18,10 @@ What it reads:
 Nothing is installed at start: requirements were installed into ``/fnjob/site`` when the
 image was built, and the image's ``PYTHONPATH`` already puts it before the base's packages.
 
-The function's output passes through as-is, with its stderr sent to stdout (fd 2 becomes
-fd 1): a container log interleaves its two streams record by record, so stderr written while
-the outcome is printed could otherwise land inside it. After the function returns or raises,
+The function's output passes through as-is. Inside a Kubernetes pod its stderr is sent to
+stdout (fd 2 becomes fd 1): the pod's log interleaves the two streams record by record, so
+stderr written while the outcome is printed could otherwise land inside it (a local engine
+keeps the two apart, and so does the local deployer). After the function returns or raises,
 the outcome is written to stdout as whole lines, each with ONE ``write()`` of at most
 ``PIPE_BUF`` bytes (which a pipe never interleaves with other writers' bytes)::
 
@@ -143,9 +144,14 @@ def _max_result_bytes() -> int | None:
     configured = os.environ.get("FNJOB_MAX_RESULT_BYTES")
     if configured:
         return int(configured)
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if _in_kubernetes_pod():
         return MAX_POD_RESULT_BYTES
     return None
+
+
+def _in_kubernetes_pod() -> bool:
+    # The kubelet sets it in every container (with or without service links).
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
 
 def _run_entry(entry: str, call: bytes | None) -> Any:
@@ -212,10 +218,11 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def main() -> int:
-    # Everything the function writes to stderr goes to stdout, in order (see the docstring).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(1, 2)
+    if _in_kubernetes_pod():
+        # What the function writes to stderr goes to stdout, in order (see the docstring).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(1, 2)
     tracker = _LastCharTracker(sys.stdout)
     sys.stdout = tracker
     key = None

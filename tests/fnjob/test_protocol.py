@@ -117,8 +117,7 @@ def test_remote_exception_is_raised_as_its_own_type_with_the_remote_traceback(
 ) -> None:
     run = Run(tmp_path, "module:jobmod:reject", encode_call(("x",)))
     assert run.done.returncode == 1
-    # stderr goes to stdout, in order (it cannot land inside the outcome's lines).
-    assert "to stderr" in run.lines
+    assert "to stderr" in run.done.stderr
     monkeypatch.syspath_prepend(str(tmp_path))
     import jobmod  # type: ignore[import-not-found]
 
