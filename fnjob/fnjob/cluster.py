@@ -172,6 +172,8 @@ class Cluster:
         # Typed as Any: the generated models make every field Optional.
         self._batch: Any = client.BatchV1Api(api_client)
         self._core: Any = client.CoreV1Api(api_client)
+        # Per Job uid, the pods its controller's events named.
+        self._confirmed_pods: dict[str, set[str]] = {}
 
     def _call(self, action: str, request: Callable[[], T]) -> T:
         from kubernetes.client import ApiException
@@ -227,9 +229,10 @@ class Cluster:
             ),
         ).items
         owned = [pod for pod in pods if _controlled_by(pod, job_uid)]
-        if not owned:
-            return []
-        created = self._created_by_job_controller(job_uid)
+        created = self._confirmed_pods.setdefault(job_uid, set())
+        if any(pod.metadata.name not in created for pod in owned):
+            # Remembered once seen: events expire (an hour by default), pods can wait longer.
+            created |= self._created_by_job_controller(job_uid)
         return [pod for pod in owned if pod.metadata.name in created]
 
     def _created_by_job_controller(self, job_uid: str) -> set[str]:

@@ -82,7 +82,7 @@ class JobDeployer:
             namespace=cluster.namespace,
             options=options,
         )
-        for warning in claim_warnings(cluster, options):
+        for warning in _claim_warnings(cluster, options):
             status(f"warning: {warning}")
         try:
             created = cluster.create_job(manifest)
@@ -141,7 +141,7 @@ class JobDeployer:
             status(f"could not delete job {job.name}: {error}")
 
 
-def claim_warnings(cluster: Cluster, options: JobOptions) -> list[str]:
+def _claim_warnings(cluster: Cluster, options: JobOptions) -> list[str]:
     """Claims the job mounts that a running pod holds ReadWriteOnce: the job's pod waits
     on ``Multi-Attach`` on any other node (and fnjob then stops it). Advisory: a claim or
     pod list the caller may not read gives no warning."""

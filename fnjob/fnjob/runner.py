@@ -50,6 +50,7 @@ import pickle
 import runpy
 import sys
 import traceback
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 OUTCOME_PREFIX = "FNJOB-OUTCOME/3 "
@@ -125,19 +126,15 @@ def _load_call(data: bytes | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return tuple(args), dict(kwargs)
 
 
-def outcome_lines(header: dict[str, Any], data: bytes, key: bytes | None) -> list[bytes]:
+def outcome_lines(header: dict[str, Any], data: bytes, key: bytes | None) -> Iterator[bytes]:
     """The framed outcome (``header`` and ``data``), each line signed with ``key``."""
     payload = _b64(json.dumps(header).encode("utf-8") + b"\n" + data)
-    pieces = [
-        payload[start : start + FRAME_PIECE_CHARS]
-        for start in range(0, len(payload), FRAME_PIECE_CHARS)
-    ] or [""]
-    lines = []
-    for index, piece in enumerate(pieces):
-        text = f"{OUTCOME_PREFIX}{index}/{len(pieces)} {piece}"
+    count = max(1, -(-len(payload) // FRAME_PIECE_CHARS))
+    for index in range(count):
+        piece = payload[index * FRAME_PIECE_CHARS : (index + 1) * FRAME_PIECE_CHARS]
+        text = f"{OUTCOME_PREFIX}{index}/{count} {piece}"
         signature = hmac.digest(key, text.encode("ascii"), "sha256").hex() if key else UNSIGNED
-        lines.append((text + " " + signature + "\n").encode("ascii"))
-    return lines
+        yield (text + " " + signature + "\n").encode("ascii")
 
 
 def _max_result_bytes() -> int | None:
