@@ -553,7 +553,7 @@ class FakeKubeApi:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
-            log = _ContainerLog()
+            log = ContainerLog()
             pumps = [
                 threading.Thread(target=log.pump, args=(stream,), daemon=True)
                 for stream in (process.stdout, process.stderr)
@@ -629,7 +629,7 @@ class FakeKubeApi:
 CRI_RECORD_BYTES = 16 * 1024
 
 
-class _ContainerLog:
+class ContainerLog:
     """A container's log as the runtime writes it: one record per line of each stream, in
     the order they arrive, lines longer than ``CRI_RECORD_BYTES`` as several records (the
     kubelet shows a partial record without its newline, so records interleave mid-line)."""
