@@ -155,7 +155,8 @@ def _claim_warnings(cluster: Cluster, options: JobOptions) -> list[str]:
             holders = cluster.running_pods_using(mount.claim)
         except ClusterError:
             continue
-        if not holders:
+        pinned = options.scheduling.node_selector.get(_HOSTNAME_LABEL)
+        if not holders or (pinned == holders[0][1] and "ReadWriteOncePod" not in modes):
             continue
         pod, node = holders[0]
         if "ReadWriteOncePod" in modes:
@@ -167,11 +168,12 @@ def _claim_warnings(cluster: Cluster, options: JobOptions) -> list[str]:
         warnings.append(
             f"claim {mount.claim!r} is ReadWriteOnce and mounted by running pod {pod} on node "
             f"{node}: the job's pod can only start there (Scheduling(node_selector="
-            f'{{"kubernetes.io/hostname": "{node}"}})); on another node it waits on '
+            f'{{"{_HOSTNAME_LABEL}": "{node}"}})); on another node it waits on '
             "Multi-Attach, and fnjob stops it"
         )
     return warnings
 
 
+_HOSTNAME_LABEL = "kubernetes.io/hostname"
 _SINGLE_NODE_MODES = frozenset({"ReadWriteOnce", "ReadWriteOncePod"})
 _SHARED_MODES = frozenset({"ReadWriteMany", "ReadOnlyMany"})

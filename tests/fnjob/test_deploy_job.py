@@ -25,7 +25,7 @@ from fnjob.deploy_job import JobDeployer
 from fnjob.errors import JobFailed, JobTimeout, PodNotCreated
 from fnjob.gpugroups import GpuGroups
 from fnjob.manifest import JobOptions
-from fnjob.options import ClaimMount, Lifecycle, Resources, Volumes
+from fnjob.options import ClaimMount, Lifecycle, Resources, Scheduling, Volumes
 from fnjob.protocol import MAX_POD_RESULT_BYTES, ResultMissing, ResultTooLarge, encode_call
 from tests.fnjob.conftest import free_port
 from tests.fnjob.fake_kube_api import FakeKubeApi, JobScenario, PlantedPod
@@ -633,6 +633,13 @@ def test_a_claim_held_read_write_once_on_a_node_is_warned_about_before_submittin
     assert "notebook-0 on node node-a" in warning
     # Said before the Job was created.
     assert status.index(warning) < next(i for i, s in enumerate(status) if "created" in s)
+    # A job pinned to that node gets no warning.
+    pinned = with_workspace(
+        scheduling=Scheduling(node_selector={"kubernetes.io/hostname": "node-a"})
+    )
+    status.clear()
+    deploy(fake_cluster(scenario), pinned, encode_call((1, 2)), status)
+    assert not [line for line in status if line.startswith("warning:")]
 
 
 def test_a_pod_stuck_on_multi_attach_fails_naming_the_volume_and_claim(fake_cluster: Any) -> None:
