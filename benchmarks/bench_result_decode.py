@@ -9,6 +9,11 @@ The previous decoder (one outcome line, its bytes gathered with ``pending += chu
 8 KiB reads) is measured on the same result sizes in the same run, interleaved with the
 current one; at 64 MiB only when ``--old-64`` is given (it is quadratic: minutes).
 
+End to end, the result also goes through a Job on the fake API server
+(``tests/fnjob/fake_kube_api.py``): the real runner prints it in a subprocess, the real
+``kubernetes`` client streams the log over HTTP, ``JobDeployer`` returns the value (the pod
+size limit lifted with ``FNJOB_MAX_RESULT_BYTES``, as a 64 MiB result is over it).
+
     .venv/bin/python benchmarks/bench_result_decode.py [--repeats N] [--old-64]
 
 Wall time and CPU time of this process are both printed: on a shared machine the CPU time
@@ -35,9 +40,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "fnjob"), str(REPO_ROOT)]
 
 from fnjob.cluster import LOG_READ_BYTES  # noqa: E402
+from fnjob.deploy_job import JobDeployer  # noqa: E402
 from fnjob.follow import _LineSplitter, _LogPosition  # noqa: E402
-from fnjob.protocol import OutcomeReader, new_run_key  # noqa: E402
+from fnjob.manifest import JobOptions  # noqa: E402
+from fnjob.options import Lifecycle  # noqa: E402
+from fnjob.protocol import OutcomeReader, encode_call, new_run_key  # noqa: E402
 from fnjob.runner import outcome_lines  # noqa: E402
+from tests.fnjob.fake_kube_api import FakeKubeApi, JobScenario  # noqa: E402
+from tests.fnjob.run_fixtures import api_client_for  # noqa: E402
 from tests.fnjob.run_payloads import random_bytes  # noqa: E402
 
 MIB = 1024 * 1024
@@ -101,6 +111,24 @@ def measured(decode: Callable[[list[bytes], bytes], Any], chunks: list[bytes], k
     return value, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def end_to_end(size: int) -> float:
+    """Seconds from ``JobDeployer.run`` to the value, through the fake API."""
+    options = JobOptions(
+        namespace="bench",
+        lifecycle=Lifecycle(poll_interval=0.05),
+        env={"FNJOB_MAX_RESULT_BYTES": str(2 * size)},
+    )
+    with FakeKubeApi(JobScenario(entry="module:tests.fnjob.run_payloads:big_result")) as fake:
+        deployer = JobDeployer(options, api_client=api_client_for(fake))
+        start = time.perf_counter()
+        value = deployer.run(
+            "bench/image", encode_call((size,)), function_name="big_result", on_log=lambda _: None
+        )
+        seconds = time.perf_counter() - start
+    assert value == random_bytes(size)
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -143,6 +171,13 @@ def main() -> None:
             print(f"{size // MIB} MiB: the previous decoder took {old / new:.1f}x the CPU time")
     if not arguments.old_64:
         print("previous decoder at 64 MiB not run (quadratic; --old-64 runs it)")
+    for size in sizes:
+        seconds = [end_to_end(size) for _ in range(arguments.repeats)]
+        print(
+            f"end to end through the fake API, {size // MIB:>2} MiB result: "
+            f"median {statistics.median(seconds):6.2f} s (min {min(seconds):6.2f})"
+            f"   (n={len(seconds)})"
+        )
 
 
 if __name__ == "__main__":
