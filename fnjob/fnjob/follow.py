@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from fnjob.cluster import Cluster, LogStreamStalled
+from fnjob.cluster import Cluster, ClusterAccessDenied, ClusterError, LogStreamStalled
 from fnjob.errors import JobFailed, JobTimeout, PodNotCreated
 from fnjob.manifest import CONTAINER_NAME
 from fnjob.options import Lifecycle
@@ -280,26 +280,38 @@ class JobFollower:
         """Show the pod's log and read its outcome, resuming a stream that was cut or
         stalled while the container runs, and once more after it ended."""
         position = _LogPosition()
+        stalled = self._read_log(pod_name, position)
         final_pass = False
-        while True:
-            stalled = self._read_log(pod_name, position)
-            if self.reader.outcome is not None:
-                break
+        while self.reader.outcome is None:
             running = self._container_running(pod_name)
             if final_pass and not running:
                 if stalled:
                     raise LogStreamStalled(pod_name, self.lifecycle.log_stall_timeout or 0.0)
                 break
-            if stalled:
-                self.status(
-                    f"the log of pod {pod_name} sent nothing for "
-                    f"{self.lifecycle.log_stall_timeout:g} s; reading it again"
-                )
-            elif running and not position.new_lines:
-                time.sleep(self.lifecycle.poll_interval)
+            self._pause_before_reading_again(pod_name, position, stalled=stalled, running=running)
             final_pass = not running
+            try:
+                stalled = self._read_log(pod_name, position)
+            except ClusterAccessDenied:
+                raise
+            except ClusterError as error:
+                if final_pass:
+                    break  # the pod may be gone; the caller reports what it has
+                self.status(f"reading the log of pod {pod_name} again failed: {error}")
+                stalled = False
         if position.partial:
             self._show(position.partial)
+
+    def _pause_before_reading_again(
+        self, pod_name: str, position: _LogPosition, *, stalled: bool, running: bool
+    ) -> None:
+        if stalled:
+            self.status(
+                f"the log of pod {pod_name} sent nothing for "
+                f"{self.lifecycle.log_stall_timeout:g} s; reading it again"
+            )
+        elif running and not position.new_lines:
+            time.sleep(self.lifecycle.poll_interval)
 
     def _read_log(self, pod_name: str, position: _LogPosition) -> bool:
         """Read the log from ``position`` until the stream ends; True when it stalled."""
