@@ -27,6 +27,7 @@ from fnjob.protocol import (
     new_run_key,
     parse_outcome,
 )
+from fnjob.runner import outcome_lines
 from tests.fnjob.forgery import forged_outcome_lines
 from tests.fnjob.run_functions import payload, run_runner, write_run_dir
 
@@ -288,3 +289,21 @@ def test_call_that_cannot_travel_with_the_run_is_refused() -> None:
 
     with pytest.raises(CallNotEncodable, match=r"cannot be pickled"):
         encode_call((threading.Lock(),))
+
+
+def test_a_framed_outcome_survives_interleaving_forgeries_and_repeats() -> None:
+    key = new_run_key()
+    value = list(range(5000))
+    real = [line.decode() for line in outcome_lines({"ok": True}, pickle.dumps(value), key)]
+    forged = [line.decode() for line in outcome_lines({"ok": True}, b"forged", new_run_key())]
+    assert len(real) > 3
+    mixed: list[str] = []
+    for index, line in enumerate(real):
+        # Another key's pieces with the same numbers, text glued before a piece, a piece
+        # read twice (a resumed stream).
+        mixed += [forged[0], f"50% done{line}", "progress", line if index % 2 else ""]
+    reader = OutcomeReader(key)
+    shown = [text for text in map(reader.feed, mixed) if text is not None]
+    assert reader.result().unwrap() == value
+    assert shown.count("50% done") == len(real)
+    assert reader.unsigned_lines == len(real)
