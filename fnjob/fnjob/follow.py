@@ -61,7 +61,6 @@ class CreatedJob:
 @dataclass
 class _Progress:
     streamed_pods: set[str] = field(default_factory=set)
-    last_pod: str | None = None
 
 
 @dataclass
@@ -151,7 +150,6 @@ class JobFollower:
                 self.status(f"pod {pod.metadata.name} running")
                 self._stream(pod.metadata.name)
                 progress.streamed_pods.add(pod.metadata.name)
-                progress.last_pod = pod.metadata.name
             condition = self._finished_condition()
             if condition is None:
                 # Logs ended but the Job goes on (a retry pod under backoffLimit > 0).
@@ -299,8 +297,9 @@ class JobFollower:
                     break  # the pod may be gone; the caller reports what it has
                 self.status(f"reading the log of pod {pod_name} again failed: {error}")
                 stalled = False
-        if position.partial:
-            self._show(position.partial)
+        partial = position.accept(position.partial) if position.partial else None
+        if partial is not None:
+            self._show(partial)
 
     def _pause_before_reading_again(
         self, pod_name: str, position: _LogPosition, *, stalled: bool, running: bool
@@ -327,8 +326,8 @@ class JobFollower:
                     self._show(text)
         except LogStreamStalled:
             return True
-        rest = splitter.rest()
-        position.partial = None if rest is None else position.accept(rest)
+        # A line cut short is kept aside: a resumed read gives it whole.
+        position.partial = splitter.rest()
         return False
 
     def _show(self, text: str) -> None:

@@ -109,6 +109,8 @@ class JobScenario:
     # The first follow stream breaks after this many lines (a proxy timeout on a long run);
     # later reads return everything.
     cut_follow_after: int | None = None
+    # ...and in the middle of the next line.
+    cut_mid_line: bool = False
     # HTTP status for the Job creation, e.g. 403 (RBAC).
     create_status: int = 201
     # The Job controller cannot create the pod: no pod ever appears, and the Job has these
@@ -594,7 +596,11 @@ class FakeKubeApi:
         tail = query.get("tailLines")
         if tail:
             stamped = stamped[-int(tail[0]) :]
+        cut_text = ""
         if follow and self._follows == 1 and scenario.cut_follow_after is not None:
+            if scenario.cut_mid_line and len(stamped) > scenario.cut_follow_after:
+                at, line = stamped[scenario.cut_follow_after]
+                cut_text = (_rfc3339(at) + " " + line)[: len(line) // 2]
             stamped = stamped[: scenario.cut_follow_after]
         with_stamps = query.get("timestamps") == ["true"]
         handler.send_response(200)
@@ -609,6 +615,9 @@ class FakeKubeApi:
                     return
                 data = (_rfc3339(at) + " " if with_stamps else "") + line + "\n"
                 chunk = data.encode()
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            if cut_text:
+                chunk = cut_text.encode()
                 handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             handler.wfile.flush()
             if follow and scenario.hold_logs_until_deleted and not planted:

@@ -578,6 +578,15 @@ def test_pieces_of_a_result_rotated_away_after_a_cut_are_an_error_never_a_loss(
     assert "rotated" in str(caught.value)
 
 
+def test_a_log_stream_cut_inside_a_line_of_the_result_is_resumed_whole(
+    fake_cluster: Any,
+) -> None:
+    scenario = JobScenario(entry=payload("big_result"), cut_follow_after=20, cut_mid_line=True)
+    value, logs = deploy(fake_cluster(scenario), call=encode_call((200_000,)))
+    assert value == random_bytes(200_000)
+    assert logs == ["returning 200000 bytes"]
+
+
 def test_a_stalled_log_stream_is_resumed_every_line_shown_once(fake_cluster: Any) -> None:
     fake = fake_cluster(JobScenario(entry=payload("train"), stall_follow_after=2))
     options = fast_options(lifecycle=Lifecycle(poll_interval=0.01, log_stall_timeout=0.5))
