@@ -35,8 +35,8 @@ JOB_CONTROLLER = "job-controller"
 _CREATED_POD = re.compile(r"Created pod: (\S+)")
 _MULTI_ATTACH_VOLUME = re.compile(r'[Vv]olume "([^"]+)"')
 _SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-# (connect, read) seconds for every call but the log stream, which stays open (silent) as
-# long as the function prints nothing.
+# (connect, read) seconds for every call but the log stream, which may stay silent as long
+# as the function prints nothing (its read timeout is Lifecycle.log_stall_timeout).
 REQUEST_TIMEOUT = (10.0, 60.0)
 # Bytes asked for per read of a log stream.
 LOG_READ_BYTES = 1 << 16
