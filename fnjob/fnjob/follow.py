@@ -37,6 +37,8 @@ EVENTS_EVERY_SECONDS = 5.0
 # the kubelet to here); the overlap is skipped by timestamp.
 RESUME_MARGIN_SECONDS = 10
 
+# What the API server says when a namespace's ResourceQuota refuses a pod.
+_QUOTA_REFUSAL = "exceeded quota"
 # Container waiting reasons that will not fix themselves: fail fast with the kubelet's message.
 _HOPELESS_WAITING_REASONS = frozenset(
     {
@@ -168,7 +170,8 @@ class JobFollower:
         """The newest of the Job's pods whose container started; None when the Job ended
         first. Bounded while no pod exists (``pod_creation_timeout``) and while the pod is
         unschedulable (``unschedulable_timeout``); a pod that can never start raises."""
-        wait = _PodWait(next_events=time.monotonic() + EVENTS_EVERY_SECONDS)
+        # The Job's events are read at once: a quota refusal is final and shown right away.
+        wait = _PodWait(next_events=time.monotonic())
         while True:
             pods = self.cluster.job_pods(self.job.uid)
             if not pods:
@@ -206,6 +209,14 @@ class JobFollower:
         for event in self.cluster.job_events(self.job.uid):
             if event not in wait.seen_events:
                 wait.seen_events.add(event)
+                if _QUOTA_REFUSAL in event:
+                    raise JobFailed(
+                        self.job.name,
+                        reason="QuotaExceeded",
+                        message=f"{event} (the profile's ResourceQuota allows no more: wait "
+                        "for its other pods to end, ask for fewer resources, or have the "
+                        "platform team raise the profile's quota)",
+                    )
                 self.status(f"job {self.job.name} has no pod yet: {event}")
 
     def _started(self, pod: Any, wait: _PodWait) -> bool:

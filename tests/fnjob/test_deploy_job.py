@@ -347,6 +347,26 @@ def test_no_pod_within_the_bound_quotes_the_jobs_events(fake_cluster: Any) -> No
     assert len(foreground_deletes(fake)) == 1
 
 
+def test_a_pod_over_the_profiles_quota_fails_at_once_with_the_quotas_message(
+    fake_cluster: Any,
+) -> None:
+    event = (
+        'Error creating: pods "fnjob-train-x7k2p-" is forbidden: exceeded quota: '
+        "kf-resource-quota, requested: requests.nvidia.com/gpu=1, used: "
+        "requests.nvidia.com/gpu=4, limited: requests.nvidia.com/gpu=4"
+    )
+    fake = fake_cluster(JobScenario(pod_never_created=True, job_events=[("FailedCreate", event)]))
+    # Well within the bound on the wait for a pod, the quota's refusal alone ends it.
+    options = fast_options(lifecycle=Lifecycle(poll_interval=0.01, pod_creation_timeout=60))
+    with pytest.raises(JobFailed) as caught:
+        deploy(fake, options, status=[])
+    assert caught.value.reason == "QuotaExceeded"
+    assert "exceeded quota: kf-resource-quota" in str(caught.value)
+    assert "limited: requests.nvidia.com/gpu=4" in str(caught.value)
+    assert "raise the profile's quota" in str(caught.value)
+    assert len(foreground_deletes(fake)) == 1
+
+
 def test_an_unreachable_api_server_is_cluster_unreachable_naming_it() -> None:
     configuration = client.Configuration()
     configuration.host = f"http://127.0.0.1:{free_port()}"  # nothing listens there
