@@ -32,6 +32,7 @@ from fnjob.options import (
     SecretEnv,
     Security,
     Volumes,
+    check_labels,
     check_pieces,
     check_timeout,
     frozen_str_mapping,
@@ -224,8 +225,9 @@ class Job:
         if self.gpu_groups is not None and not isinstance(self.gpu_groups, GpuGroups):
             raise ValueError(f"gpu_groups={self.gpu_groups!r} must be fnjob.GpuGroups or None")
         check_timeout(self.timeout)
-        for name in ("env", "engine_env", "labels"):
+        for name in ("env", "engine_env"):
             object.__setattr__(self, name, frozen_str_mapping(name, getattr(self, name)))
+        object.__setattr__(self, "labels", check_labels("labels", self.labels))
         if inside_image:
             return
         if self.deployer == "job" and self.gpu_groups is None and self.resources.gpus > 0:

@@ -28,10 +28,10 @@ from fnjob.options import (
     Security,
     Volumes,
     check_env,
+    check_labels,
     check_namespace,
     check_pieces,
     check_timeout,
-    frozen_str_mapping,
 )
 from fnjob.protocol import CALL_FILE, KEY_FILE
 
@@ -51,6 +51,7 @@ __all__ = [
 RUN_ID_LABEL = "fnjob/run-id"
 FUNCTION_LABEL = "fnjob/function"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+_FNJOB_LABELS = frozenset({RUN_ID_LABEL, FUNCTION_LABEL, MANAGED_BY_LABEL})
 # Set by the Job controller on the pods it creates (Kubernetes 1.27+).
 CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
 CONTAINER_NAME = "fnjob"
@@ -105,7 +106,11 @@ class JobOptions:
         clashes = sorted(set(self.env) & set(self.secret_env.keys))
         if clashes:
             raise ValueError(f"env and secret_env both set {clashes}; set each variable once")
-        object.__setattr__(self, "labels", frozen_str_mapping("labels", self.labels))
+        labels = check_labels("labels", self.labels)
+        taken = sorted(key for key in labels if key in _FNJOB_LABELS or key.startswith("fnjob/"))
+        if taken:
+            raise ValueError(f"labels may not set {taken}: fnjob sets them to find its runs")
+        object.__setattr__(self, "labels", labels)
         check_timeout(self.timeout)
         if not isinstance(self.keep_job, bool):
             raise ValueError(f"keep_job={self.keep_job!r} must be True or False")
