@@ -107,7 +107,7 @@ def _epilog() -> str:
         "exit codes:\n"
         f"{codes}\n\n"
         "defaults from the environment: FNJOB_BASE_IMAGE, FNJOB_REGISTRY, FNJOB_NAMESPACE,\n"
-        "FNJOB_REGISTRY_TIMEOUT;\n"
+        "FNJOB_REGISTRY_TIMEOUT, FNJOB_DEFAULT_TIMEOUT;\n"
         "GPU groups (--gpu-group) from the file FNJOB_GPU_GROUPS names.\n"
         "registry credentials: podman/skopeo auth files ($REGISTRY_AUTH_FILE,\n"
         "$XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json), then\n"
@@ -212,7 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--local", action="store_true", help="run with podman/docker here")
     run.add_argument("--engine", choices=("podman", "docker"), help="with --local")
-    run.add_argument("--timeout", type=int, help="seconds before the run is stopped")
+    run.add_argument(
+        "--timeout",
+        type=int,
+        help="seconds before the run is stopped (default $FNJOB_DEFAULT_TIMEOUT, else 86400; "
+        "'none' there for no deadline)",
+    )
     run.add_argument(
         "--pod-creation-timeout",
         type=float,
@@ -264,7 +269,71 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_image_options(build)
+
+    cleanup = commands.add_parser(
+        "cleanup",
+        help="remove runs whose caller is gone (and, with --older-than, any older run)",
+        description="Delete fnjob's Jobs (with their pods and Secrets) in the namespace, or "
+        "with --local its podman/docker containers here, that were started by a process of "
+        "this host that no longer runs (killed, its notebook kernel gone); with --older-than, "
+        "also every fnjob run older than AGE, whoever started it. Each run also does this "
+        "for runs whose caller is gone.",
+    )
+    cleanup.add_argument(
+        "--older-than",
+        type=parse_age,
+        metavar="AGE",
+        help='also remove every fnjob run older than this: seconds, or "30m", "2h", "1d"',
+    )
+    cleanup.add_argument(
+        "--namespace",
+        default=os.environ.get("FNJOB_NAMESPACE"),
+        help="default: the pod's own namespace, else the kubeconfig context's",
+    )
+    cleanup.add_argument("--local", action="store_true", help="containers of podman/docker here")
+    cleanup.add_argument("--engine", choices=("podman", "docker"), help="with --local")
+    cleanup.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     return parser
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_age(text: str) -> float:
+    """``"90"`` (seconds), ``"30m"``, ``"2h"``, ``"1d"`` -> seconds."""
+    unit = _AGE_UNITS.get(text[-1:], 0) if text[-1:].isalpha() else 1
+    number = text[:-1] if text[-1:].isalpha() else text
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        seconds = 0.0
+    if not unit or not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f'{text!r} is not an age like 90, "30m", "2h" or "1d"')
+    return seconds
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    """``fnjob cleanup``: prints one line per run removed (or found, with ``--dry-run``)."""
+    from fnjob import cleanup
+
+    if args.local:
+        from fnjob.deploy_local import find_engine
+
+        engine = find_engine(args.engine)
+        on_engine = cleanup.local_leftovers if args.dry_run else cleanup.remove_local_leftovers
+        found = on_engine(engine, os.environ, older_than=args.older_than)
+    else:
+        from fnjob.cluster import Cluster, connect, current_namespace
+
+        cluster = Cluster(connect(), args.namespace or current_namespace())
+        on_cluster = cleanup.cluster_leftovers if args.dry_run else cleanup.remove_cluster_leftovers
+        found = on_cluster(cluster, older_than=args.older_than)
+    verb = "would remove" if args.dry_run else "removed"
+    for leftover in found:
+        print(f"{verb} {leftover.kind} {leftover.name}: {leftover.reason}", flush=True)
+    if not found:
+        print("nothing to clean up", file=sys.stderr, flush=True)
+    return EXIT_OK
 
 
 def parse_key_values(items: Sequence[str], *, option: str, as_json: bool) -> dict[str, Any]:
@@ -441,6 +510,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fnjob.report import RichReporter, plain_console
 
     console = plain_console()
+    if args.command == "cleanup":
+        try:
+            return _cleanup(args)
+        except Exception as error:
+            _report_error(console, error, None)
+            return exit_code_for(error)
     # With --json, stdout carries only the result; the function's output moves to stderr.
     out = sys.stderr if args.json else sys.stdout
     image: BuiltImage | None = None
@@ -463,8 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reporter = RichReporter(console, out, sys.stderr)
         job = _job(args, reporter)
         package = _package(args)
-        with reporter:
-            image = job.build_package(package)
+        image = job.build_package(package)  # shows progress through the reporter
         if args.command == "run":
             with reporter.running():
                 value = job.run_image(

@@ -53,15 +53,21 @@ class JobDeployer:
         ``JobFailed`` / ``JobTimeout`` / ``PodNotCreated`` when the Job ends without an
         outcome, ``ResultMissing``, ``ClusterError`` (``ClusterUnreachable``,
         ``ClusterAccessDenied``) for the API. The Job is deleted when it fails, when the
-        caller is interrupted or terminated, and on success unless ``keep_job``.
+        caller is interrupted or terminated, and on success unless ``keep_job``. Meanwhile,
+        fnjob's Jobs whose caller is gone are deleted (``fnjob.cleanup``).
         """
+        from fnjob import cleanup
+
         options = self.options
         status = on_status or (lambda _text: None)
         cluster = Cluster(self._api_client or connect(), options.namespace or current_namespace())
         if options.placement is not None:
             status(options.placement.describe())
+        cleaned = cleanup.in_background(lambda: cleanup.remove_cluster_leftovers(cluster))
         with interrupts.signals_raise():
             outcome = self._run(cluster, image, call, function_name, on_log, status)
+        for leftover in cleaned(15.0):
+            status(f"deleted {leftover.kind} {leftover.name}: {leftover.reason}")
         return outcome.unwrap()
 
     def _run(
@@ -73,6 +79,8 @@ class JobDeployer:
         on_log: LogSink,
         status: StatusSink,
     ) -> Outcome:
+        from fnjob import cleanup
+
         options = self.options
         run_id, key = new_run_id(), new_run_key()
         manifest = build_job_manifest(
@@ -81,6 +89,7 @@ class JobDeployer:
             run_id=run_id,
             namespace=cluster.namespace,
             options=options,
+            caller=cleanup.caller_identity(),
         )
         try:
             created = cluster.create_job(manifest)

@@ -36,6 +36,7 @@ from fnjob.options import (
 from fnjob.protocol import CALL_FILE, KEY_FILE
 
 __all__ = [
+    "CALLER_ANNOTATION",
     "CONTAINER_NAME",
     "CONTROLLER_UID_LABEL",
     "DEFAULT_REQUESTS",
@@ -51,6 +52,8 @@ __all__ = [
 RUN_ID_LABEL = "fnjob/run-id"
 FUNCTION_LABEL = "fnjob/function"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+# Who started the run (``fnjob.cleanup.caller_identity``), to find runs whose caller is gone.
+CALLER_ANNOTATION = "fnjob/caller"
 _FNJOB_LABELS = frozenset({RUN_ID_LABEL, FUNCTION_LABEL, MANAGED_BY_LABEL})
 # Set by the Job controller on the pods it creates (Kubernetes 1.27+).
 CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
@@ -192,9 +195,16 @@ def _volumes(options: JobOptions, secret_name: str) -> tuple[list[Any], list[Any
 
 
 def build_job_manifest(
-    *, image: str, function_name: str, run_id: str, namespace: str, options: JobOptions
+    *,
+    image: str,
+    function_name: str,
+    run_id: str,
+    namespace: str,
+    options: JobOptions,
+    caller: str | None = None,
 ) -> dict[str, Any]:
-    """The batch/v1 Job that runs ``image`` once, reading its call from the run's Secret."""
+    """The batch/v1 Job that runs ``image`` once, reading its call from the run's Secret;
+    ``caller`` (who started it) becomes an annotation."""
     prefix = _dns_label(f"fnjob-{function_name}", max_length=52) or "fnjob"
     labels = {
         **options.labels,
@@ -248,7 +258,13 @@ def build_job_manifest(
         spec["activeDeadlineSeconds"] = options.timeout
     if options.lifecycle.ttl_seconds_after_finished is not None:
         spec["ttlSecondsAfterFinished"] = options.lifecycle.ttl_seconds_after_finished
-    metadata = {"generateName": f"{prefix}-", "namespace": namespace, "labels": labels}
+    metadata: dict[str, Any] = {
+        "generateName": f"{prefix}-",
+        "namespace": namespace,
+        "labels": labels,
+    }
+    if caller is not None:
+        metadata["annotations"] = {CALLER_ANNOTATION: caller}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}
 
 

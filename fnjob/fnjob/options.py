@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
+import os
 import posixpath
 import re
 import sys
@@ -698,6 +699,28 @@ def check_pieces(owner: object, **kinds: type) -> None:
         value = getattr(owner, name)
         if not isinstance(value, kind):
             raise ValueError(f"{name}={value!r} must be a fnjob.{kind.__name__}(...)")
+
+
+# A run nobody bounded could hold a GPU for ever once its caller is gone (kill -9, a
+# notebook's kernel killed): Job(timeout=None) gets this deadline. A stack sets its own
+# through the notebook's environment (PodDefault env).
+DEFAULT_TIMEOUT = 24 * 3600
+DEFAULT_TIMEOUT_ENV = "FNJOB_DEFAULT_TIMEOUT"
+
+
+def default_timeout(environ: Mapping[str, str] | None = None) -> int | None:
+    """The deadline of a run that gives no ``timeout``: ``$FNJOB_DEFAULT_TIMEOUT`` (whole
+    seconds, or ``none`` for no deadline), else ``DEFAULT_TIMEOUT`` (24 h)."""
+    text = (os.environ if environ is None else environ).get(DEFAULT_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    if text.lower() == "none":
+        return None
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(
+            f"${DEFAULT_TIMEOUT_ENV}={text!r} must be whole seconds > 0, or 'none' for no deadline"
+        )
+    return int(text)
 
 
 def check_timeout(value: object, name: str = "timeout") -> None:

@@ -196,7 +196,10 @@ class RichReporter:
                 # One line per stage; the bytes read for the Python as the upload's pace.
                 first = stage not in self._stages_shown
                 self._stages_shown.add(stage)
-                if first or (stage == "check-python" and self._upload_line_due()):
+                if first:
+                    self._next_upload_line = self._clock() + PLAIN_UPLOAD_INTERVAL
+                    self._line(label)
+                elif stage == "check-python" and self._upload_line_due():
                     self._line(label)
             elif self._build is None:
                 self._build = self._progress.add_task(label, total=None)
