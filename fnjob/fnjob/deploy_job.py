@@ -19,6 +19,7 @@ from typing import Any
 
 from fnjob import interrupts
 from fnjob.cluster import Cluster, ClusterError, connect, current_namespace
+from fnjob.errors import FnJobError
 from fnjob.follow import CreatedJob, JobFollower, LogSink, StatusSink
 from fnjob.manifest import JobOptions, build_job_manifest, build_run_secret, run_secret_name
 from fnjob.protocol import Outcome, new_run_id, new_run_key
@@ -53,8 +54,9 @@ class JobDeployer:
         ``JobFailed`` / ``JobTimeout`` / ``PodNotCreated`` when the Job ends without an
         outcome, ``ResultMissing``, ``ClusterError`` (``ClusterUnreachable``,
         ``ClusterAccessDenied``) for the API. The Job is deleted when it fails, when the
-        caller is interrupted or terminated, and on success unless ``keep_job``. Meanwhile,
-        fnjob's Jobs whose caller is gone are deleted (``fnjob.cleanup``).
+        caller is interrupted or terminated, and on success unless ``keep_job``. Once the
+        function's outcome is in, fnjob's Jobs whose caller is gone are deleted
+        (``fnjob.cleanup``).
         """
         from fnjob import cleanup
 
@@ -63,11 +65,15 @@ class JobDeployer:
         cluster = Cluster(self._api_client or connect(), options.namespace or current_namespace())
         if options.placement is not None:
             status(options.placement.describe())
-        cleaned = cleanup.in_background(lambda: cleanup.remove_cluster_leftovers(cluster))
         with interrupts.signals_raise():
             outcome = self._run(cluster, image, call, function_name, on_log, status)
-        for leftover in cleaned(15.0):
-            status(f"deleted {leftover.kind} {leftover.name}: {leftover.reason}")
+        # The run reached the API: remove what gone callers left (a clean-up that fails
+        # must not cost the run its result; `fnjob cleanup` says why).
+        try:
+            for leftover in cleanup.remove_cluster_leftovers(cluster):
+                status(f"deleted {leftover.kind} {leftover.name}: {leftover.reason}")
+        except FnJobError as error:
+            status(f"could not clean up after gone callers: {error}")
         return outcome.unwrap()
 
     def _run(

@@ -226,57 +226,63 @@ class LocalDeployer:
         reader = OutcomeReader(key)
         timed_out = threading.Event()
         remove = _Remover(engine, container_name, engine_env)
-        with interrupts.signals_raise(), run_directory(call, key) as run_dir:
-            command = build_run_command(
-                engine,
-                image,
-                container_name=container_name,
-                run_id=run_id,
-                run_dir=run_dir,
-                options=self.options,
-                caller=cleanup.caller_identity(),
-            )
-            status(f"starting {os.path.basename(engine)} container {container_name}")
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=engine_env,
-            )
-            timer: threading.Timer | None = None
-            if self.options.timeout_seconds is not None:
+        try:
+            with interrupts.signals_raise(), run_directory(call, key) as run_dir:
+                command = build_run_command(
+                    engine,
+                    image,
+                    container_name=container_name,
+                    run_id=run_id,
+                    run_dir=run_dir,
+                    options=self.options,
+                    caller=cleanup.caller_identity(),
+                )
+                status(f"starting {os.path.basename(engine)} container {container_name}")
+                process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=engine_env,
+                )
+                timer: threading.Timer | None = None
+                if self.options.timeout_seconds is not None:
 
-                def stop_for_timeout() -> None:
-                    timed_out.set()
-                    remove()
+                    def stop_for_timeout() -> None:
+                        timed_out.set()
+                        remove()
 
-                timer = threading.Timer(self.options.timeout_seconds, stop_for_timeout)
-                timer.daemon = True
-                timer.start()
-            finished = False
-            try:
-                for stream, line in _merged_lines(process):
-                    # The outcome is only ever on stdout; stderr is read separately so its
-                    # bytes cannot land inside it.
-                    shown = reader.feed(line) if stream == "stdout" else line
-                    if stream == "stderr":
-                        reader.last_lines.append(line)
-                    if shown is None:
-                        continue
-                    if stream == "stderr" and on_stderr is not None:
-                        on_stderr(shown)
-                    else:
-                        on_log(shown)
-                exit_code = process.wait()
-                finished = True
-            finally:
-                if timer is not None:
-                    timer.cancel()
-                if not finished:
-                    remove()
-                    process.kill()
-                    process.wait()
+                    timer = threading.Timer(self.options.timeout_seconds, stop_for_timeout)
+                    timer.daemon = True
+                    timer.start()
+                finished = False
+                try:
+                    for stream, line in _merged_lines(process):
+                        # The outcome is only ever on stdout; stderr is read separately so its
+                        # bytes cannot land inside it.
+                        shown = reader.feed(line) if stream == "stdout" else line
+                        if stream == "stderr":
+                            reader.last_lines.append(line)
+                        if shown is None:
+                            continue
+                        if stream == "stderr" and on_stderr is not None:
+                            on_stderr(shown)
+                        else:
+                            on_log(shown)
+                    exit_code = process.wait()
+                    finished = True
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+                    if not finished:
+                        remove()
+                        process.kill()
+                        process.wait()
+        except BaseException:
+            # A daemon thread still running at interpreter exit can abort it: let the
+            # clean-up finish (briefly) before the error goes up.
+            cleaned(2.0)
+            raise
         status(f"container {container_name} exited with code {exit_code}")
         for leftover in cleaned(15.0):
             status(f"removed container {leftover.name}: {leftover.reason}")
