@@ -379,6 +379,32 @@ class Cluster:
             # pool, or the DELETE that follows would be queued behind it.
             response.close()
 
+    def list_jobs(self, label_selector: str) -> list[Any]:
+        """Jobs of the namespace carrying these labels (``fnjob.cleanup``)."""
+        return list(
+            self._call(
+                f"list jobs in namespace {self.namespace!r}",
+                lambda: self._batch.list_namespaced_job(
+                    self.namespace,
+                    label_selector=label_selector,
+                    _request_timeout=REQUEST_TIMEOUT,
+                ),
+            ).items
+        )
+
+    def list_secrets(self, label_selector: str) -> list[Any]:
+        """Secrets of the namespace carrying these labels (``fnjob.cleanup``)."""
+        return list(
+            self._call(
+                f"list secrets in namespace {self.namespace!r}",
+                lambda: self._core.list_namespaced_secret(
+                    self.namespace,
+                    label_selector=label_selector,
+                    _request_timeout=REQUEST_TIMEOUT,
+                ),
+            ).items
+        )
+
     # -- delete ----------------------------------------------------------------------------
 
     def delete_job(self, name: str) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 
 from fnjob import interrupts
 from fnjob.cluster import Cluster, ClusterError, connect, current_namespace
+from fnjob.errors import FnJobError
 from fnjob.follow import CreatedJob, JobFollower, LogSink, StatusSink
 from fnjob.manifest import JobOptions, build_job_manifest, build_run_secret, run_secret_name
 from fnjob.protocol import Outcome, new_run_id, new_run_key
@@ -53,8 +54,12 @@ class JobDeployer:
         ``JobFailed`` / ``JobTimeout`` / ``PodNotCreated`` when the Job ends without an
         outcome, ``ResultMissing``, ``ClusterError`` (``ClusterUnreachable``,
         ``ClusterAccessDenied``) for the API. The Job is deleted when it fails, when the
-        caller is interrupted or terminated, and on success unless ``keep_job``.
+        caller is interrupted or terminated, and on success unless ``keep_job``. Once the
+        function's outcome is in, fnjob's Jobs whose caller is gone are deleted
+        (``fnjob.cleanup``).
         """
+        from fnjob import cleanup
+
         options = self.options
         status = on_status or (lambda _text: None)
         cluster = Cluster(self._api_client or connect(), options.namespace or current_namespace())
@@ -62,6 +67,13 @@ class JobDeployer:
             status(options.placement.describe())
         with interrupts.signals_raise():
             outcome = self._run(cluster, image, call, function_name, on_log, status)
+        # The run reached the API: remove what gone callers left (a clean-up that fails
+        # must not cost the run its result; `fnjob cleanup` says why).
+        try:
+            for leftover in cleanup.remove_cluster_leftovers(cluster):
+                status(f"deleted {leftover.kind} {leftover.name}: {leftover.reason}")
+        except FnJobError as error:
+            status(f"could not clean up after gone callers: {error}")
         return outcome.unwrap()
 
     def _run(
@@ -73,6 +85,8 @@ class JobDeployer:
         on_log: LogSink,
         status: StatusSink,
     ) -> Outcome:
+        from fnjob import cleanup
+
         options = self.options
         run_id, key = new_run_id(), new_run_key()
         manifest = build_job_manifest(
@@ -81,6 +95,7 @@ class JobDeployer:
             run_id=run_id,
             namespace=cluster.namespace,
             options=options,
+            caller=cleanup.caller_identity(),
         )
         for warning in _claim_warnings(cluster, options):
             status(f"warning: {warning}")

@@ -220,6 +220,10 @@ class FakeKubeApi:
             return self._create_job(handler, parts[4], body)
         if method == "GET" and batch and parts[-1] == "status":
             return self._job_status(handler, parts[6])
+        if method == "GET" and batch and parts[-1] == "jobs":
+            return self._list(handler, "JobList", "batch/v1", self.jobs, query)
+        if method == "GET" and parts[-1] == "secrets":
+            return self._list(handler, "SecretList", "v1", self.secrets, query)
         if method == "DELETE" and batch and parts[-1] == "jobs":
             return self._delete_jobs(handler, query, body)
         if method == "DELETE" and batch:
@@ -256,6 +260,18 @@ class FakeKubeApi:
         job["metadata"]["creationTimestamp"] = CREATED
         self.jobs[job["metadata"]["name"]] = job
         _send(handler, 201, job)
+
+    def _list(
+        self,
+        handler: BaseHTTPRequestHandler,
+        kind: str,
+        api_version: str,
+        objects: dict[str, dict[str, Any]],
+        query: dict[str, list[str]],
+    ) -> None:
+        wanted = _label_selector(query)
+        items = [o for o in objects.values() if _matches(o["metadata"].get("labels") or {}, wanted)]
+        _send(handler, 200, {"kind": kind, "apiVersion": api_version, "items": items})
 
     def _create_secret(self, handler: BaseHTTPRequestHandler, namespace: str, body: Any) -> None:
         secret = json.loads(json.dumps(body))
