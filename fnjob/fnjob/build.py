@@ -13,11 +13,13 @@ Both check the base image's Python against the package before building anything.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,9 @@ from fnjob.image import (
     INDEX_MEDIA_TYPES,
     OCI_INDEX,
     AppendedImage,
+    Blob,
     ImageFormatError,
+    SpooledBlob,
     append_layer,
     image_links,
     image_tree,
@@ -48,9 +52,9 @@ from fnjob.pythonversion import (
     PythonVersionCache,
     TarMember,
     check_python,
+    declared_python,
     find_python,
     path_dirs,
-    python_from_config,
     tar_members,
 )
 from fnjob.registry import (
@@ -68,6 +72,7 @@ __all__ = [
     "AppendBuilder",
     "BaseImage",
     "BaseImageNotFound",
+    "BasePython",
     "BuiltImage",
     "DockerBuildFailed",
     "DockerBuilder",
@@ -99,7 +104,11 @@ class BuiltImage:
     - ``ref``: digest-pinned ``host/repo@sha256:...``, what deployers should run;
     - ``tag_ref``: ``host/repo:tag`` (the tag defaults to ``fnjob-<digest prefix>``);
     - ``bytes_uploaded``: blob and manifest bytes sent (None when a daemon pushed);
-    - ``python_version``: the base image's ``MAJOR.MINOR``, when known.
+    - ``python_version``: the base image's ``MAJOR.MINOR``, when known;
+    - ``python_found_in``: where it was found (``base_python``, ``ENV PYTHON_VERSION``, a
+      label, the build history, the layers, the cache);
+    - ``base_bytes_read``: bytes of base layers downloaded to find it (0 unless the layers
+      had to be read).
     """
 
     ref: str
@@ -107,6 +116,18 @@ class BuiltImage:
     digest: str
     bytes_uploaded: int | None
     python_version: str | None
+    python_found_in: str = ""
+    base_bytes_read: int = 0
+
+
+@dataclass(frozen=True)
+class BasePython:
+    """The base image's Python ``version`` (None: it has none), ``found_in`` (where) and
+    ``bytes_read`` (base layer bytes downloaded to find it)."""
+
+    version: str | None
+    found_in: str
+    bytes_read: int = 0
 
 
 @dataclass(frozen=True)
@@ -196,9 +217,10 @@ def _resolve_base(client: RegistryClient, reference: ImageReference, platform: s
 
 def _scan_layers(
     client: RegistryClient, base: BaseImage, progress: ProgressCallback | None
-) -> str | None:
+) -> tuple[str | None, int]:
     """Stream the base layers' tar headers, newest first, until the python3 on PATH is
-    known; older layers are never downloaded and the last one read is cut short."""
+    known; older layers are never downloaded and the last one read is cut short. Returns
+    the version and the bytes downloaded."""
     layers = [
         layer
         for layer in base.manifest.get("layers") or []
@@ -225,7 +247,8 @@ def _scan_layers(
                 bytes_total=total,
             )
 
-    return find_python((members(layer) for layer in reversed(layers)), path_dirs(base.config))
+    version = find_python((members(layer) for layer in reversed(layers)), path_dirs(base.config))
+    return version, client.bytes_downloaded - before
 
 
 def _base_python(
@@ -233,16 +256,30 @@ def _base_python(
     base: BaseImage,
     cache: PythonVersionCache,
     progress: ProgressCallback | None,
-) -> str | None:
-    from_config = python_from_config(base.config)
-    if from_config is not None:
-        return from_config
+) -> BasePython:
+    """What the config declares (free: it is already read), else the cached scan, else the
+    layers, newest first."""
+    declared = declared_python(base.config)
+    if declared is not None:
+        return BasePython(*declared)
     found, cached = cache.get(base.manifest_digest)
     if found:
-        return cached
-    version = _scan_layers(client, base, progress)
+        return BasePython(cached, "cache")
+    version, bytes_read = _scan_layers(client, base, progress)
     cache.put(base.manifest_digest, version)
-    return version
+    return BasePython(version, "layers", bytes_read)
+
+
+def _report_python(progress: ProgressCallback | None, base: BaseImage, python: BasePython) -> None:
+    """One last check-python event: where the Python was found and the bytes it cost."""
+    total = sum(int(layer.get("size", 0)) for layer in base.manifest.get("layers") or [])
+    _emit(
+        progress,
+        "check-python",
+        f"Python {python.version or 'none'} from {python.found_in}",
+        bytes_done=python.bytes_read,
+        bytes_total=total,
+    )
 
 
 @dataclass(frozen=True)
@@ -251,7 +288,9 @@ class AppendBuilder:
 
     - ``base_image``: e.g. ``registry.example.com/ml/python:3.11`` (tag or ``@sha256:``);
     - ``base_python``: the base's Python ``MAJOR.MINOR`` when you know it; skips reading the
-      base's layers (otherwise found from ``PYTHON_VERSION`` or the layers, and cached);
+      base's layers (otherwise found from what its config declares, ``ENV PYTHON_VERSION``,
+      the ``io.kubeflow-eks.python-version`` label or its build history, else from the
+      layers, and cached);
     - ``platform``: chosen when the base is a multi-platform index;
     - ``insecure_registries``: hosts allowed over plain HTTP besides loopback;
     - ``credentials``: per-host credentials overriding the ECR / auth file lookup;
@@ -300,22 +339,24 @@ class AppendBuilder:
     def _cache(self) -> PythonVersionCache:
         return PythonVersionCache((self.cache_dir or default_cache_dir()) / "python-versions")
 
-    def resolve_base(self) -> tuple[BaseImage, str | None]:
-        """The base image and its Python ``MAJOR.MINOR`` (None when it has no Python).
+    def resolve_base(self) -> tuple[BaseImage, BasePython]:
+        """The base image and its Python (``version`` None when it has none).
 
         Raises ``BaseImageNotFound``, ``RegistryError``, ``AuthError``, ``ImageFormatError``.
         """
         return self._resolve(self._access())
 
-    def _resolve(self, access: _RegistryAccess) -> tuple[BaseImage, str | None]:
+    def _resolve(self, access: _RegistryAccess) -> tuple[BaseImage, BasePython]:
         reference = parse_reference(self.base_image)
         with access.client(reference.host, reference.repository) as client:
             _emit(self.progress, "resolve-base", str(reference))
             base = _resolve_base(client, reference, self.platform)
             if self.base_python is not None:
-                return base, self.base_python
+                return base, BasePython(self.base_python, "base_python")
             _emit(self.progress, "check-python", base.manifest_digest)
-            return base, _base_python(client, base, self._cache(), self.progress)
+            python = _base_python(client, base, self._cache(), self.progress)
+            _report_python(self.progress, base, python)
+            return base, python
 
     def build(self, package: CodePackage, target: str) -> BuiltImage:
         """Append package to the base image and push it as ``target`` (``host/repo[:tag]``).
@@ -331,23 +372,17 @@ class AppendBuilder:
         base_ref = parse_reference(self.base_image)
         access = self._access()
         base, python = self._resolve(access)
-        check_python(package, python, str(base_ref))
-        site = None
-        if package.requirements:
-            assert python is not None  # check_python refuses a base without Python
-            _emit(self.progress, "install-requirements", ", ".join(package.requirements))
-            site = vendor_requirements(package.requirements, python, self.platform)
-        _emit(self.progress, "build-layer", package.description)
-        image = append_layer(base.manifest, base.config, package, site)
-        tag = target_ref.tag or f"fnjob-{image.digest.split(':', 1)[1][:16]}"
+        check_python(package, python.version, str(base_ref))
         same_registry = base_ref.host == target_ref.host
         mount_scope = (f"repository:{base_ref.repository}:pull",) if same_registry else ()
         with (
+            self._appended(package, base, python) as image,
             access.client(
                 target_ref.host, target_ref.repository, mount_scope, push=True
             ) as target_client,
             access.client(base_ref.host, base_ref.repository) as base_client,
         ):
+            tag = target_ref.tag or f"fnjob-{image.digest.split(':', 1)[1][:16]}"
             self._push_blobs(image, target_client, base_client, base_ref, same_registry)
             digest = target_client.put_manifest(tag, image.manifest.data, image.manifest.media_type)
             _emit(
@@ -365,8 +400,31 @@ class AppendBuilder:
             tag_ref=f"{target_ref.host}/{target_ref.repository}:{tag}",
             digest=digest,
             bytes_uploaded=uploaded,
-            python_version=python,
+            python_version=python.version,
+            python_found_in=python.found_in,
+            base_bytes_read=python.bytes_read,
         )
+
+    @contextlib.contextmanager
+    def _appended(
+        self, package: CodePackage, base: BaseImage, python: BasePython
+    ) -> Iterator[AppendedImage]:
+        """The appended image, its code layer spooled (freed on exit); requirements are
+        installed into a temporary folder that lives until the layer is written."""
+        with contextlib.ExitStack() as stack:
+            site = None
+            if package.requirements:
+                assert python.version is not None  # check_python refuses a base without one
+                _emit(self.progress, "install-requirements", ", ".join(package.requirements))
+                workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fnjob-site-"))
+                site = vendor_requirements(
+                    package.requirements, python.version, self.platform, workdir=Path(workdir)
+                )
+            _emit(self.progress, "build-layer", package.description)
+            image = append_layer(base.manifest, base.config, package, site)
+            stack.close()  # the site folder is in the layer now
+            with image:
+                yield image
 
     def _push_blobs(
         self,
@@ -376,23 +434,34 @@ class AppendBuilder:
         base_ref: ImageReference,
         same_registry: bool,
     ) -> None:
+        """Base layers, then the code layer and the config, in as few requests as the
+        registry allows: a mount is tried first (where it works, one request both checks
+        and places the blob; once refused, existence is checked first for the rest), and
+        the config is not checked when the code layer was new (it names that layer)."""
+        mountable = same_registry and base_ref.repository != target.repository
         for layer in image.base_layers:
             digest, size = str(layer["digest"]), int(layer.get("size", 0))
             if layer.get("urls"):
                 continue  # foreign layers (Windows bases) stay where their URLs point
+            if mountable:
+                if target.mount_blob(base_ref.repository, digest):
+                    _emit(self.progress, "mount", digest, bytes_total=size)
+                    continue
+                mountable = False
             if target.blob_exists(digest):
                 _emit(self.progress, "skip", digest, bytes_total=size)
                 continue
-            mountable = same_registry and base_ref.repository != target.repository
-            if mountable and target.mount_blob(base_ref.repository, digest):
-                _emit(self.progress, "mount", digest, bytes_total=size)
-                continue
             self._upload(target, digest, size, functools.partial(source.iter_blob, digest))
-        for blob in (image.layer.blob, image.config):
-            if target.blob_exists(blob.digest):
-                _emit(self.progress, "skip", blob.digest, bytes_total=blob.size)
-                continue
-            self._upload(target, blob.digest, blob.size, functools.partial(iter, (blob.data,)))
+        new_layer = self._push_new(target, image.layer.blob, check=True)
+        self._push_new(target, image.config, check=not new_layer)
+
+    def _push_new(self, target: RegistryClient, blob: Blob | SpooledBlob, *, check: bool) -> bool:
+        """Upload blob unless (when ``check``) the target has it; True when uploaded."""
+        if check and target.blob_exists(blob.digest):
+            _emit(self.progress, "skip", blob.digest, bytes_total=blob.size)
+            return False
+        self._upload(target, blob.digest, blob.size, blob.chunks)
+        return True
 
     def _upload(
         self,
@@ -505,7 +574,7 @@ class DockerBuilder:
             progress=self.progress,
         )
         _, python = appender.resolve_base()
-        check_python(package, python, self.base_image)
+        check_python(package, python.version, self.base_image)
         _emit(self.progress, "build-layer", package.description)
         context = docker_context(package, self.base_image)
         tag = target_ref.tag or "fnjob-" + sha256_digest(context).split(":", 1)[1][:16]
@@ -555,5 +624,7 @@ class DockerBuilder:
             tag_ref=f"{repository}:{tag}",
             digest=digest,
             bytes_uploaded=None,
-            python_version=python,
+            python_version=python.version,
+            python_found_in=python.found_in,
+            base_bytes_read=python.bytes_read,
         )
