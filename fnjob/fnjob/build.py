@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import json
 import os
 import re
@@ -23,7 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from fnjob.auth import Credentials, find_credentials
 from fnjob.errors import FnJobError
@@ -39,11 +38,11 @@ from fnjob.image import (
     append_layer,
     image_links,
     image_tree,
-    layer_tar,
     parse_platform,
     runtime_env,
     select_platform,
     sha256_digest,
+    write_layer_tar,
 )
 from fnjob.options import check_base_python, check_platform, check_registry_timeout
 from fnjob.package import APP_DIR, CodePackage
@@ -496,11 +495,12 @@ def render_dockerfile(package: CodePackage, base_image: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def docker_context(package: CodePackage, base_image: str) -> bytes:
-    """A tar build context: the Dockerfile plus the ``fnjob/`` tree the layer would hold."""
-    tree = {path: data for path, data in image_tree(package).items()}
+def docker_context(package: CodePackage, base_image: str, out: IO[bytes]) -> str:
+    """Write a tar build context to out (streamed, like the layer): the Dockerfile plus the
+    ``fnjob/`` tree the layer would hold. Returns its digest."""
+    tree = dict(image_tree(package))
     tree["/Dockerfile"] = render_dockerfile(package, base_image).encode("utf-8")
-    return layer_tar(tree, image_links(package))
+    return write_layer_tar(out, tree, image_links(package))
 
 
 _PUSHED_DIGEST = re.compile(r"digest: (sha256:[a-f0-9]{64})")
@@ -576,13 +576,26 @@ class DockerBuilder:
         _, python = appender.resolve_base()
         check_python(package, python.version, self.base_image)
         _emit(self.progress, "build-layer", package.description)
-        context = docker_context(package, self.base_image)
-        tag = target_ref.tag or "fnjob-" + sha256_digest(context).split(":", 1)[1][:16]
+        context = tempfile.TemporaryFile(prefix="fnjob-context-")  # noqa: SIM115
+        with context:
+            return self._build_and_push(client, package, target_ref, python, context)
+
+    def _build_and_push(
+        self,
+        client: Any,
+        package: CodePackage,
+        target_ref: ImageReference,
+        python: BasePython,
+        context: IO[bytes],
+    ) -> BuiltImage:
+        context_digest = docker_context(package, self.base_image, context)
+        context.seek(0)
+        tag = target_ref.tag or "fnjob-" + context_digest.split(":", 1)[1][:16]
         repository = f"{target_ref.host}/{target_ref.repository}"
         log: list[str] = []
         try:
             for chunk in client.api.build(
-                fileobj=io.BytesIO(context),
+                fileobj=context,
                 custom_context=True,
                 tag=f"{repository}:{tag}",
                 platform=self.platform,

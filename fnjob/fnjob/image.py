@@ -307,29 +307,25 @@ def _add_file(archive: tarfile.TarFile, name: str, content: FileContent) -> None
 
 
 def write_layer_tar(
-    out: IO[bytes],
+    out: IO[bytes] | gzip.GzipFile,
     tree: Mapping[str, FileContent],
     links: Mapping[str, str] | None = None,
-) -> None:
+) -> str:
     """Write an uncompressed tar of tree (and symlinks: path -> target) to out: parent
     folders included, entries sorted, fixed timestamps, owned by uid/gid 0, files 0644
-    (0755 for ``#!`` scripts) and folders 0755. Files given as paths are streamed."""
+    (0755 for ``#!`` scripts) and folders 0755. Files given as paths are streamed. Returns
+    the tar's ``sha256:`` digest."""
     links = links or {}
+    tar = _Digesting(out)
     with tarfile.TarFile(
-        fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=_READ_SIZE
+        fileobj=cast(IO[bytes], tar), mode="w", format=tarfile.PAX_FORMAT, copybufsize=_READ_SIZE
     ) as archive:
         for name, kind in _entries(tree, links):
             if kind == tarfile.REGTYPE:
                 _add_file(archive, name, tree["/" + name])
             else:
                 archive.addfile(_tar_info(name, kind, linkname=links.get("/" + name, "")))
-
-
-def layer_tar(tree: Mapping[str, FileContent], links: Mapping[str, str] | None = None) -> bytes:
-    """``write_layer_tar`` into memory (small trees: build contexts, tests)."""
-    buffer = io.BytesIO()
-    write_layer_tar(buffer, tree, links)
-    return buffer.getvalue()
+    return tar.digest()
 
 
 @dataclass(frozen=True)
@@ -358,16 +354,13 @@ def code_layer(
         with gzip.GzipFile(
             filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=compression_level
         ) as gz:
-            tar = _Digesting(gz)
-            write_layer_tar(
-                cast(IO[bytes], tar), image_tree(package, site), image_links(package, site)
-            )
+            diff_id = write_layer_tar(gz, image_tree(package, site), image_links(package, site))
         spool.flush()
     except BaseException:
         spool.close()
         raise
     blob = SpooledBlob(cast(IO[bytes], spool), media_type, compressed.digest(), compressed.size)
-    return CodeLayer(blob=blob, diff_id=tar.digest())
+    return CodeLayer(blob=blob, diff_id=diff_id)
 
 
 # ---------------------------------------------------------------------------------------------
