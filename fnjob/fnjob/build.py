@@ -343,19 +343,20 @@ class AppendBuilder:
 
         Raises ``BaseImageNotFound``, ``RegistryError``, ``AuthError``, ``ImageFormatError``.
         """
-        return self._resolve(self._access())
-
-    def _resolve(self, access: _RegistryAccess) -> tuple[BaseImage, BasePython]:
         reference = parse_reference(self.base_image)
-        with access.client(reference.host, reference.repository) as client:
-            _emit(self.progress, "resolve-base", str(reference))
-            base = _resolve_base(client, reference, self.platform)
-            if self.base_python is not None:
-                return base, BasePython(self.base_python, "base_python")
-            _emit(self.progress, "check-python", base.manifest_digest)
-            python = _base_python(client, base, self._cache(), self.progress)
-            _report_python(self.progress, base, python)
-            return base, python
+        with self._access().client(reference.host, reference.repository) as client:
+            return self._resolve(client)
+
+    def _resolve(self, client: RegistryClient) -> tuple[BaseImage, BasePython]:
+        reference = parse_reference(self.base_image)
+        _emit(self.progress, "resolve-base", str(reference))
+        base = _resolve_base(client, reference, self.platform)
+        if self.base_python is not None:
+            return base, BasePython(self.base_python, "base_python")
+        _emit(self.progress, "check-python", base.manifest_digest)
+        python = _base_python(client, base, self._cache(), self.progress)
+        _report_python(self.progress, base, python)
+        return base, python
 
     def build(self, package: CodePackage, target: str) -> BuiltImage:
         """Append package to the base image and push it as ``target`` (``host/repo[:tag]``).
@@ -370,17 +371,17 @@ class AppendBuilder:
             raise ValueError(f"target: {target!r} must not contain a digest; fnjob computes it")
         base_ref = parse_reference(self.base_image)
         access = self._access()
-        base, python = self._resolve(access)
-        check_python(package, python.version, str(base_ref))
         same_registry = base_ref.host == target_ref.host
         mount_scope = (f"repository:{base_ref.repository}:pull",) if same_registry else ()
-        with (
-            self._appended(package, base, python) as image,
-            access.client(
-                target_ref.host, target_ref.repository, mount_scope, push=True
-            ) as target_client,
-            access.client(base_ref.host, base_ref.repository) as base_client,
-        ):
+        # One connection to the base's repository reads it and, when needed, copies from it.
+        with contextlib.ExitStack() as stack:
+            base_client = stack.enter_context(access.client(base_ref.host, base_ref.repository))
+            base, python = self._resolve(base_client)
+            check_python(package, python.version, str(base_ref))
+            image = stack.enter_context(self._appended(package, base, python))
+            target_client = stack.enter_context(
+                access.client(target_ref.host, target_ref.repository, mount_scope, push=True)
+            )
             tag = target_ref.tag or f"fnjob-{image.digest.split(':', 1)[1][:16]}"
             self._push_blobs(image, target_client, base_client, base_ref, same_registry)
             digest = target_client.put_manifest(tag, image.manifest.data, image.manifest.media_type)
