@@ -12,7 +12,8 @@ For each payload size (extra files: half random bytes, as weights or images, hal
 - the same bytes by hand, measured the same way and interleaved: ``tar -c | gzip -1`` into a
   file, then a plain upload of that file (its sha256, which the upload must name, then one
   POST and one PUT); the ratio of fnjob's time to theirs. ``--repeats`` rounds, both sides
-  interleaved, medians.
+  interleaved, medians. Wall time moves with whatever else runs on the machine; CPU
+  seconds (fnjob's process; tar, gzip and the upload's hashing and sending) do not.
 
 And, on a 256 MiB slice of the payload, gzip levels side by side: seconds, compressed size,
 and the time with the upload of the compressed bytes at the plain upload's measured speed
@@ -27,6 +28,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -62,11 +64,13 @@ def peak():
 
 before = peak()
 started = time.perf_counter()
+cpu = time.process_time()
 package = package_function(bench_payload_job.train, extra_files=[sys.argv[2]])
 built = AppendBuilder(sys.argv[3], base_python="3.11", cache_dir=sys.argv[5]).build(
     package, sys.argv[4]
 )
 print(json.dumps({"seconds": time.perf_counter() - started, "before": before,
+                  "cpu": time.process_time() - cpu,
                   "after": peak(), "uploaded": built.bytes_uploaded}))
 """
 
@@ -116,11 +120,17 @@ def _plain_upload(registry: RegistryServer, repository: str, path: Path) -> floa
     return seconds
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def by_hand(
     registry: RegistryServer, payload: Path, work: Path, run: str
-) -> tuple[float, float, int]:
-    """(tar | gzip -1 seconds, plain upload seconds, bytes uploaded)."""
+) -> tuple[float, float, int, float]:
+    """(tar | gzip -1 seconds, plain upload seconds, bytes uploaded, CPU seconds of both)."""
     archive = work / f"by-hand-{run}.tar.gz"
+    children = _children_cpu()
     started = time.perf_counter()
     subprocess.run(
         f"tar -C {payload.parent} --sort=name -cf - {payload.name} | gzip -1 > {archive}",
@@ -128,10 +138,13 @@ def by_hand(
         check=True,
     )
     compress = time.perf_counter() - started
+    cpu = _children_cpu() - children
+    own = time.process_time()
     upload = _plain_upload(registry, f"bench/by-hand-{run}", archive)
+    cpu += time.process_time() - own
     size = archive.stat().st_size
     archive.unlink()
-    return compress, upload, size
+    return compress, upload, size, cpu
 
 
 def with_fnjob(base: str, payload: Path, target: str, work: Path) -> dict[str, float]:
@@ -202,9 +215,19 @@ def main() -> None:
                     f"({compress:.2f} s + {upload:.2f} s)"
                 )
                 ratios = [b["seconds"] / (h[0] + h[1]) for b, h in zip(builds, hands, strict=True)]
+                cpu_ratios = [b["cpu"] / h[3] for b, h in zip(builds, hands, strict=True)]
                 print(
                     f"  ratio fnjob / by hand : {statistics.median(ratios):5.2f} "
                     f"(goal <= 1.2; each round: {', '.join(f'{r:.2f}' for r in ratios)})"
+                )
+                # CPU seconds do not depend on what else the machine runs meanwhile.
+                fnjob_cpu = statistics.median(b["cpu"] for b in builds)
+                hand_cpu = statistics.median(h[3] for h in hands)
+                print(
+                    f"  CPU seconds           : fnjob {fnjob_cpu:.2f}, by hand {hand_cpu:.2f}; "
+                    "ratio "
+                    f"{statistics.median(cpu_ratios):.2f} (each round: "
+                    f"{', '.join(f'{r:.2f}' for r in cpu_ratios)})"
                 )
                 if size_mb == options.sizes_mb[0]:
                     compare_levels(payload, options.levels, sent / upload)
