@@ -27,18 +27,23 @@ pytestmark = pytest.mark.real
 
 MiB = 1 << 20
 
-# Runs in its own process: peak RSS (ru_maxrss) after the build minus before it.
+# Runs in its own process: its peak RSS over the build minus its RSS after the imports.
+# VmHWM (reset by clear_refs) rather than getrusage's ru_maxrss, which Linux carries over
+# from the parent across fork and exec, so a big pytest process would hide the child's peak.
 _BUILD_AND_MEASURE = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, re, sys
     sys.path[:0] = [sys.argv[1]]
     from fnjob.build import AppendBuilder
     from fnjob.package import package_function
     import train_module
 
     def peak():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        with open("/proc/self/status") as status:
+            return int(re.search(r"VmHWM:\\s+(\\d+) kB", status.read()).group(1)) * 1024
 
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
     before = peak()
     package = package_function(train_module.train, extra_files=[sys.argv[2]])
     built = AppendBuilder(sys.argv[3], base_python="3.11", cache_dir=sys.argv[5]).build(
