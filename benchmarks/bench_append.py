@@ -101,7 +101,10 @@ def _buildah_build_push(config: PodmanConfig, context: Path, target: str) -> flo
 def _context_dir(package: CodePackage, base: str, workdir: Path) -> Path:
     context = workdir / "context"
     context.mkdir(exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(docker_context(package, base))) as archive:
+    buffer = io.BytesIO()
+    docker_context(package, base, buffer)
+    buffer.seek(0)
+    with tarfile.open(fileobj=buffer) as archive:
         archive.extractall(context, filter="data")
     (context / "Containerfile").write_text((context / "Dockerfile").read_text())
     return context
@@ -144,7 +147,7 @@ def _detection_bytes(base: str, registry_host: str, workdir: Path) -> tuple[int,
         base, cache_dir=workdir / f"detect-{time.monotonic_ns()}", progress=record
     ).resolve_base()
     seconds = time.perf_counter() - started
-    assert python is not None, f"{base}: no Python found"
+    assert python.version is not None, f"{base}: no Python found"
     return every_layer, read[0], seconds
 
 

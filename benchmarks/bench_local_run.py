@@ -10,13 +10,17 @@ Figures:
 - first call: package + append + push + podman pull + run (cold podman storage);
 - ``Job.run`` again, same code: the image is cached everywhere (blobs skipped in the
   registry, image in podman's storage) -- the figure a user iterating locally sees;
-- of which ``run_image`` alone (container start -> outcome parsed), and the build step alone.
+- against it, interleaved round by round: a bare ``podman run --rm`` of the same image with
+  the same call mounted (the container does the same work; nothing is built or checked);
+- the build step alone, and ``run_image`` alone (container start -> outcome parsed).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +32,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "fnjob"), str(REPO_ROOT)]
 
 from fnjob import Build, Job  # noqa: E402
-from fnjob.protocol import encode_call  # noqa: E402
+from fnjob.deploy_local import run_directory  # noqa: E402
+from fnjob.options import RUN_DIR  # noqa: E402
+from fnjob.protocol import encode_call, new_run_key  # noqa: E402
 from tests.fnjob import run_payloads  # noqa: E402
 from tests.fnjob.conftest import (  # noqa: E402
     BASE_REPOSITORY,
@@ -77,21 +83,38 @@ def main() -> None:
                 )
                 first, value = _timed(lambda: job.run(run_payloads.add, 2, 40))
                 assert value == 42, value
-                runs = [_timed(lambda: job.run(run_payloads.add, 2, 40))[0] for _ in range(repeats)]
-                builds = [_timed(lambda: job.build(run_payloads.add))[0] for _ in range(repeats)]
                 image = job.build(run_payloads.add).ref
                 call = encode_call((2, 40))
-                deploys = [
-                    _timed(lambda: job.run_image(image, call, function_name="add"))[0]
-                    for _ in range(repeats)
-                ]
+                engine_env = {**os.environ, **podman.env}
+                runs, bare, builds, deploys = [], [], [], []
+                with run_directory(call, new_run_key()) as run_dir:
+                    bare_command = ["podman", "run", "--rm", "--volume", f"{run_dir}:{RUN_DIR}:ro"]
+                    bare_command.append(image)
+
+                    def bare_run() -> None:
+                        subprocess.run(
+                            bare_command, env=engine_env, capture_output=True, check=True
+                        )
+
+                    for _ in range(repeats):
+                        runs.append(_timed(lambda: job.run(run_payloads.add, 2, 40))[0])
+                        bare.append(_timed(bare_run)[0])
+                        builds.append(_timed(lambda: job.build(run_payloads.add))[0])
+                        deploys.append(
+                            _timed(lambda: job.run_image(image, call, function_name="add"))[0]
+                        )
             finally:
                 release_podman_storage(podman)
     print(f"python {sys.version.split()[0]}, podman local deployer, base {BASE_REPOSITORY}")
     print(f"{'first call (cold: push, pull, run)':<46} {first * 1000:7.0f} ms")
     _summary("function-to-result, cached image (Job.run)", runs)
-    _summary("  of which build (all blobs already there)", builds)
-    _summary("  of which run_image (podman run -> outcome)", deploys)
+    _summary("bare podman run --rm, same image and call", bare)
+    print(
+        f"{'ratio Job.run / bare podman run (medians)':<46} "
+        f"{statistics.median(runs) / statistics.median(bare):7.2f}x"
+    )
+    _summary("  build alone (all blobs already there)", builds)
+    _summary("  run_image alone (podman run -> outcome)", deploys)
 
 
 if __name__ == "__main__":

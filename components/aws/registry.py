@@ -1,5 +1,8 @@
 """Where each profile's jobs live in ECR, and the identity its notebooks push with.
 
+Blob mounting is switched on for the account (``BLOB_MOUNTING``), so a base layer pushed once
+is mounted into every profile's repository instead of stored again.
+
 Per profile:
 - an ECR prefix ``<cluster>/<profile>/``: the repository fnjob pushes to by default
   (``<prefix>fnjob``: scan on push, a lifecycle that keeps the last N untagged images) and a
@@ -182,6 +185,12 @@ class ProfileRegistries(pulumi.ComponentResource):
         cluster_arn = arns.cluster(args.cluster_name)
         arn_base = arns.of("ecr")
         lifecycle = keep_untagged_policy(args.keep_untagged_images)
+        # ECR mounts a layer across repositories (fnjob's base layers: one CUDA base stored
+        # once, not once per profile) only with this account setting on, and between
+        # repositories of the same encryption (all of the stack's are AES256).
+        aws.ecr.AccountSetting(
+            f"{name}-blob-mounting", name="BLOB_MOUNTING", value="ENABLED", opts=child
+        )
         self.registries = {}
         self.role_arns = {}
         for profile in args.profiles:

@@ -11,6 +11,7 @@ is the function's own output); progress goes to an optional ``Reporter`` (the CL
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -32,8 +33,10 @@ from fnjob.options import (
     SecretEnv,
     Security,
     Volumes,
+    check_labels,
     check_pieces,
     check_timeout,
+    default_timeout,
     frozen_str_mapping,
 )
 from fnjob.package import CodePackage, package_function
@@ -104,7 +107,9 @@ class Job:
     - ``volumes``: ``Volumes(claims=(ClaimMount(...),), shm_size="2Gi")``;
     - ``env`` (plain values) and ``secret_env`` (``SecretEnv``: values from Secrets);
     - ``namespace``: default the current one (the notebook's own namespace in Kubeflow);
-    - ``timeout``: seconds before the run is stopped (Job ``activeDeadlineSeconds``);
+    - ``timeout``: seconds before the run is stopped (Job ``activeDeadlineSeconds``; a
+      local podman container's ``--timeout``); None: ``$FNJOB_DEFAULT_TIMEOUT`` (seconds, or
+      ``none`` for no deadline), else 24 h, so a run whose caller is gone ends by itself;
     - ``keep_job``: leave a successful Job for inspection (failed ones are always deleted;
       ``lifecycle.ttl_seconds_after_finished`` removes kept ones eventually);
     - ``lifecycle``: retries, clean-up and wait bounds (``Lifecycle``).
@@ -144,6 +149,9 @@ class Job:
     # Kubernetes logs merge both streams). None: with the rest, to on_log.
     on_stderr: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
     reporter: Reporter | None = field(default=None, compare=False, repr=False)
+    # Without a reporter: None shows progress in a Jupyter notebook (a widget) unless
+    # $FNJOB_PROGRESS is "off"; False never.
+    progress: bool | None = field(default=None, compare=False, repr=False)
     api_client: Any = field(default=None, compare=False, repr=False)
     # The shorthands (see the docstring): arguments of __init__ only, never attributes.
     _: KW_ONLY
@@ -224,8 +232,11 @@ class Job:
         if self.gpu_groups is not None and not isinstance(self.gpu_groups, GpuGroups):
             raise ValueError(f"gpu_groups={self.gpu_groups!r} must be fnjob.GpuGroups or None")
         check_timeout(self.timeout)
-        for name in ("env", "engine_env", "labels"):
+        if self.timeout is None:
+            object.__setattr__(self, "timeout", default_timeout())
+        for name in ("env", "engine_env"):
             object.__setattr__(self, name, frozen_str_mapping(name, getattr(self, name)))
+        object.__setattr__(self, "labels", check_labels("labels", self.labels))
         if inside_image:
             return
         if self.deployer == "job" and self.gpu_groups is None and self.resources.gpus > 0:
@@ -288,8 +299,16 @@ class Job:
             options=options,
         )
 
-    def _builder(self) -> AppendBuilder | DockerBuilder:
-        progress = self.reporter.progress if self.reporter else None
+    def _reporter(self) -> Reporter | None:
+        """``reporter``, else the notebook's default one (see ``progress``)."""
+        if self.reporter is not None or self.progress is False:
+            return self.reporter
+        from fnjob.report import notebook_reporter
+
+        return notebook_reporter()
+
+    def _builder(self, reporter: Reporter | None = None) -> AppendBuilder | DockerBuilder:
+        progress = reporter.progress if reporter else None
         building = self.building
         common: dict[str, Any] = {
             "base_image": self.base_image,
@@ -329,7 +348,10 @@ class Job:
 
     def build_package(self, package: CodePackage) -> BuiltImage:
         """Build and push an already packaged function, file or notebook."""
-        return self._builder().build(package, self.target)
+        reporter = self._reporter()
+        showing = reporter if isinstance(reporter, contextlib.AbstractContextManager) else None
+        with showing or contextlib.nullcontext():
+            return self._builder(reporter).build(package, self.target)
 
     def run(self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``func(*args, **kwargs)`` remotely and return its value.
@@ -361,7 +383,8 @@ class Job:
 
     def run_image(self, image: str, call: bytes, *, function_name: str) -> Any:
         """Run a built image with an encoded call (``fnjob.protocol.encode_call``)."""
-        status = self.reporter.status if self.reporter else None
+        reporter = self._reporter()
+        status = reporter.status if reporter else None
         deployer = self._deployer()
         if isinstance(deployer, LocalDeployer) and self.on_stderr is not None:
             return deployer.run(

@@ -13,15 +13,16 @@ Both check the base image's Python against the package before building anything.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import io
 import json
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from fnjob.auth import Credentials, find_credentials
 from fnjob.errors import FnJobError
@@ -31,15 +32,17 @@ from fnjob.image import (
     INDEX_MEDIA_TYPES,
     OCI_INDEX,
     AppendedImage,
+    Blob,
     ImageFormatError,
+    SpooledBlob,
     append_layer,
     image_links,
     image_tree,
-    layer_tar,
     parse_platform,
     runtime_env,
     select_platform,
     sha256_digest,
+    write_layer_tar,
 )
 from fnjob.options import check_base_python, check_platform, check_registry_timeout
 from fnjob.package import APP_DIR, CodePackage
@@ -48,9 +51,9 @@ from fnjob.pythonversion import (
     PythonVersionCache,
     TarMember,
     check_python,
+    declared_python,
     find_python,
     path_dirs,
-    python_from_config,
     tar_members,
 )
 from fnjob.registry import (
@@ -68,6 +71,7 @@ __all__ = [
     "AppendBuilder",
     "BaseImage",
     "BaseImageNotFound",
+    "BasePython",
     "BuiltImage",
     "DockerBuildFailed",
     "DockerBuilder",
@@ -99,7 +103,11 @@ class BuiltImage:
     - ``ref``: digest-pinned ``host/repo@sha256:...``, what deployers should run;
     - ``tag_ref``: ``host/repo:tag`` (the tag defaults to ``fnjob-<digest prefix>``);
     - ``bytes_uploaded``: blob and manifest bytes sent (None when a daemon pushed);
-    - ``python_version``: the base image's ``MAJOR.MINOR``, when known.
+    - ``python_version``: the base image's ``MAJOR.MINOR``, when known;
+    - ``python_found_in``: where it was found (``base_python``, ``ENV PYTHON_VERSION``, a
+      label, the build history, the layers, the cache);
+    - ``base_bytes_read``: bytes of base layers downloaded to find it (0 unless the layers
+      had to be read).
     """
 
     ref: str
@@ -107,6 +115,18 @@ class BuiltImage:
     digest: str
     bytes_uploaded: int | None
     python_version: str | None
+    python_found_in: str = ""
+    base_bytes_read: int = 0
+
+
+@dataclass(frozen=True)
+class BasePython:
+    """The base image's Python ``version`` (None: it has none), ``found_in`` (where) and
+    ``bytes_read`` (base layer bytes downloaded to find it)."""
+
+    version: str | None
+    found_in: str
+    bytes_read: int = 0
 
 
 @dataclass(frozen=True)
@@ -196,9 +216,10 @@ def _resolve_base(client: RegistryClient, reference: ImageReference, platform: s
 
 def _scan_layers(
     client: RegistryClient, base: BaseImage, progress: ProgressCallback | None
-) -> str | None:
+) -> tuple[str | None, int]:
     """Stream the base layers' tar headers, newest first, until the python3 on PATH is
-    known; older layers are never downloaded and the last one read is cut short."""
+    known; older layers are never downloaded and the last one read is cut short. Returns
+    the version and the bytes downloaded."""
     layers = [
         layer
         for layer in base.manifest.get("layers") or []
@@ -225,7 +246,8 @@ def _scan_layers(
                 bytes_total=total,
             )
 
-    return find_python((members(layer) for layer in reversed(layers)), path_dirs(base.config))
+    version = find_python((members(layer) for layer in reversed(layers)), path_dirs(base.config))
+    return version, client.bytes_downloaded - before
 
 
 def _base_python(
@@ -233,16 +255,30 @@ def _base_python(
     base: BaseImage,
     cache: PythonVersionCache,
     progress: ProgressCallback | None,
-) -> str | None:
-    from_config = python_from_config(base.config)
-    if from_config is not None:
-        return from_config
+) -> BasePython:
+    """What the config declares (free: it is already read), else the cached scan, else the
+    layers, newest first."""
+    declared = declared_python(base.config)
+    if declared is not None:
+        return BasePython(*declared)
     found, cached = cache.get(base.manifest_digest)
     if found:
-        return cached
-    version = _scan_layers(client, base, progress)
+        return BasePython(cached, "cache")
+    version, bytes_read = _scan_layers(client, base, progress)
     cache.put(base.manifest_digest, version)
-    return version
+    return BasePython(version, "layers", bytes_read)
+
+
+def _report_python(progress: ProgressCallback | None, base: BaseImage, python: BasePython) -> None:
+    """One last check-python event: where the Python was found and the bytes it cost."""
+    total = sum(int(layer.get("size", 0)) for layer in base.manifest.get("layers") or [])
+    _emit(
+        progress,
+        "check-python",
+        f"Python {python.version or 'none'} from {python.found_in}",
+        bytes_done=python.bytes_read,
+        bytes_total=total,
+    )
 
 
 @dataclass(frozen=True)
@@ -251,7 +287,9 @@ class AppendBuilder:
 
     - ``base_image``: e.g. ``registry.example.com/ml/python:3.11`` (tag or ``@sha256:``);
     - ``base_python``: the base's Python ``MAJOR.MINOR`` when you know it; skips reading the
-      base's layers (otherwise found from ``PYTHON_VERSION`` or the layers, and cached);
+      base's layers (otherwise found from what its config declares, ``ENV PYTHON_VERSION``,
+      the ``io.kubeflow-eks.python-version`` label or its build history, else from the
+      layers, and cached);
     - ``platform``: chosen when the base is a multi-platform index;
     - ``insecure_registries``: hosts allowed over plain HTTP besides loopback;
     - ``credentials``: per-host credentials overriding the ECR / auth file lookup;
@@ -300,22 +338,25 @@ class AppendBuilder:
     def _cache(self) -> PythonVersionCache:
         return PythonVersionCache((self.cache_dir or default_cache_dir()) / "python-versions")
 
-    def resolve_base(self) -> tuple[BaseImage, str | None]:
-        """The base image and its Python ``MAJOR.MINOR`` (None when it has no Python).
+    def resolve_base(self) -> tuple[BaseImage, BasePython]:
+        """The base image and its Python (``version`` None when it has none).
 
         Raises ``BaseImageNotFound``, ``RegistryError``, ``AuthError``, ``ImageFormatError``.
         """
-        return self._resolve(self._access())
-
-    def _resolve(self, access: _RegistryAccess) -> tuple[BaseImage, str | None]:
         reference = parse_reference(self.base_image)
-        with access.client(reference.host, reference.repository) as client:
-            _emit(self.progress, "resolve-base", str(reference))
-            base = _resolve_base(client, reference, self.platform)
-            if self.base_python is not None:
-                return base, self.base_python
-            _emit(self.progress, "check-python", base.manifest_digest)
-            return base, _base_python(client, base, self._cache(), self.progress)
+        with self._access().client(reference.host, reference.repository) as client:
+            return self._resolve(client)
+
+    def _resolve(self, client: RegistryClient) -> tuple[BaseImage, BasePython]:
+        reference = parse_reference(self.base_image)
+        _emit(self.progress, "resolve-base", str(reference))
+        base = _resolve_base(client, reference, self.platform)
+        if self.base_python is not None:
+            return base, BasePython(self.base_python, "base_python")
+        _emit(self.progress, "check-python", base.manifest_digest)
+        python = _base_python(client, base, self._cache(), self.progress)
+        _report_python(self.progress, base, python)
+        return base, python
 
     def build(self, package: CodePackage, target: str) -> BuiltImage:
         """Append package to the base image and push it as ``target`` (``host/repo[:tag]``).
@@ -330,24 +371,18 @@ class AppendBuilder:
             raise ValueError(f"target: {target!r} must not contain a digest; fnjob computes it")
         base_ref = parse_reference(self.base_image)
         access = self._access()
-        base, python = self._resolve(access)
-        check_python(package, python, str(base_ref))
-        site = None
-        if package.requirements:
-            assert python is not None  # check_python refuses a base without Python
-            _emit(self.progress, "install-requirements", ", ".join(package.requirements))
-            site = vendor_requirements(package.requirements, python, self.platform)
-        _emit(self.progress, "build-layer", package.description)
-        image = append_layer(base.manifest, base.config, package, site)
-        tag = target_ref.tag or f"fnjob-{image.digest.split(':', 1)[1][:16]}"
         same_registry = base_ref.host == target_ref.host
         mount_scope = (f"repository:{base_ref.repository}:pull",) if same_registry else ()
-        with (
-            access.client(
-                target_ref.host, target_ref.repository, mount_scope, push=True
-            ) as target_client,
-            access.client(base_ref.host, base_ref.repository) as base_client,
-        ):
+        # One connection to the base's repository reads it and, when needed, copies from it.
+        with contextlib.ExitStack() as stack:
+            base_client = stack.enter_context(access.client(base_ref.host, base_ref.repository))
+            base, python = self._resolve(base_client)
+            check_python(package, python.version, str(base_ref))
+            image = stack.enter_context(self._appended(package, base, python))
+            target_client = stack.enter_context(
+                access.client(target_ref.host, target_ref.repository, mount_scope, push=True)
+            )
+            tag = target_ref.tag or f"fnjob-{image.digest.split(':', 1)[1][:16]}"
             self._push_blobs(image, target_client, base_client, base_ref, same_registry)
             digest = target_client.put_manifest(tag, image.manifest.data, image.manifest.media_type)
             _emit(
@@ -365,8 +400,31 @@ class AppendBuilder:
             tag_ref=f"{target_ref.host}/{target_ref.repository}:{tag}",
             digest=digest,
             bytes_uploaded=uploaded,
-            python_version=python,
+            python_version=python.version,
+            python_found_in=python.found_in,
+            base_bytes_read=python.bytes_read,
         )
+
+    @contextlib.contextmanager
+    def _appended(
+        self, package: CodePackage, base: BaseImage, python: BasePython
+    ) -> Iterator[AppendedImage]:
+        """The appended image, its code layer spooled (freed on exit); requirements are
+        installed into a temporary folder that lives until the layer is written."""
+        with contextlib.ExitStack() as stack:
+            site = None
+            if package.requirements:
+                assert python.version is not None  # check_python refuses a base without one
+                _emit(self.progress, "install-requirements", ", ".join(package.requirements))
+                workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fnjob-site-"))
+                site = vendor_requirements(
+                    package.requirements, python.version, self.platform, workdir=Path(workdir)
+                )
+            _emit(self.progress, "build-layer", package.description)
+            image = append_layer(base.manifest, base.config, package, site)
+            stack.close()  # the site folder is in the layer now
+            with image:
+                yield image
 
     def _push_blobs(
         self,
@@ -376,23 +434,34 @@ class AppendBuilder:
         base_ref: ImageReference,
         same_registry: bool,
     ) -> None:
+        """Base layers, then the code layer and the config, in as few requests as the
+        registry allows: a mount is tried first (where it works, one request both checks
+        and places the blob; once refused, existence is checked first for the rest), and
+        the config is not checked when the code layer was new (it names that layer)."""
+        mountable = same_registry and base_ref.repository != target.repository
         for layer in image.base_layers:
             digest, size = str(layer["digest"]), int(layer.get("size", 0))
             if layer.get("urls"):
                 continue  # foreign layers (Windows bases) stay where their URLs point
+            if mountable:
+                if target.mount_blob(base_ref.repository, digest):
+                    _emit(self.progress, "mount", digest, bytes_total=size)
+                    continue
+                mountable = False
             if target.blob_exists(digest):
                 _emit(self.progress, "skip", digest, bytes_total=size)
                 continue
-            mountable = same_registry and base_ref.repository != target.repository
-            if mountable and target.mount_blob(base_ref.repository, digest):
-                _emit(self.progress, "mount", digest, bytes_total=size)
-                continue
             self._upload(target, digest, size, functools.partial(source.iter_blob, digest))
-        for blob in (image.layer.blob, image.config):
-            if target.blob_exists(blob.digest):
-                _emit(self.progress, "skip", blob.digest, bytes_total=blob.size)
-                continue
-            self._upload(target, blob.digest, blob.size, functools.partial(iter, (blob.data,)))
+        new_layer = self._push_new(target, image.layer.blob, check=True)
+        self._push_new(target, image.config, check=not new_layer)
+
+    def _push_new(self, target: RegistryClient, blob: Blob | SpooledBlob, *, check: bool) -> bool:
+        """Upload blob unless (when ``check``) the target has it; True when uploaded."""
+        if check and target.blob_exists(blob.digest):
+            _emit(self.progress, "skip", blob.digest, bytes_total=blob.size)
+            return False
+        self._upload(target, blob.digest, blob.size, blob.chunks)
+        return True
 
     def _upload(
         self,
@@ -427,11 +496,12 @@ def render_dockerfile(package: CodePackage, base_image: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def docker_context(package: CodePackage, base_image: str) -> bytes:
-    """A tar build context: the Dockerfile plus the ``fnjob/`` tree the layer would hold."""
-    tree = {path: data for path, data in image_tree(package).items()}
+def docker_context(package: CodePackage, base_image: str, out: IO[bytes]) -> str:
+    """Write a tar build context to out (streamed, like the layer): the Dockerfile plus the
+    ``fnjob/`` tree the layer would hold. Returns its digest."""
+    tree = dict(image_tree(package))
     tree["/Dockerfile"] = render_dockerfile(package, base_image).encode("utf-8")
-    return layer_tar(tree, image_links(package))
+    return write_layer_tar(out, tree, image_links(package))
 
 
 _PUSHED_DIGEST = re.compile(r"digest: (sha256:[a-f0-9]{64})")
@@ -505,15 +575,28 @@ class DockerBuilder:
             progress=self.progress,
         )
         _, python = appender.resolve_base()
-        check_python(package, python, self.base_image)
+        check_python(package, python.version, self.base_image)
         _emit(self.progress, "build-layer", package.description)
-        context = docker_context(package, self.base_image)
-        tag = target_ref.tag or "fnjob-" + sha256_digest(context).split(":", 1)[1][:16]
+        context = tempfile.TemporaryFile(prefix="fnjob-context-")  # noqa: SIM115
+        with context:
+            return self._build_and_push(client, package, target_ref, python, context)
+
+    def _build_and_push(
+        self,
+        client: Any,
+        package: CodePackage,
+        target_ref: ImageReference,
+        python: BasePython,
+        context: IO[bytes],
+    ) -> BuiltImage:
+        context_digest = docker_context(package, self.base_image, context)
+        context.seek(0)
+        tag = target_ref.tag or "fnjob-" + context_digest.split(":", 1)[1][:16]
         repository = f"{target_ref.host}/{target_ref.repository}"
         log: list[str] = []
         try:
             for chunk in client.api.build(
-                fileobj=io.BytesIO(context),
+                fileobj=context,
                 custom_context=True,
                 tag=f"{repository}:{tag}",
                 platform=self.platform,
@@ -555,5 +638,7 @@ class DockerBuilder:
             tag_ref=f"{repository}:{tag}",
             digest=digest,
             bytes_uploaded=None,
-            python_version=python,
+            python_version=python.version,
+            python_found_in=python.found_in,
+            base_bytes_read=python.bytes_read,
         )

@@ -7,63 +7,26 @@ and a distinct exit code (see ``EXIT_CODES``); expected errors never show a trac
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import json
-import logging
+import math
 import os
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.status import Status
+from fnjob.options import BUILDERS
 
-from fnjob.api import Job
-from fnjob.auth import AuthError
-from fnjob.build import (
-    BaseImageNotFound,
-    BuiltImage,
-    DockerBuildFailed,
-    DockerDaemonUnavailable,
-)
-from fnjob.cluster import ClusterError
-from fnjob.deploy_local import ContainerEngineError, ContainerEngineNotFound
-from fnjob.errors import FnJobError, JobFailed, JobTimeout
-from fnjob.image import ImageFormatError
-from fnjob.options import (
-    BUILDERS,
-    Build,
-    ClaimMount,
-    Lifecycle,
-    Resources,
-    Scheduling,
-    SecretEnv,
-    Security,
-    Volumes,
-)
-from fnjob.package import CodePackage, UnshippableFunction, package_file, package_notebook
-from fnjob.progress import ProgressEvent
-from fnjob.protocol import (
-    CallNotEncodable,
-    RemoteError,
-    ResultMissing,
-    ResultNotLoadable,
-    encode_call,
-)
-from fnjob.pythonversion import PythonVersionMismatch
-from fnjob.registry import RegistryError
+# Everything else loads once the command line is parsed: ``fnjob --help`` and usage errors
+# cost no more than Python's own start (the Kubernetes client alone took 0.7 s to import).
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fnjob.api import Job
+    from fnjob.build import BuiltImage
+    from fnjob.package import CodePackage
+    from fnjob.report import RichReporter
 
 EXIT_OK = 0
 EXIT_FUNCTION_RAISED = 1
@@ -88,32 +51,47 @@ EXIT_CODES = {
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); the job or container was deleted",
 }
 
-# Most specific first: JobTimeout is a JobFailed, ClusterAccessDenied a ClusterError.
-_ERROR_EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
-    (JobTimeout, EXIT_TIMEOUT),
-    (JobFailed, EXIT_JOB_FAILED),
-    (ResultMissing, EXIT_JOB_FAILED),
-    (ResultNotLoadable, EXIT_JOB_FAILED),
-    (RemoteError, EXIT_FUNCTION_RAISED),
-    (ClusterError, EXIT_CLUSTER),
-    (ContainerEngineNotFound, EXIT_CLUSTER),
-    (ContainerEngineError, EXIT_CLUSTER),
-    (AuthError, EXIT_REGISTRY),
-    (RegistryError, EXIT_REGISTRY),
-    (UnshippableFunction, EXIT_BUILD),
-    (PythonVersionMismatch, EXIT_BUILD),
-    (BaseImageNotFound, EXIT_BUILD),
-    (ImageFormatError, EXIT_BUILD),
-    (DockerBuildFailed, EXIT_BUILD),
-    (DockerDaemonUnavailable, EXIT_BUILD),
-    (CallNotEncodable, EXIT_USAGE),
-    (ValueError, EXIT_USAGE),
-    (FnJobError, EXIT_JOB_FAILED),
-)
+
+@functools.cache
+def _error_exit_codes() -> tuple[tuple[type[BaseException], int], ...]:
+    """Error types and their exit codes, most specific first: JobTimeout is a JobFailed,
+    ClusterAccessDenied a ClusterError."""
+    from fnjob.auth import AuthError
+    from fnjob.build import BaseImageNotFound, DockerBuildFailed, DockerDaemonUnavailable
+    from fnjob.cluster import ClusterError
+    from fnjob.deploy_local import ContainerEngineError, ContainerEngineNotFound
+    from fnjob.errors import FnJobError, JobFailed, JobTimeout
+    from fnjob.image import ImageFormatError
+    from fnjob.package import UnshippableFunction
+    from fnjob.protocol import CallNotEncodable, RemoteError, ResultMissing, ResultNotLoadable
+    from fnjob.pythonversion import PythonVersionMismatch
+    from fnjob.registry import RegistryError
+
+    return (
+        (JobTimeout, EXIT_TIMEOUT),
+        (JobFailed, EXIT_JOB_FAILED),
+        (ResultMissing, EXIT_JOB_FAILED),
+        (ResultNotLoadable, EXIT_JOB_FAILED),
+        (RemoteError, EXIT_FUNCTION_RAISED),
+        (ClusterError, EXIT_CLUSTER),
+        (ContainerEngineNotFound, EXIT_CLUSTER),
+        (ContainerEngineError, EXIT_CLUSTER),
+        (AuthError, EXIT_REGISTRY),
+        (RegistryError, EXIT_REGISTRY),
+        (UnshippableFunction, EXIT_BUILD),
+        (PythonVersionMismatch, EXIT_BUILD),
+        (BaseImageNotFound, EXIT_BUILD),
+        (ImageFormatError, EXIT_BUILD),
+        (DockerBuildFailed, EXIT_BUILD),
+        (DockerDaemonUnavailable, EXIT_BUILD),
+        (CallNotEncodable, EXIT_USAGE),
+        (ValueError, EXIT_USAGE),
+        (FnJobError, EXIT_JOB_FAILED),
+    )
 
 
 def exit_code_for(error: BaseException) -> int:
-    for error_type, code in _ERROR_EXIT_CODES:
+    for error_type, code in _error_exit_codes():
         if isinstance(error, error_type):
             return code
     raise error
@@ -129,13 +107,15 @@ def _epilog() -> str:
         "exit codes:\n"
         f"{codes}\n\n"
         "defaults from the environment: FNJOB_BASE_IMAGE, FNJOB_REGISTRY, FNJOB_NAMESPACE,\n"
-        "FNJOB_REGISTRY_TIMEOUT;\n"
+        "FNJOB_REGISTRY_TIMEOUT, FNJOB_DEFAULT_TIMEOUT;\n"
         "GPU groups (--gpu-group) from the file FNJOB_GPU_GROUPS names.\n"
         "registry credentials: podman/skopeo auth files ($REGISTRY_AUTH_FILE,\n"
         "$XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json), then\n"
         "~/.docker/config.json (or $DOCKER_CONFIG); ECR through boto3;\n"
         "cluster: in-cluster service account inside a pod, else ~/.kube/config ($KUBECONFIG).\n"
-        "--json / --output FILE: {status, exit_code, image, digest, value, value_repr, error}."
+        "--json / --output FILE: {status, exit_code, image, digest, value, value_type,\n"
+        "value_repr, error}; a value that cannot be loaded here (its module is missing) still\n"
+        "has its type and repr, and error.missing_module says why."
     )
 
 
@@ -232,7 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--local", action="store_true", help="run with podman/docker here")
     run.add_argument("--engine", choices=("podman", "docker"), help="with --local")
-    run.add_argument("--timeout", type=int, help="seconds before the run is stopped")
+    run.add_argument(
+        "--timeout",
+        type=int,
+        help="seconds before the run is stopped (default $FNJOB_DEFAULT_TIMEOUT, else 86400; "
+        "'none' there for no deadline)",
+    )
     run.add_argument(
         "--pod-creation-timeout",
         type=float,
@@ -251,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fs-group", type=int, metavar="GID", help="group owning the volumes")
     run.add_argument("--image-pull-secret", action="append", default=[], metavar="NAME")
     run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="label on the Job and its pod (the Kubernetes deployer)",
+    )
     run.add_argument(
         "--env-from-secret",
         action="append",
@@ -277,7 +269,71 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_image_options(build)
+
+    cleanup = commands.add_parser(
+        "cleanup",
+        help="remove runs whose caller is gone (and, with --older-than, any older run)",
+        description="Delete fnjob's Jobs (with their pods and Secrets) in the namespace, or "
+        "with --local its podman/docker containers here, that were started by a process of "
+        "this host that no longer runs (killed, its notebook kernel gone); with --older-than, "
+        "also every fnjob run older than AGE, whoever started it. Each run also does this "
+        "for runs whose caller is gone.",
+    )
+    cleanup.add_argument(
+        "--older-than",
+        type=parse_age,
+        metavar="AGE",
+        help='also remove every fnjob run older than this: seconds, or "30m", "2h", "1d"',
+    )
+    cleanup.add_argument(
+        "--namespace",
+        default=os.environ.get("FNJOB_NAMESPACE"),
+        help="default: the pod's own namespace, else the kubeconfig context's",
+    )
+    cleanup.add_argument("--local", action="store_true", help="containers of podman/docker here")
+    cleanup.add_argument("--engine", choices=("podman", "docker"), help="with --local")
+    cleanup.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     return parser
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_age(text: str) -> float:
+    """``"90"`` (seconds), ``"30m"``, ``"2h"``, ``"1d"`` -> seconds."""
+    unit = _AGE_UNITS.get(text[-1:], 0) if text[-1:].isalpha() else 1
+    number = text[:-1] if text[-1:].isalpha() else text
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        seconds = 0.0
+    if not unit or not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f'{text!r} is not an age like 90, "30m", "2h" or "1d"')
+    return seconds
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    """``fnjob cleanup``: prints one line per run removed (or found, with ``--dry-run``)."""
+    from fnjob import cleanup
+
+    if args.local:
+        from fnjob.deploy_local import find_engine
+
+        engine = find_engine(args.engine)
+        on_engine = cleanup.local_leftovers if args.dry_run else cleanup.remove_local_leftovers
+        found = on_engine(engine, os.environ, older_than=args.older_than)
+    else:
+        from fnjob.cluster import Cluster, connect, current_namespace
+
+        cluster = Cluster(connect(), args.namespace or current_namespace())
+        on_cluster = cleanup.cluster_leftovers if args.dry_run else cleanup.remove_cluster_leftovers
+        found = on_cluster(cluster, older_than=args.older_than)
+    verb = "would remove" if args.dry_run else "removed"
+    for leftover in found:
+        print(f"{verb} {leftover.kind} {leftover.name}: {leftover.reason}", flush=True)
+    if not found:
+        print("nothing to clean up", file=sys.stderr, flush=True)
+    return EXIT_OK
 
 
 def parse_key_values(items: Sequence[str], *, option: str, as_json: bool) -> dict[str, Any]:
@@ -298,6 +354,8 @@ def parse_key_values(items: Sequence[str], *, option: str, as_json: bool) -> dic
 
 
 def _package(args: argparse.Namespace) -> CodePackage:
+    from fnjob.package import package_file, package_notebook
+
     path: Path = args.file
     requirements = args.requirements or ()
     if path.suffix == ".ipynb":
@@ -317,12 +375,26 @@ def _number_or_text(value: str | None) -> str | float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         return value
+    # "1e400" is inf as a float: left as text, the error quotes what was typed.
+    return number if math.isfinite(number) else value
 
 
 def _job(args: argparse.Namespace, reporter: RichReporter) -> Job:
+    from fnjob.api import Job
+    from fnjob.options import (
+        Build,
+        ClaimMount,
+        Lifecycle,
+        Resources,
+        Scheduling,
+        SecretEnv,
+        Security,
+        Volumes,
+    )
+
     if not args.base_image:
         raise ValueError("--base-image is required (or set FNJOB_BASE_IMAGE)")
     if not args.registry:
@@ -358,6 +430,7 @@ def _job(args: argparse.Namespace, reporter: RichReporter) -> Job:
                 shm_size=args.shm_size,
             ),
             env=parse_key_values(args.env, option="--env", as_json=False),
+            labels=parse_key_values(args.label, option="--label", as_json=False),
             secret_env=SecretEnv(secrets=tuple(args.env_from_secret)),
             namespace=args.namespace,
             deployer="local" if args.local else "job",
@@ -373,146 +446,6 @@ def _job(args: argparse.Namespace, reporter: RichReporter) -> Job:
             on_stderr=reporter.log_stderr,
         )
     return Job(**settings)
-
-
-# ---------------------------------------------------------------------------------------
-# Progress
-
-
-class RichReporter:
-    """Build/push progress and run status on stderr; the function's output lines as it wrote
-    them: stdout lines to ``out`` (stdout, or stderr with ``--json``), stderr lines to stderr.
-
-    On a terminal the push is a live progress bar; otherwise each step is one plain line that
-    is never wrapped or cut, so references stay whole for logs and scripts. Pushed bytes are
-    the ones the registry acknowledged; mounted and already-present blobs are counted apart.
-    When both stdout and stderr are terminals, a spinner shows the run's state and the log
-    lines are printed above it (through the same console, so they do not garble it).
-    """
-
-    def __init__(self, console: Console, out: TextIO, err: TextIO) -> None:
-        self.console = console
-        self.out = out
-        self.err = err
-        self.live = console.is_terminal
-        self._progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
-        self._build: TaskID | None = None
-        self._push: TaskID | None = None
-        self._uploads: dict[str, tuple[int, int]] = {}
-        self._mounted: set[str] = set()
-        self._present: set[str] = set()
-        self._started = time.monotonic()
-        self._spinner: Status | None = None
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
-        """While the function runs: a spinner with the latest status, on terminals only."""
-        if not (self.console.is_terminal and self.out.isatty()):
-            yield
-            return
-        with self.console.status("run: starting", spinner="dots") as spinner:
-            self._spinner = spinner
-            try:
-                yield
-            finally:
-                self._spinner = None
-
-    def log(self, line: str) -> None:
-        """One line the function wrote to stdout."""
-        if self._spinner is not None:
-            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
-        else:
-            print(line, file=self.out, flush=True)
-
-    def log_stderr(self, line: str) -> None:
-        """One line the function wrote to stderr."""
-        if self._spinner is not None:
-            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
-        else:
-            print(line, file=self.err, flush=True)
-
-    def _line(self, text: str) -> None:
-        if self.live:
-            self._progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
-        else:
-            print(text, file=self.err, flush=True)
-
-    def __enter__(self) -> RichReporter:
-        if self.live:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live:
-            self._progress.stop()
-
-    def _summary(self) -> str:
-        done = sum(d for d, _t in self._uploads.values())
-        return (
-            f"push: {len(self._uploads)} uploaded ({done / 1e6:.1f} MB acknowledged), "
-            f"{len(self._mounted)} mounted, {len(self._present)} already there"
-        )
-
-    def progress(self, event: ProgressEvent) -> None:
-        stage = event.stage
-        if stage in ("resolve-base", "check-python", "install-requirements", "build-layer"):
-            if stage == "check-python" and event.bytes_total:
-                label = (
-                    f"build: read {event.bytes_done / 1e6:.1f} of {event.bytes_total / 1e6:.1f} "
-                    "MB of base layers to find its Python"
-                )
-            else:
-                label = {
-                    "resolve-base": f"build: reading base image {event.detail}",
-                    "check-python": "build: finding the base image's Python",
-                    "install-requirements": f"build: pip install {event.detail}",
-                    "build-layer": f"build: code layer for {event.detail}",
-                }[stage]
-            if not self.live:
-                self._line(label)
-            elif self._build is None:
-                self._build = self._progress.add_task(label, total=None)
-            else:
-                self._progress.update(self._build, description=label)
-            return
-        if stage == "mount":
-            self._mounted.add(event.detail)
-        elif stage == "skip":
-            self._present.add(event.detail)
-        elif stage == "upload":
-            self._uploads[event.detail] = (event.bytes_done, event.bytes_total or 0)
-        if not self.live:
-            if stage == "done":
-                self._line(self._summary())
-                self._line(f"pushed {event.detail}")
-            return
-        if self._build is not None:
-            self._progress.update(self._build, description="build: done", total=1, completed=1)
-        done = sum(d for d, _t in self._uploads.values())
-        total = sum(t for _d, t in self._uploads.values())
-        if self._push is None:
-            self._push = self._progress.add_task(self._summary(), total=total or None)
-        self._progress.update(
-            self._push, description=self._summary(), completed=done, total=total or None
-        )
-        if stage == "done":
-            self._line(f"pushed {event.detail}")
-
-    def status(self, text: str) -> None:
-        elapsed = time.monotonic() - self._started
-        if self._spinner is not None:
-            self.console.print(f"[dim]{elapsed:6.1f}s[/dim] run: {escape(text)}", highlight=False)
-            self._spinner.update(f"run: {escape(text)}")
-        else:
-            self._line(f"{elapsed:6.1f}s run: {text}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -541,10 +474,13 @@ def result_record(
         "image": image.ref if image else None,
         "digest": image.digest if image else None,
         "value": None,
+        "value_type": None,
         "value_repr": None,
         "error": None,
     }
     if status == "returned":
+        kind = type(value)
+        record["value_type"] = f"{kind.__module__}.{kind.__qualname__}"
         record["value_repr"] = repr(value)
         try:
             json.dumps(value)
@@ -553,6 +489,13 @@ def result_record(
             pass
     if error is not None:
         record["error"] = {"type": type(error).__name__, "message": str(error)}
+        pickled = getattr(error, "pickled_value", None)
+        if isinstance(pickled, bytes):
+            # ResultNotLoadable: the function returned; say what, and why it did not load.
+            from fnjob.unloadable import describe_unloadable
+
+            record["value_type"], record["value_repr"] = describe_unloadable(pickled)
+            record["error"]["missing_module"] = getattr(error, "missing_module", None)
     return record
 
 
@@ -560,9 +503,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fnjob``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    import logging
+
     # urllib3 logs each retry of an unreachable server as a warning; the error says it once.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
-    console = Console(stderr=True)
+    from fnjob.report import RichReporter, plain_console
+
+    console = plain_console()
+    if args.command == "cleanup":
+        try:
+            return _cleanup(args)
+        except Exception as error:
+            _report_error(console, error, None)
+            return exit_code_for(error)
     # With --json, stdout carries only the result; the function's output moves to stderr.
     out = sys.stderr if args.json else sys.stdout
     image: BuiltImage | None = None
@@ -577,14 +530,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(record), file=sys.stdout, flush=True)
         return EXIT_USAGE
     try:
+        from fnjob.protocol import encode_call
+
         call = b""
         if args.command == "run":
             call = encode_call((), parse_key_values(args.arg, option="--arg", as_json=True))
         reporter = RichReporter(console, out, sys.stderr)
         job = _job(args, reporter)
         package = _package(args)
-        with reporter:
-            image = job.build_package(package)
+        image = job.build_package(package)  # shows progress through the reporter
         if args.command == "run":
             with reporter.running():
                 value = job.run_image(
@@ -647,6 +601,8 @@ def _emit_result(args: argparse.Namespace, record: dict[str, Any], console: Cons
 
 
 def _remote_traceback(error: BaseException) -> str | None:
+    from fnjob.protocol import RemoteError
+
     for note in getattr(error, "__notes__", ()):
         if note.startswith("Remote traceback:"):
             return str(note)
@@ -670,6 +626,8 @@ def without_runner_frames(traceback_text: str) -> str:
 
 
 def _report_error(console: Console, error: BaseException, remote: str | None) -> None:
+    from rich.markup import escape
+
     if remote is not None:
         console.print(without_runner_frames(remote.rstrip()), markup=False, highlight=False)
         console.print(

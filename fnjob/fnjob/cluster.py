@@ -25,14 +25,21 @@ __all__ = [
     "ClusterConfigError",
     "ClusterError",
     "ClusterUnreachable",
+    "LogStreamStalled",
     "connect",
     "current_namespace",
 ]
 
+# Who creates a Job's pods, and how it says so (kubernetes pkg/controller: RealPodControl).
+JOB_CONTROLLER = "job-controller"
+_CREATED_POD = re.compile(r"Created pod: (\S+)")
+_MULTI_ATTACH_VOLUME = re.compile(r'[Vv]olume "([^"]+)"')
 _SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-# (connect, read) seconds for every call but the log stream, which stays open (silent) as
-# long as the function prints nothing.
+# (connect, read) seconds for every call but the log stream, which may stay silent as long
+# as the function prints nothing (its read timeout is Lifecycle.log_stall_timeout).
 REQUEST_TIMEOUT = (10.0, 60.0)
+# Bytes asked for per read of a log stream.
+LOG_READ_BYTES = 1 << 16
 T = TypeVar("T")
 
 
@@ -50,6 +57,20 @@ class ClusterAccessDenied(ClusterError):
 
 class ClusterConfigError(ClusterError):
     """No way to reach a cluster: not inside a pod and no usable kubeconfig."""
+
+
+class LogStreamStalled(ClusterError):
+    """A pod's log stream sent nothing for ``seconds`` (a stuck proxy or API server)."""
+
+    def __init__(self, pod_name: str, seconds: float) -> None:
+        super().__init__(
+            f"the log stream of pod {pod_name} sent nothing for {seconds:g} s, and nothing "
+            "more after reconnecting, although its container has ended: the API server or a "
+            "proxy between holds the stream (raise Lifecycle(log_stall_timeout=...) if the "
+            "network is that slow)"
+        )
+        self.pod_name = pod_name
+        self.seconds = seconds
 
 
 class ClusterUnreachable(ClusterError):
@@ -151,6 +172,8 @@ class Cluster:
         # Typed as Any: the generated models make every field Optional.
         self._batch: Any = client.BatchV1Api(api_client)
         self._core: Any = client.CoreV1Api(api_client)
+        # Per Job uid, the pods its controller's events named.
+        self._confirmed_pods: dict[str, set[str]] = {}
 
     def _call(self, action: str, request: Callable[[], T]) -> T:
         from kubernetes.client import ApiException
@@ -192,8 +215,11 @@ class Cluster:
         )
 
     def job_pods(self, job_uid: str) -> list[Any]:
-        """The Job's own pods: labelled with its uid by the Job controller AND controlled by
-        it (``ownerReferences``). Labels alone can be set by anyone who creates pods."""
+        """The Job's own pods: labelled with its uid, controlled by it (``ownerReferences``)
+        AND named by the Job controller's ``SuccessfulCreate`` event on the Job. Labels and
+        owner references are whatever the pod's creator wrote; only the controller records
+        ``Created pod: NAME`` as ``job-controller`` (the ``edit`` role creates pods, not
+        events)."""
         pods = self._call(
             "list the job's pods",
             lambda: self._core.list_namespaced_pod(
@@ -202,7 +228,88 @@ class Cluster:
                 _request_timeout=REQUEST_TIMEOUT,
             ),
         ).items
-        return [pod for pod in pods if _controlled_by(pod, job_uid)]
+        owned = [pod for pod in pods if _controlled_by(pod, job_uid)]
+        created = self._confirmed_pods.setdefault(job_uid, set())
+        if any(pod.metadata.name not in created for pod in owned):
+            # Remembered once seen: events expire (an hour by default), pods can wait longer.
+            created |= self._created_by_job_controller(job_uid)
+        return [pod for pod in owned if pod.metadata.name in created]
+
+    def _created_by_job_controller(self, job_uid: str) -> set[str]:
+        events = self._call(
+            "read the job's events",
+            lambda: self._core.list_namespaced_event(
+                self.namespace,
+                field_selector=f"involvedObject.uid={job_uid},reason=SuccessfulCreate",
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        ).items
+        names = set()
+        for event in events:
+            source = event.source.component if event.source is not None else None
+            if JOB_CONTROLLER in (source, event.reporting_component):
+                found = _CREATED_POD.search(event.message or "")
+                if found:
+                    names.add(found.group(1))
+        return names
+
+    def pod_events(self, pod_name: str, reason: str) -> list[str]:
+        """The messages of the pod's warning events with ``reason`` (oldest first)."""
+        events = self._call(
+            f"read the events of pod {pod_name}",
+            lambda: self._core.list_namespaced_event(
+                self.namespace,
+                field_selector=f"involvedObject.name={pod_name},reason={reason},type=Warning",
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        ).items
+        return [str(event.message) for event in events]
+
+    def describe_multi_attach(self, message: str, claims: list[str]) -> str:
+        """The attach controller's ``message``, with the claim(s) behind its volume."""
+        found = _MULTI_ATTACH_VOLUME.search(message)
+        volume = found.group(1) if found else None
+        named = [c for c in claims if volume is not None and self._volume_of(c) == volume]
+        which = ", ".join(f"claim {c!r}" for c in named or claims)
+        return (
+            f"volume {volume or '?'} ({which}) is ReadWriteOnce and attached to another node, "
+            f"so this pod's node can never mount it: {message}"
+        )
+
+    def _volume_of(self, claim: str) -> str | None:
+        try:
+            pvc = self.read_claim(claim)
+        except ClusterError:
+            return None
+        return str(pvc.spec.volume_name) if pvc.spec and pvc.spec.volume_name else None
+
+    def read_claim(self, name: str) -> Any:
+        return self._call(
+            f"read PersistentVolumeClaim {name}",
+            lambda: self._core.read_namespaced_persistent_volume_claim(
+                name, self.namespace, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    def running_pods_using(self, claim: str) -> list[tuple[str, str]]:
+        """(pod, node) of the running pods in the namespace that mount ``claim``."""
+        pods = self._call(
+            "list the namespace's pods",
+            lambda: self._core.list_namespaced_pod(
+                self.namespace,
+                field_selector="status.phase=Running",
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        ).items
+        return [
+            (pod.metadata.name, pod.spec.node_name or "?")
+            for pod in pods
+            if any(
+                v.persistent_volume_claim is not None
+                and v.persistent_volume_claim.claim_name == claim
+                for v in pod.spec.volumes or []
+            )
+        ]
 
     def job_events(self, job_uid: str) -> list[str]:
         """The Job's warning events, as ``Reason: message`` (oldest first)."""
@@ -228,13 +335,18 @@ class Cluster:
         ).items
         return str(events[-1].message) if events else None
 
-    def follow_log(self, pod_name: str) -> Iterator[bytes]:
-        """The container's log as it is written, chunk by chunk, until it ends.
+    def follow_log(
+        self, pod_name: str, *, stall_seconds: float | None, since_seconds: int | None = None
+    ) -> Iterator[bytes]:
+        """The container's log as it is written, each line after the kubelet's timestamp
+        (``timestamps=true``), chunk by chunk, until it ends.
 
-        A stream that breaks (API server or proxy timeouts on long runs) just ends; the
-        caller reads the log's tail to make sure nothing was missed.
+        ``since_seconds`` starts that far back on the kubelet's own clock (a resumed read).
+        A stream that breaks (API server or proxy timeouts on long runs) just ends; one that
+        sends nothing for ``stall_seconds`` raises ``LogStreamStalled``: either way the
+        caller decides whether to resume.
         """
-        from urllib3.exceptions import HTTPError
+        from urllib3.exceptions import HTTPError, ReadTimeoutError
 
         response = self._call(
             f"stream the log of pod {pod_name}",
@@ -243,7 +355,10 @@ class Cluster:
                 self.namespace,
                 container=CONTAINER_NAME,
                 follow=True,
+                timestamps=True,
+                since_seconds=since_seconds,
                 _preload_content=False,
+                _request_timeout=None if stall_seconds is None else (10.0, stall_seconds),
             ),
         )
         try:
@@ -251,7 +366,9 @@ class Cluster:
                 # read1 returns as soon as any bytes arrive (stream(n) would wait for n
                 # bytes, holding log lines back), and it understands chunked encoding.
                 try:
-                    data = response.read1(8192)
+                    data = response.read1(LOG_READ_BYTES)
+                except ReadTimeoutError:
+                    raise LogStreamStalled(pod_name, stall_seconds or 0.0) from None
                 except HTTPError:
                     return
                 if not data:
@@ -262,19 +379,30 @@ class Cluster:
             # pool, or the DELETE that follows would be queued behind it.
             response.close()
 
-    def log_tail(self, pod_name: str, lines: int) -> str:
-        return str(
+    def list_jobs(self, label_selector: str) -> list[Any]:
+        """Jobs of the namespace carrying these labels (``fnjob.cleanup``)."""
+        return list(
             self._call(
-                f"read the log of pod {pod_name}",
-                lambda: self._core.read_namespaced_pod_log(
-                    pod_name,
+                f"list jobs in namespace {self.namespace!r}",
+                lambda: self._batch.list_namespaced_job(
                     self.namespace,
-                    container=CONTAINER_NAME,
-                    tail_lines=lines,
+                    label_selector=label_selector,
                     _request_timeout=REQUEST_TIMEOUT,
                 ),
-            )
-            or ""
+            ).items
+        )
+
+    def list_secrets(self, label_selector: str) -> list[Any]:
+        """Secrets of the namespace carrying these labels (``fnjob.cleanup``)."""
+        return list(
+            self._call(
+                f"list secrets in namespace {self.namespace!r}",
+                lambda: self._core.list_namespaced_secret(
+                    self.namespace,
+                    label_selector=label_selector,
+                    _request_timeout=REQUEST_TIMEOUT,
+                ),
+            ).items
         )
 
     # -- delete ----------------------------------------------------------------------------

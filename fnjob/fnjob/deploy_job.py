@@ -19,6 +19,7 @@ from typing import Any
 
 from fnjob import interrupts
 from fnjob.cluster import Cluster, ClusterError, connect, current_namespace
+from fnjob.errors import FnJobError
 from fnjob.follow import CreatedJob, JobFollower, LogSink, StatusSink
 from fnjob.manifest import JobOptions, build_job_manifest, build_run_secret, run_secret_name
 from fnjob.protocol import Outcome, new_run_id, new_run_key
@@ -53,8 +54,12 @@ class JobDeployer:
         ``JobFailed`` / ``JobTimeout`` / ``PodNotCreated`` when the Job ends without an
         outcome, ``ResultMissing``, ``ClusterError`` (``ClusterUnreachable``,
         ``ClusterAccessDenied``) for the API. The Job is deleted when it fails, when the
-        caller is interrupted or terminated, and on success unless ``keep_job``.
+        caller is interrupted or terminated, and on success unless ``keep_job``. Once the
+        function's outcome is in, fnjob's Jobs whose caller is gone are deleted
+        (``fnjob.cleanup``).
         """
+        from fnjob import cleanup
+
         options = self.options
         status = on_status or (lambda _text: None)
         cluster = Cluster(self._api_client or connect(), options.namespace or current_namespace())
@@ -62,6 +67,13 @@ class JobDeployer:
             status(options.placement.describe())
         with interrupts.signals_raise():
             outcome = self._run(cluster, image, call, function_name, on_log, status)
+        # The run reached the API: remove what gone callers left (a clean-up that fails
+        # must not cost the run its result; `fnjob cleanup` says why).
+        try:
+            for leftover in cleanup.remove_cluster_leftovers(cluster):
+                status(f"deleted {leftover.kind} {leftover.name}: {leftover.reason}")
+        except FnJobError as error:
+            status(f"could not clean up after gone callers: {error}")
         return outcome.unwrap()
 
     def _run(
@@ -73,6 +85,8 @@ class JobDeployer:
         on_log: LogSink,
         status: StatusSink,
     ) -> Outcome:
+        from fnjob import cleanup
+
         options = self.options
         run_id, key = new_run_id(), new_run_key()
         manifest = build_job_manifest(
@@ -81,7 +95,10 @@ class JobDeployer:
             run_id=run_id,
             namespace=cluster.namespace,
             options=options,
+            caller=cleanup.caller_identity(),
         )
+        for warning in _claim_warnings(cluster, options):
+            status(f"warning: {warning}")
         try:
             created = cluster.create_job(manifest)
         except ClusterError:
@@ -137,3 +154,41 @@ class JobDeployer:
             # Already failing: report, keep the original error. ttlSecondsAfterFinished
             # removes the Job eventually.
             status(f"could not delete job {job.name}: {error}")
+
+
+def _claim_warnings(cluster: Cluster, options: JobOptions) -> list[str]:
+    """Claims the job mounts that a running pod holds ReadWriteOnce: the job's pod waits
+    on ``Multi-Attach`` on any other node (and fnjob then stops it). Advisory: a claim or
+    pod list the caller may not read gives no warning."""
+    warnings = []
+    for mount in options.volumes.claims:
+        try:
+            claim = cluster.read_claim(mount.claim)
+            modes = set((claim.spec and claim.spec.access_modes) or ())
+            if not modes & _SINGLE_NODE_MODES or modes & _SHARED_MODES:
+                continue
+            holders = cluster.running_pods_using(mount.claim)
+        except ClusterError:
+            continue
+        pinned = options.scheduling.node_selector.get(_HOSTNAME_LABEL)
+        if not holders or (pinned == holders[0][1] and "ReadWriteOncePod" not in modes):
+            continue
+        pod, node = holders[0]
+        if "ReadWriteOncePod" in modes:
+            warnings.append(
+                f"claim {mount.claim!r} is ReadWriteOncePod and in use by pod {pod}: the "
+                "job's pod cannot start until that pod stops"
+            )
+            continue
+        warnings.append(
+            f"claim {mount.claim!r} is ReadWriteOnce and mounted by running pod {pod} on node "
+            f"{node}: the job's pod can only start there (Scheduling(node_selector="
+            f'{{"{_HOSTNAME_LABEL}": "{node}"}})); on another node it waits on '
+            "Multi-Attach, and fnjob stops it"
+        )
+    return warnings
+
+
+_HOSTNAME_LABEL = "kubernetes.io/hostname"
+_SINGLE_NODE_MODES = frozenset({"ReadWriteOnce", "ReadWriteOncePod"})
+_SHARED_MODES = frozenset({"ReadWriteMany", "ReadOnlyMany"})

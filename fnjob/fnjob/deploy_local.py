@@ -11,6 +11,7 @@ exception, as with the Job deployer.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import queue
 import shutil
@@ -25,6 +26,7 @@ from typing import IO, Any
 from fnjob import interrupts
 from fnjob.errors import FnJobError, JobFailed, JobTimeout
 from fnjob.follow import LogSink, StatusSink
+from fnjob.manifest import CALLER_ANNOTATION, MANAGED_BY_LABEL
 from fnjob.options import (
     RUN_DIR,
     Resources,
@@ -37,6 +39,9 @@ from fnjob.options import (
 from fnjob.protocol import CALL_FILE, KEY_FILE, OutcomeReader, new_run_id, new_run_key
 
 ENGINES = ("podman", "docker")
+# podman's own deadline (conmon kills the container even when the caller is gone) comes
+# this long after the caller's, which reports the timeout first.
+ENGINE_DEADLINE_MARGIN = 60
 # podman and docker both exit with these when they themselves (not the container) failed.
 _ENGINE_FAILURE_CODES = frozenset({125, 126, 127})
 
@@ -114,16 +119,24 @@ def build_run_command(
     run_id: str,
     run_dir: str,
     options: LocalOptions,
+    caller: str | None = None,
 ) -> list[str]:
     """The ``podman run`` / ``docker run`` command line (values of env vars not included).
 
     Env vars are passed as ``-e NAME`` and their values through the engine's own
     environment, so they never show up in ``ps``. ``run_dir`` (the call and the key) is
-    mounted read-only at ``/var/run/fnjob``.
+    mounted read-only at ``/var/run/fnjob``. The container is labelled as fnjob's, with its
+    run id and ``caller`` (who started it, for ``fnjob.cleanup``); podman also enforces
+    ``timeout_seconds`` itself, so the container ends even when its caller is killed.
     """
     flavour = os.path.basename(engine)
     command = [engine, "run", "--rm", "--quiet", "--name", container_name]
-    command += ["--label", f"fnjob/run-id={run_id}"]
+    command += ["--label", f"fnjob/run-id={run_id}", "--label", f"{MANAGED_BY_LABEL}=fnjob"]
+    if caller is not None:
+        command += ["--label", f"{CALLER_ANNOTATION}={caller}"]
+    if flavour.startswith("podman") and options.timeout_seconds is not None:
+        deadline = math.ceil(options.timeout_seconds) + ENGINE_DEADLINE_MARGIN
+        command += ["--timeout", str(deadline)]
     command += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
     # Z: on SELinux hosts, label the private directory for this container only.
     command += ["--volume", f"{run_dir}:{RUN_DIR}:ro,Z"]
@@ -191,71 +204,88 @@ class LocalDeployer:
         """Run the container, stream its output to ``on_log``, return the function's value.
 
         The function's stderr lines go to ``on_stderr`` when given (else to ``on_log`` too).
+        Meanwhile, fnjob's containers whose caller is gone are removed (``fnjob.cleanup``).
 
         Raises the function's own exception (rebuilt from its authenticated outcome),
         ``ResultNotLoadable``, ``ContainerEngineError`` when the engine cannot run it,
         ``JobFailed`` when the container dies without an outcome, ``JobTimeout`` past
         ``timeout_seconds``. The container is removed on Ctrl-C, SIGTERM/SIGHUP and errors.
         """
+        from fnjob import cleanup
+
         status = on_status or (lambda _text: None)
         engine = find_engine(self.options.engine)
         run_id, key = new_run_id(), new_run_key()
         container_name = f"fnjob-{run_id}"
         engine_env = {**os.environ, **self.options.engine_env, **self.options.env}
+        cleaned = cleanup.in_background(
+            lambda: cleanup.remove_local_leftovers(
+                engine, {**os.environ, **self.options.engine_env}
+            )
+        )
         reader = OutcomeReader(key)
         timed_out = threading.Event()
         remove = _Remover(engine, container_name, engine_env)
-        with interrupts.signals_raise(), run_directory(call, key) as run_dir:
-            command = build_run_command(
-                engine,
-                image,
-                container_name=container_name,
-                run_id=run_id,
-                run_dir=run_dir,
-                options=self.options,
-            )
-            status(f"starting {os.path.basename(engine)} container {container_name}")
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=engine_env,
-            )
-            timer: threading.Timer | None = None
-            if self.options.timeout_seconds is not None:
+        try:
+            with interrupts.signals_raise(), run_directory(call, key) as run_dir:
+                command = build_run_command(
+                    engine,
+                    image,
+                    container_name=container_name,
+                    run_id=run_id,
+                    run_dir=run_dir,
+                    options=self.options,
+                    caller=cleanup.caller_identity(),
+                )
+                status(f"starting {os.path.basename(engine)} container {container_name}")
+                process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=engine_env,
+                )
+                timer: threading.Timer | None = None
+                if self.options.timeout_seconds is not None:
 
-                def stop_for_timeout() -> None:
-                    timed_out.set()
-                    remove()
+                    def stop_for_timeout() -> None:
+                        timed_out.set()
+                        remove()
 
-                timer = threading.Timer(self.options.timeout_seconds, stop_for_timeout)
-                timer.daemon = True
-                timer.start()
-            finished = False
-            try:
-                for stream, line in _merged_lines(process):
-                    # The outcome is only ever on stdout; stderr is read separately so its
-                    # bytes cannot land inside it.
-                    shown = reader.feed(line) if stream == "stdout" else line
-                    if stream == "stderr":
-                        reader.last_lines.append(line)
-                    if shown is None:
-                        continue
-                    if stream == "stderr" and on_stderr is not None:
-                        on_stderr(shown)
-                    else:
-                        on_log(shown)
-                exit_code = process.wait()
-                finished = True
-            finally:
-                if timer is not None:
-                    timer.cancel()
-                if not finished:
-                    remove()
-                    process.kill()
-                    process.wait()
+                    timer = threading.Timer(self.options.timeout_seconds, stop_for_timeout)
+                    timer.daemon = True
+                    timer.start()
+                finished = False
+                try:
+                    for stream, line in _merged_lines(process):
+                        # The outcome is only ever on stdout; stderr is read separately so its
+                        # bytes cannot land inside it.
+                        shown = reader.feed(line) if stream == "stdout" else line
+                        if stream == "stderr":
+                            reader.last_lines.append(line)
+                        if shown is None:
+                            continue
+                        if stream == "stderr" and on_stderr is not None:
+                            on_stderr(shown)
+                        else:
+                            on_log(shown)
+                    exit_code = process.wait()
+                    finished = True
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+                    if not finished:
+                        remove()
+                        process.kill()
+                        process.wait()
+        except BaseException:
+            # A daemon thread still running at interpreter exit can abort it: let the
+            # clean-up finish (briefly) before the error goes up.
+            cleaned(2.0)
+            raise
         status(f"container {container_name} exited with code {exit_code}")
+        for leftover in cleaned(15.0):
+            status(f"removed container {leftover.name}: {leftover.reason}")
         last_lines = tuple(reader.last_lines)
         if timed_out.is_set():
             raise JobTimeout(

@@ -1,8 +1,12 @@
-"""Pure image code: the code layer, the new config and manifest, platform selection.
+"""Image code: the code layer, the new config and manifest, platform selection.
 
-Nothing here does I/O; ``registry.py`` moves the bytes. Everything is deterministic: the same
-``CodePackage`` on the same base gives byte-identical layer, config and manifest, hence the
-same digest.
+Nothing here talks to a registry; ``registry.py`` moves the bytes. Everything is
+deterministic: the same ``CodePackage`` on the same base gives byte-identical layer, config
+and manifest, hence the same digest.
+
+The code layer is streamed: tar -> gzip -> a spooled temporary file (in memory while small,
+on disk in ``$TMPDIR`` beyond ``SPOOL_IN_MEMORY``), with both digests computed on the way, so
+memory stays flat whatever the size of the files shipped.
 """
 
 from __future__ import annotations
@@ -14,16 +18,17 @@ import io
 import json
 import re
 import tarfile
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import cloudpickle
 
 from fnjob import inimage, runner
 from fnjob.errors import FnJobError
-from fnjob.package import APP_DIR, CodePackage
+from fnjob.package import APP_DIR, CodePackage, FileContent
 
 __all__ = [
     "DOCKER_CONFIG",
@@ -31,6 +36,7 @@ __all__ = [
     "DOCKER_MANIFEST",
     "DOCKER_MANIFEST_LIST",
     "INDEX_MEDIA_TYPES",
+    "LAYER_COMPRESSION_LEVEL",
     "MANIFEST_MEDIA_TYPES",
     "OCI_CONFIG",
     "OCI_INDEX",
@@ -41,6 +47,7 @@ __all__ = [
     "ImageFormatError",
     "Platform",
     "SitePackages",
+    "SpooledBlob",
     "append_layer",
     "code_layer",
     "image_links",
@@ -72,9 +79,16 @@ VENDOR_DIR = "/fnjob/vendor"
 REQUIREMENTS_PATH = "/fnjob/requirements.txt"
 SITE_DIR = "/fnjob/site"
 # Requirements installed at build time (fnjob.requirements): files and symlinks by image path.
-SitePackages = tuple[Mapping[str, bytes], Mapping[str, str]]
+SitePackages = tuple[Mapping[str, FileContent], Mapping[str, str]]
 # A fixed timestamp for every tar entry and the gzip header (determinism).
 _FIXED_MTIME = 0
+# gzip level of the code layer. Measured by benchmarks/bench_build_memory.py on this
+# machine: level 1 compresses several times faster than 6 for a few percent more bytes, and
+# the upload of those bytes costs less than the time level 6 adds.
+LAYER_COMPRESSION_LEVEL = 1
+# A layer stays in memory up to this size, then spills to a temporary file.
+SPOOL_IN_MEMORY = 16 << 20
+_READ_SIZE = 1 << 20
 
 
 class ImageFormatError(FnJobError):
@@ -103,6 +117,35 @@ class Blob:
 
     def descriptor(self) -> dict[str, Any]:
         return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+
+    def chunks(self) -> Iterator[bytes]:
+        yield self.data
+
+
+@dataclass(frozen=True, eq=False)
+class SpooledBlob:
+    """A blob written once to a spooled temporary file, with its digest and size; read back
+    in chunks as many times as an upload needs (a retry starts again). ``close`` frees it."""
+
+    file: IO[bytes]
+    media_type: str
+    digest: str
+    size: int
+
+    def descriptor(self) -> dict[str, Any]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+
+    def chunks(self) -> Iterator[bytes]:
+        self.file.seek(0)
+        while chunk := self.file.read(_READ_SIZE):
+            yield chunk
+
+    def read_bytes(self) -> bytes:
+        """All the bytes at once (small blobs and tests only)."""
+        return b"".join(self.chunks())
+
+    def close(self) -> None:
+        self.file.close()
 
 
 @dataclass(frozen=True)
@@ -168,12 +211,12 @@ def _vendored_cloudpickle() -> dict[str, bytes]:
     }
 
 
-def image_tree(package: CodePackage, site: SitePackages | None = None) -> dict[str, bytes]:
+def image_tree(package: CodePackage, site: SitePackages | None = None) -> dict[str, FileContent]:
     """Absolute path in the image -> content, for everything fnjob adds to the base: the
     runner, vendored cloudpickle, the in-image fnjob, the code, and either the installed
     requirements (``site``, the append builder) or ``requirements.txt`` (for a Dockerfile
     to install)."""
-    tree = {RUNNER_PATH: Path(runner.__file__).read_bytes()}
+    tree: dict[str, FileContent] = {RUNNER_PATH: Path(runner.__file__).read_bytes()}
     tree.update(_vendored_cloudpickle())
     # Shipped code may import fnjob; in the image that import gets fnjob.inimage.
     tree[f"{VENDOR_DIR}/fnjob/__init__.py"] = Path(inimage.__file__).read_bytes()
@@ -207,57 +250,117 @@ def _tar_info(name: str, kind: bytes, size: int = 0, linkname: str = "") -> tarf
     return info
 
 
-def layer_tar(tree: Mapping[str, bytes], links: Mapping[str, str] | None = None) -> bytes:
-    """An uncompressed tar of tree (and symlinks: path -> target): parent folders included,
-    entries sorted, fixed timestamps, owned by uid/gid 0, files 0644 (0755 for ``#!``
-    scripts) and folders 0755."""
-    links = links or {}
+class _Digesting:
+    """A write-only file that hashes and counts what passes through to ``target``."""
+
+    def __init__(self, target: IO[bytes] | gzip.GzipFile | _Digesting) -> None:
+        self.target = target
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        self.target.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def digest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+
+def _entries(tree: Mapping[str, FileContent], links: Mapping[str, str]) -> list[tuple[str, bytes]]:
     folders: set[str] = set()
     for path in [*tree, *links]:
         parts = path.strip("/").split("/")[:-1]
         folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
-    entries = sorted(
+    return sorted(
         [(name, tarfile.DIRTYPE) for name in folders]
         + [(p.strip("/"), tarfile.REGTYPE) for p in tree]
         + [(p.strip("/"), tarfile.SYMTYPE) for p in links]
     )
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for name, kind in entries:
+
+
+def _add_file(archive: tarfile.TarFile, name: str, content: FileContent) -> None:
+    if isinstance(content, bytes):
+        info = _tar_info(name, tarfile.REGTYPE, len(content))
+        if content.startswith(b"#!"):
+            info.mode = 0o755
+        archive.addfile(info, io.BytesIO(content))
+        return
+    with content.open("rb") as source:
+        size = source.seek(0, io.SEEK_END)
+        source.seek(0)
+        info = _tar_info(name, tarfile.REGTYPE, size)
+        if source.read(2) == b"#!":
+            info.mode = 0o755
+        source.seek(0)
+        try:
+            archive.addfile(info, source)
+        except OSError as error:  # tarfile: "unexpected end of data"
+            raise OSError(f"{content} changed while fnjob was reading it: {error}") from error
+
+
+def write_layer_tar(
+    out: IO[bytes] | gzip.GzipFile,
+    tree: Mapping[str, FileContent],
+    links: Mapping[str, str] | None = None,
+) -> str:
+    """Write an uncompressed tar of tree (and symlinks: path -> target) to out: parent
+    folders included, entries sorted, fixed timestamps, owned by uid/gid 0, files 0644
+    (0755 for ``#!`` scripts) and folders 0755. Files given as paths are streamed. Returns
+    the tar's ``sha256:`` digest."""
+    links = links or {}
+    tar = _Digesting(out)
+    with tarfile.TarFile(
+        fileobj=cast(IO[bytes], tar), mode="w", format=tarfile.PAX_FORMAT, copybufsize=_READ_SIZE
+    ) as archive:
+        for name, kind in _entries(tree, links):
             if kind == tarfile.REGTYPE:
-                data = tree["/" + name]
-                info = _tar_info(name, kind, len(data))
-                if data.startswith(b"#!"):
-                    info.mode = 0o755
-                archive.addfile(info, io.BytesIO(data))
+                _add_file(archive, name, tree["/" + name])
             else:
                 archive.addfile(_tar_info(name, kind, linkname=links.get("/" + name, "")))
-    return buffer.getvalue()
-
-
-def _gzip(data: bytes) -> bytes:
-    buffer = io.BytesIO()
-    # mtime=0 and no file name keep the gzip header identical between runs.
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=6) as out:
-        out.write(data)
-    return buffer.getvalue()
+    return tar.digest()
 
 
 @dataclass(frozen=True)
 class CodeLayer:
     """The compressed layer blob and the digest of its uncompressed tar (the diff_id)."""
 
-    blob: Blob
+    blob: SpooledBlob
     diff_id: str
 
 
 def code_layer(
-    package: CodePackage, media_type: str = OCI_LAYER, site: SitePackages | None = None
+    package: CodePackage,
+    media_type: str = OCI_LAYER,
+    site: SitePackages | None = None,
+    *,
+    compression_level: int = LAYER_COMPRESSION_LEVEL,
 ) -> CodeLayer:
     """The deterministic gzip layer holding the runner, vendored cloudpickle, the code and
-    the installed requirements."""
-    tar = layer_tar(image_tree(package, site), image_links(package, site))
-    return CodeLayer(blob=Blob(_gzip(tar), media_type), diff_id=sha256_digest(tar))
+    the installed requirements, streamed into a spooled temporary file (the caller closes
+    ``layer.blob``)."""
+    # Closed by the caller through the blob, or here when writing fails.
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, prefix="fnjob-layer-")  # noqa: SIM115
+    try:
+        compressed = _Digesting(cast(IO[bytes], spool))
+        # mtime=0 and no file name keep the gzip header identical between runs.
+        with gzip.GzipFile(
+            filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=compression_level
+        ) as gz:
+            diff_id = write_layer_tar(gz, image_tree(package, site), image_links(package, site))
+        spool.flush()
+    except BaseException:
+        spool.close()
+        raise
+    blob = SpooledBlob(cast(IO[bytes], spool), media_type, compressed.digest(), compressed.size)
+    return CodeLayer(blob=blob, diff_id=diff_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,6 +440,16 @@ class AppendedImage:
     def digest(self) -> str:
         return self.manifest.digest
 
+    def close(self) -> None:
+        """Free the spooled code layer."""
+        self.layer.blob.close()
+
+    def __enter__(self) -> AppendedImage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def append_layer(
     base_manifest: Mapping[str, Any],
@@ -345,7 +458,8 @@ def append_layer(
     site: SitePackages | None = None,
 ) -> AppendedImage:
     """Append package's code layer (with ``site``, the requirements installed for the base)
-    to a base image, in the base manifest's media types.
+    to a base image, in the base manifest's media types. Close the result (or use it as a
+    context manager) to free its spooled layer.
 
     Raises ``ImageFormatError`` for a manifest that is not OCI or Docker schema 2 (an index
     must be resolved with ``select_platform`` first) or when layers and diff_ids disagree.

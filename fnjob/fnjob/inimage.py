@@ -43,6 +43,7 @@ _ERROR_PARENTS = {
     "ClusterAccessDenied": "ClusterError",
     "ClusterConfigError": "ClusterError",
     "ClusterUnreachable": "ClusterError",
+    "LogStreamStalled": "ClusterError",
     "ContainerEngineError": "FnJobError",
     "ContainerEngineNotFound": "FnJobError",
     "DockerBuildFailed": "FnJobError",
@@ -59,6 +60,7 @@ _ERROR_PARENTS = {
     "RemoteError": "FnJobError",
     "ResultMissing": "FnJobError",
     "ResultNotLoadable": "FnJobError",
+    "ResultTooLarge": "FnJobError",
     "UnshippableFunction": "FnJobError",
 }
 ERROR_NAMES = tuple(_ERROR_PARENTS)

@@ -28,14 +28,15 @@ from fnjob.options import (
     Security,
     Volumes,
     check_env,
+    check_labels,
     check_namespace,
     check_pieces,
     check_timeout,
-    frozen_str_mapping,
 )
 from fnjob.protocol import CALL_FILE, KEY_FILE
 
 __all__ = [
+    "CALLER_ANNOTATION",
     "CONTAINER_NAME",
     "CONTROLLER_UID_LABEL",
     "DEFAULT_REQUESTS",
@@ -51,6 +52,9 @@ __all__ = [
 RUN_ID_LABEL = "fnjob/run-id"
 FUNCTION_LABEL = "fnjob/function"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+# Who started the run (``fnjob.cleanup.caller_identity``), to find runs whose caller is gone.
+CALLER_ANNOTATION = "fnjob/caller"
+_FNJOB_LABELS = frozenset({RUN_ID_LABEL, FUNCTION_LABEL, MANAGED_BY_LABEL})
 # Set by the Job controller on the pods it creates (Kubernetes 1.27+).
 CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
 CONTAINER_NAME = "fnjob"
@@ -105,7 +109,11 @@ class JobOptions:
         clashes = sorted(set(self.env) & set(self.secret_env.keys))
         if clashes:
             raise ValueError(f"env and secret_env both set {clashes}; set each variable once")
-        object.__setattr__(self, "labels", frozen_str_mapping("labels", self.labels))
+        labels = check_labels("labels", self.labels)
+        taken = sorted(key for key in labels if key in _FNJOB_LABELS or key.startswith("fnjob/"))
+        if taken:
+            raise ValueError(f"labels may not set {taken}: fnjob sets them to find its runs")
+        object.__setattr__(self, "labels", labels)
         check_timeout(self.timeout)
         if not isinstance(self.keep_job, bool):
             raise ValueError(f"keep_job={self.keep_job!r} must be True or False")
@@ -187,9 +195,16 @@ def _volumes(options: JobOptions, secret_name: str) -> tuple[list[Any], list[Any
 
 
 def build_job_manifest(
-    *, image: str, function_name: str, run_id: str, namespace: str, options: JobOptions
+    *,
+    image: str,
+    function_name: str,
+    run_id: str,
+    namespace: str,
+    options: JobOptions,
+    caller: str | None = None,
 ) -> dict[str, Any]:
-    """The batch/v1 Job that runs ``image`` once, reading its call from the run's Secret."""
+    """The batch/v1 Job that runs ``image`` once, reading its call from the run's Secret;
+    ``caller`` (who started it) becomes an annotation."""
     prefix = _dns_label(f"fnjob-{function_name}", max_length=52) or "fnjob"
     labels = {
         **options.labels,
@@ -243,7 +258,13 @@ def build_job_manifest(
         spec["activeDeadlineSeconds"] = options.timeout
     if options.lifecycle.ttl_seconds_after_finished is not None:
         spec["ttlSecondsAfterFinished"] = options.lifecycle.ttl_seconds_after_finished
-    metadata = {"generateName": f"{prefix}-", "namespace": namespace, "labels": labels}
+    metadata: dict[str, Any] = {
+        "generateName": f"{prefix}-",
+        "namespace": namespace,
+        "labels": labels,
+    }
+    if caller is not None:
+        metadata["annotations"] = {CALLER_ANNOTATION: caller}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}
 
 

@@ -5,7 +5,7 @@
 - ``Build``: how the image is made and pushed (builder, files, requirements, platform,
   the base's Python, registry access);
 - ``Resources``: cpu, memory, GPUs (quantities parsed once here, by the field's own
-  ``kubernetes.utils.parse_quantity``);
+  ``kubernetes.utils.parse_quantity``, after the API server's quantity grammar);
 - ``Scheduling``: which GPU group, and node selectors / tolerations;
 - ``Security``: identity and the pod's security context;
 - ``Volumes``: PersistentVolumeClaims and the size of ``/dev/shm``;
@@ -18,20 +18,22 @@ everything downstream (manifests, command lines) trusts what they hold.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
+import os
 import posixpath
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubernetes.utils import parse_quantity
-
-from fnjob.auth import Credentials
-from fnjob.image import parse_platform
+if TYPE_CHECKING:
+    from fnjob.auth import Credentials
 
 __all__ = [
     "BUILDERS",
@@ -58,6 +60,22 @@ _DNS_SUBDOMAIN = re.compile(
     r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
 )
 _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+# Label keys are [prefix/]name: prefix a DNS subdomain, name (and a non-empty value) 63
+# characters at most, alphanumeric at both ends.
+_LABEL_NAME = re.compile(r"(?=.{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+# The API server's quantity grammar (apimachinery resource.Quantity): a number, then one
+# binary (Ki..Ei) or decimal (m, k..E) suffix or an exponent, never two of them. Python's
+# Decimal (and so parse_quantity) also takes "1e3Gi", "NaN" or "1_000", which the API refuses.
+_QUANTITY = re.compile(
+    r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[KMGTPE]i|[eE][+-]?[0-9]+|[mkMGTPE])?"
+)
+# The API keeps quantities as 64-bit integers (of bytes for memory).
+_MAX_QUANTITY = 2**63 - 1
+# An environment variable is one "NAME=value" string for the kernel, which refuses to start
+# a process with one longer than MAX_ARG_STRLEN (128 KiB). Plain env lives in the Job object,
+# and Kubernetes objects are limited to ~1.5 MiB in etcd: 1 MiB for all of it leaves room.
+MAX_ENV_VARIABLE_BYTES = 128 * 1024 - 1
+MAX_ENV_TOTAL_BYTES = 1024 * 1024
 _SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 _TOLERATION_KEYS = frozenset({"key", "operator", "value", "effect", "tolerationSeconds"})
 _MAX_ID = 2**31 - 1
@@ -73,6 +91,8 @@ def check_platform(value: object) -> None:
     """``platform`` is ``os/arch`` or ``os/arch/variant`` (``linux/amd64``)."""
     if not isinstance(value, str):
         raise ValueError(f"platform={value!r} is not 'os/arch' or 'os/arch/variant'")
+    from fnjob.image import parse_platform  # the image code loads only when building
+
     try:
         parse_platform(value)
     except ValueError:
@@ -160,6 +180,8 @@ class Build:
             )
         object.__setattr__(self, "insecure_registries", tuple(self.insecure_registries))
         if self.credentials is not None:
+            from fnjob.auth import Credentials  # with requests, only when credentials are given
+
             if not isinstance(self.credentials, Mapping) or not all(
                 isinstance(host, str) and isinstance(found, Credentials)
                 for host, found in self.credentials.items()
@@ -176,19 +198,52 @@ class Build:
 # Quantities: parsed once, at the edge
 
 
+@functools.cache
+def _parse_quantity() -> Callable[[str], Decimal]:
+    """``kubernetes.utils.parse_quantity``, loaded from its own file when the client is not
+    imported yet: importing ``kubernetes.utils`` runs ``kubernetes/__init__``, which imports
+    the whole client (most of the CLI's start-up time); the quantity module needs only
+    ``decimal``."""
+    loaded = sys.modules.get("kubernetes.utils")
+    spec = None if loaded else importlib.util.find_spec("kubernetes")
+    folders = spec.submodule_search_locations if spec else None
+    if folders:
+        path = Path(folders[0]) / "utils" / "quantity.py"
+        source = importlib.util.spec_from_file_location("fnjob._kubernetes_quantity", path)
+        if path.is_file() and source and source.loader:
+            module = importlib.util.module_from_spec(source)
+            source.loader.exec_module(module)
+            parse: Callable[[str], Decimal] = module.parse_quantity
+            return parse
+    from kubernetes.utils import parse_quantity
+
+    return parse_quantity
+
+
 def _decimal_quantity(value: object, field_name: str, *, what: str, example: str) -> Decimal:
     """The number behind a quantity string, or a ValueError naming the field."""
-    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
-        raise ValueError(f"{field_name}={value!r} is not a Kubernetes quantity; use e.g. {example}")
+    if not isinstance(value, str) or not _QUANTITY.fullmatch(value):
+        raise ValueError(
+            f"{field_name}={value!r} is not a Kubernetes quantity; use e.g. {example} or {what}"
+        )
     try:
-        amount = parse_quantity(value)
+        amount = _parse_quantity()(value)
     except (ValueError, InvalidOperation):
         raise ValueError(
             f"{field_name}={value!r} is not a Kubernetes quantity; use e.g. {example} or {what}"
         ) from None
     if not amount.is_finite() or amount <= 0:
         raise ValueError(f"{field_name}={value!r} must be a positive amount")
+    _within_api_range(value, field_name, amount)
     return amount
+
+
+def _within_api_range(value: object, field_name: str, amount: Decimal) -> None:
+    if amount > _MAX_QUANTITY:
+        raise ValueError(
+            f"{field_name}={value!r} is larger than Kubernetes can hold (2^63-1); "
+            "check the unit and the exponent"
+        )
 
 
 def _number(value: object, field_name: str, *, what: str, example: str) -> Decimal | None:
@@ -212,6 +267,7 @@ def cpu_amount(value: str | float | int | Decimal, field_name: str = "cpu") -> t
         cores = _decimal_quantity(text, field_name, what=what, example=example)
     else:
         # Kubernetes keeps CPU to the millicore.
+        _within_api_range(value, field_name, cores * 1000)
         millicores = math.ceil(cores * 1000)
         text = str(millicores // 1000) if millicores % 1000 == 0 else f"{millicores}m"
     if cores < Decimal("0.001"):
@@ -235,6 +291,7 @@ def memory_amount(
                 'write the unit, e.g. "8Gi"'
             )
         return text, math.ceil(amount)
+    _within_api_range(value, field_name, gib * GIB)
     # Whole GiB stay GiB; anything else is rounded to the MiB.
     mebibytes = round(gib * 1024)
     text = f"{mebibytes // 1024}Gi" if mebibytes % 1024 == 0 else f"{mebibytes}Mi"
@@ -285,6 +342,25 @@ def frozen_str_mapping(name: str, value: object) -> Mapping[str, str]:
         if not isinstance(key, str) or not isinstance(item, str):
             raise ValueError(f"{name}[{key!r}]={item!r}: keys and values must be strings")
     return MappingProxyType(dict(value))
+
+
+def check_labels(name: str, value: object) -> Mapping[str, str]:
+    """A read-only copy of Kubernetes labels (or a node selector), keys and values checked
+    as the API server does: ``[prefix/]name`` keys, values of 63 characters at most."""
+    frozen = frozen_str_mapping(name, value)
+    for key, item in frozen.items():
+        prefix, slash, label = key.rpartition("/")
+        if (slash and not _DNS_SUBDOMAIN.fullmatch(prefix)) or not _LABEL_NAME.fullmatch(label):
+            raise ValueError(
+                f"{name}: key {key!r} is not a label key ([prefix/]name: name 1-63 letters, "
+                "digits, '-', '_', '.', alphanumeric at both ends; prefix a DNS subdomain)"
+            )
+        if item and not _LABEL_NAME.fullmatch(item):
+            raise ValueError(
+                f"{name}[{key!r}]={item!r} is not a label value (at most 63 letters, digits, "
+                "'-', '_', '.', alphanumeric at both ends; or empty)"
+            )
+    return frozen
 
 
 def frozen_tolerations(name: str, value: object) -> tuple[Mapping[str, Any], ...]:
@@ -341,11 +417,9 @@ class Scheduling:
             tolerations = frozen_tolerations("gpu_tolerations", self.gpu_tolerations)
             object.__setattr__(self, "gpu_tolerations", tolerations)
         if self.gpu_node_selector is not None:
-            selector = frozen_str_mapping("gpu_node_selector", self.gpu_node_selector)
+            selector = check_labels("gpu_node_selector", self.gpu_node_selector)
             object.__setattr__(self, "gpu_node_selector", selector)
-        object.__setattr__(
-            self, "node_selector", frozen_str_mapping("node_selector", self.node_selector)
-        )
+        object.__setattr__(self, "node_selector", check_labels("node_selector", self.node_selector))
         object.__setattr__(self, "tolerations", frozen_tolerations("tolerations", self.tolerations))
 
 
@@ -538,13 +612,33 @@ class SecretEnv:
 
 
 def check_env(env: object, *, reserved: frozenset[str] = frozenset()) -> Mapping[str, str]:
-    """A read-only copy of plain environment variables, names checked."""
+    """A read-only copy of plain environment variables: names checked, values free of NUL
+    bytes, each variable and the sum within what a process (and a Job object) can carry."""
     frozen = frozen_str_mapping("env", env)
-    for name in frozen:
+    total = 0
+    for name, value in frozen.items():
         if not _ENV_NAME.fullmatch(name):
             raise ValueError(f"env: {name!r} is not a valid environment variable name")
         if name in reserved:
             raise ValueError(f"env may not set {name}: fnjob uses it")
+        if "\0" in value:
+            raise ValueError(
+                f"env[{name!r}] contains a NUL byte, which no environment variable can hold"
+            )
+        size = len(name.encode()) + 1 + len(value.encode("utf-8", "surrogateescape"))
+        if size > MAX_ENV_VARIABLE_BYTES:
+            raise ValueError(
+                f"env[{name!r}] is {size:,} bytes; a variable can be at most "
+                f"{MAX_ENV_VARIABLE_BYTES:,} (the kernel refuses longer ones): ship data as a "
+                "file (extra_files) or read it from a volume"
+            )
+        total += size
+    if total > MAX_ENV_TOTAL_BYTES:
+        raise ValueError(
+            f"env adds up to {total:,} bytes; at most {MAX_ENV_TOTAL_BYTES:,} fit in a Job "
+            "(Kubernetes objects are limited to about 1.5 MiB): ship data as a file "
+            "(extra_files) or read it from a volume"
+        )
     return frozen
 
 
@@ -571,6 +665,8 @@ class Lifecycle:
     - ``unschedulable_timeout``: a pod no node can take for this long raises ``JobFailed``
       (GPU nodes scaling up from zero take minutes); None waits until ``timeout``;
     - ``poll_interval``: seconds between status reads;
+    - ``log_stall_timeout``: a log stream that sends nothing for this long is reconnected
+      from where it was (a quiet function costs one reconnect per period); None never;
     - ``istio_sidecar``: let Istio inject its sidecar (off: it never exits, so the Job would
       never complete).
     """
@@ -580,6 +676,7 @@ class Lifecycle:
     pod_creation_timeout: float | None = 120.0
     unschedulable_timeout: float | None = 600.0
     poll_interval: float = 1.0
+    log_stall_timeout: float | None = 120.0
     istio_sidecar: bool = False
 
     def __post_init__(self) -> None:
@@ -597,6 +694,7 @@ class Lifecycle:
         _positive_seconds("pod_creation_timeout", self.pod_creation_timeout)
         _positive_seconds("unschedulable_timeout", self.unschedulable_timeout)
         _positive_seconds("poll_interval", self.poll_interval, optional=False)
+        _positive_seconds("log_stall_timeout", self.log_stall_timeout)
 
 
 def check_pieces(owner: object, **kinds: type) -> None:
@@ -605,6 +703,28 @@ def check_pieces(owner: object, **kinds: type) -> None:
         value = getattr(owner, name)
         if not isinstance(value, kind):
             raise ValueError(f"{name}={value!r} must be a fnjob.{kind.__name__}(...)")
+
+
+# A run nobody bounded could hold a GPU for ever once its caller is gone (kill -9, a
+# notebook's kernel killed): Job(timeout=None) gets this deadline. A stack sets its own
+# through the notebook's environment (PodDefault env).
+DEFAULT_TIMEOUT = 24 * 3600
+DEFAULT_TIMEOUT_ENV = "FNJOB_DEFAULT_TIMEOUT"
+
+
+def default_timeout(environ: Mapping[str, str] | None = None) -> int | None:
+    """The deadline of a run that gives no ``timeout``: ``$FNJOB_DEFAULT_TIMEOUT`` (whole
+    seconds, or ``none`` for no deadline), else ``DEFAULT_TIMEOUT`` (24 h)."""
+    text = (os.environ if environ is None else environ).get(DEFAULT_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    if text.lower() == "none":
+        return None
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(
+            f"${DEFAULT_TIMEOUT_ENV}={text!r} must be whole seconds > 0, or 'none' for no deadline"
+        )
+    return int(text)
 
 
 def check_timeout(value: object, name: str = "timeout") -> None:

@@ -40,10 +40,12 @@ from fnjob.runner import PICKLE_PROTOCOL
 __all__ = [
     "APP_DIR",
     "CodePackage",
+    "FileContent",
     "UnshippableFunction",
     "package_file",
     "package_function",
     "package_notebook",
+    "read_content",
 ]
 
 APP_DIR = "/fnjob/app"
@@ -53,6 +55,16 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 class UnshippableFunction(FnJobError):
     """The function (or file, notebook, extra file) cannot be shipped to the container."""
+
+
+# A shipped file's content: bytes, or the path of a file on this machine, read only when the
+# layer is written (extra files may be gigabytes; they are streamed, never held in memory).
+FileContent = bytes | Path
+
+
+def read_content(content: FileContent) -> bytes:
+    """The whole content (for small files: sources, comparisons)."""
+    return content if isinstance(content, bytes) else content.read_bytes()
 
 
 def _local_python() -> str:
@@ -72,7 +84,8 @@ def _check_app_path(path: str) -> str:
 class CodePackage:
     """What goes into the image's code layer.
 
-    - ``files``: path relative to ``/fnjob/app`` -> content.
+    - ``files``: path relative to ``/fnjob/app`` -> content: bytes, or an absolute ``Path``
+      read when the layer is written (extra files).
     - ``links``: path relative to ``/fnjob/app`` -> relative symlink target (links found in
       shipped folders that point inside them).
     - ``entry``: the runner's ``FNJOB_ENTRY`` (``module:<mod>:<qualname>``, ``pickle:<file>``
@@ -87,7 +100,7 @@ class CodePackage:
       when the base image's Python differs).
     """
 
-    files: Mapping[str, bytes]
+    files: Mapping[str, FileContent]
     entry: str
     needs_exact_python: bool
     source_python: str = field(default_factory=_local_python)
@@ -99,9 +112,12 @@ class CodePackage:
     def __post_init__(self) -> None:
         for path, content in self.files.items():
             _check_app_path(path)
-            if not isinstance(content, bytes):
+            if not isinstance(content, bytes) and not (
+                isinstance(content, Path) and content.is_absolute()
+            ):
                 raise ValueError(
-                    f"files: content of {path!r} is {type(content).__name__}, expected bytes"
+                    f"files: content of {path!r} is {type(content).__name__}, expected bytes "
+                    "or an absolute Path"
                 )
         kind, _, rest = self.entry.partition(":")
         if kind not in ("module", "pickle", "script") or not rest:
@@ -133,7 +149,9 @@ class CodePackage:
 
     def python_sources(self) -> dict[str, bytes]:
         """The shipped ``.py`` files (checked against the base image's Python syntax)."""
-        return {path: data for path, data in self.files.items() if path.endswith(".py")}
+        return {
+            path: read_content(data) for path, data in self.files.items() if path.endswith(".py")
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,7 +182,7 @@ def _read_requirements(requirements: Sequence[str] | str | os.PathLike[str]) -> 
 class _Tree:
     """Files (path in the app -> content) and symlinks (path in the app -> relative target)."""
 
-    files: dict[str, bytes] = field(default_factory=dict)
+    files: dict[str, FileContent] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
 
     def update(self, other: _Tree) -> None:
@@ -177,7 +195,8 @@ def _skipped(name: str) -> bool:
 
 
 def _tree_files(path: Path, name_in_app: str) -> _Tree:
-    """A file, or a folder's files (skipping caches and hidden entries), under name_in_app.
+    """A file, or a folder's files (skipping caches and hidden entries), under name_in_app,
+    as absolute paths (read when the layer is written).
 
     Symlinks inside a folder are never followed out of it: a link whose target is inside
     the folder is shipped as a link (files and folders alike); a link leading outside, or to
@@ -185,7 +204,7 @@ def _tree_files(path: Path, name_in_app: str) -> _Tree:
     when it is itself a link: the caller named it.
     """
     if path.is_file():
-        return _Tree(files={name_in_app: path.read_bytes()})
+        return _Tree(files={name_in_app: path.absolute()})
     if not path.is_dir():
         raise UnshippableFunction(f"extra_files: {str(path)!r} is neither a file nor a folder")
     root = path.resolve()
@@ -210,7 +229,7 @@ def _tree_files(path: Path, name_in_app: str) -> _Tree:
             if child.is_symlink():
                 tree.links[in_app] = _inside_link(child, root, path)
             elif child.is_file():
-                tree.files[in_app] = child.read_bytes()
+                tree.files[in_app] = child.absolute()
     return tree
 
 
@@ -245,7 +264,12 @@ def _merge(code: _Tree, extra: _Tree) -> _Tree:
     code_paths = {**code.files, **code.links}
     extra_paths = {**extra.files, **extra.links}
     for path in sorted(set(code_paths) & set(extra_paths)):
-        if code_paths[path] != extra_paths[path]:
+        code_item, extra_item = code_paths[path], extra_paths[path]
+        if isinstance(code_item, str) or isinstance(extra_item, str):
+            same = code_item == extra_item
+        else:
+            same = read_content(code_item) == read_content(extra_item)
+        if not same:
             raise UnshippableFunction(
                 f"extra_files: {path!r} would replace a shipped code file of the same name"
             )
@@ -254,7 +278,8 @@ def _merge(code: _Tree, extra: _Tree) -> _Tree:
 
 def _python_only(tree: _Tree) -> _Tree:
     return _Tree(
-        {path: data for path, data in tree.files.items() if path.endswith(".py")},
+        # Sources are read now: the image holds the code as it was when packaged.
+        {path: read_content(data) for path, data in tree.files.items() if path.endswith(".py")},
         {path: target for path, target in tree.links.items() if path.endswith(".py")},
     )
 
@@ -318,8 +343,9 @@ def _module_sources(module_file: Path, module_name: str) -> _Tree:
         elif (folder / name / "__init__.py").is_file() and f"{name}/__init__.py" not in files:
             package = _python_only(_tree_files(folder / name, name))
             tree.update(package)
-            for data in package.files.values():
-                pending.extend(_local_imports(data.decode("utf-8", "replace"), folder))
+            for content in package.files.values():
+                text = read_content(content).decode("utf-8", "replace")
+                pending.extend(_local_imports(text, folder))
     return tree
 
 

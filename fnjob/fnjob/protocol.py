@@ -3,11 +3,12 @@
 Per run, the caller makes a fresh random key and hands the runner (``fnjob/runner.py``)
 two files, ``call`` (a pickle of the arguments) and ``key``, through a channel only that
 run reads (a Secret owned by the Job, or a private directory for the local deployer). The
-runner prints the function's output as-is and then one outcome line signed with the key
-(HMAC-SHA256). ``OutcomeReader`` reads a container's output line by line: the line carrying
-a valid signature is the outcome, wherever it sits in the line (a partial line may be glued
-before it) and whatever follows it (output written at exit); every other line, including
-ones that merely look like an outcome, is the function's output.
+runner prints the function's output as-is and then the outcome, framed in whole lines of at
+most 4 KiB, each signed with the key (HMAC-SHA256; the format is in ``fnjob/runner.py``).
+``OutcomeReader`` reads a container's output line by line: a line carrying a validly signed
+piece of the outcome is not output, wherever the piece sits in the line (a partial line may
+be glued before it); every other line, including ones that merely look like an outcome, is
+the function's output. Reading costs time linear in the output's size.
 
 Results are pickles, and unpickling runs code: ``Outcome.unwrap`` only ever unpickles bytes
 whose signature was checked with this run's key.
@@ -18,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
-import hashlib
 import hmac
 import json
 import pickle
@@ -32,12 +32,21 @@ from typing import Any
 import cloudpickle
 
 from fnjob.errors import FnJobError
-from fnjob.runner import CALL_FILE, KEY_FILE, OUTCOME_PREFIX, PICKLE_PROTOCOL, RUN_DIR
+from fnjob.runner import (
+    CALL_FILE,
+    KEY_FILE,
+    MAX_POD_RESULT_BYTES,
+    OUTCOME_PREFIX,
+    PICKLE_PROTOCOL,
+    RESULT_TOO_LARGE,
+    RUN_DIR,
+)
 
 __all__ = [
     "CALL_FILE",
     "KEY_FILE",
     "MAX_CALL_BYTES",
+    "MAX_POD_RESULT_BYTES",
     "OUTCOME_PREFIX",
     "RUN_DIR",
     "CallNotEncodable",
@@ -46,6 +55,7 @@ __all__ = [
     "RemoteError",
     "ResultMissing",
     "ResultNotLoadable",
+    "ResultTooLarge",
     "encode_call",
     "new_run_id",
     "new_run_key",
@@ -58,7 +68,6 @@ KEY_BYTES = 32
 LAST_LINES = 20
 # Anything that starts like an outcome line, signed or not (for counting forgeries).
 _OUTCOME_MARK = "FNJOB-OUTCOME/"
-_SIGNED_OUTCOME = re.compile(re.escape(OUTCOME_PREFIX) + r"([A-Za-z0-9+/]*={0,2}) ([0-9a-f]{64})")
 
 
 class CallNotEncodable(FnJobError):
@@ -72,6 +81,24 @@ class ResultMissing(FnJobError):
     def __init__(self, message: str, last_lines: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.last_lines = last_lines
+
+
+class ResultTooLarge(FnJobError):
+    """The function returned a value too large to come back through the container's log.
+
+    ``result_bytes`` is its pickled size, ``limit`` the most a run returns that way.
+    """
+
+    def __init__(self, *, result_bytes: int, limit: int) -> None:
+        super().__init__(
+            f"the function returned {result_bytes} bytes (pickled); at most {limit} bytes "
+            "come back through the container's log, which the kubelet rotates at "
+            "containerLogMaxSize (10 MiB by default). Write large data to a path on your "
+            "profile's volume (a ClaimMount, e.g. the notebook's workspace) or to a bucket, "
+            "and return the path"
+        )
+        self.result_bytes = result_bytes
+        self.limit = limit
 
 
 class ResultNotLoadable(FnJobError):
@@ -124,6 +151,8 @@ class Outcome:
     error_message: str = ""
     remote_traceback: str = ""
     pickled_error: bytes | None = None
+    # (pickled size, limit) when the runner refused to print a too large result.
+    too_large: tuple[int, int] | None = None
 
     def unwrap(self) -> Any:
         """Return the remote return value, or raise the remote exception.
@@ -136,6 +165,8 @@ class Outcome:
         if self.ok:
             assert self.pickled_value is not None
             return _load_value(self.pickled_value)
+        if self.too_large is not None:
+            raise ResultTooLarge(result_bytes=self.too_large[0], limit=self.too_large[1])
         error = self._rebuild_error()
         if error is None:
             raise RemoteError(self.error_type, self.error_message, self.remote_traceback)
@@ -212,25 +243,23 @@ def encode_call(args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = Non
     return data
 
 
-def _decode_b64(value: object, field: str) -> bytes:
-    if not isinstance(value, str):
-        raise ValueError(f"field {field!r} is not a base64 string")
-    return base64.b64decode(value, validate=True)
-
-
-def _outcome_from_payload(payload: str) -> Outcome:
-    record = json.loads(base64.b64decode(payload, validate=True))
-    if not isinstance(record, dict):
-        raise ValueError("the outcome record is not a JSON object")
-    if record.get("ok") is True:
-        return Outcome(ok=True, pickled_value=_decode_b64(record.get("value"), "value"))
-    pickled_error = record.get("exception")
+def _outcome_from_blob(blob: bytes) -> Outcome:
+    header_text, _, data = blob.partition(b"\n")
+    header = json.loads(header_text)
+    if not isinstance(header, dict):
+        raise ValueError("the outcome header is not a JSON object")
+    if header.get("ok") is True:
+        return Outcome(ok=True, pickled_value=data)
+    too_large = None
+    if header.get("type") == RESULT_TOO_LARGE:
+        too_large = (int(header["result_bytes"]), int(header["limit"]))
     return Outcome(
         ok=False,
-        error_type=str(record.get("type", "")),
-        error_message=str(record.get("message", "")),
-        remote_traceback=str(record.get("traceback", "")),
-        pickled_error=None if pickled_error is None else _decode_b64(pickled_error, "exception"),
+        error_type=str(header.get("type", "")),
+        error_message=str(header.get("message", "")),
+        remote_traceback=str(header.get("traceback", "")),
+        pickled_error=data if header.get("exception") else None,
+        too_large=too_large,
     )
 
 
@@ -238,7 +267,7 @@ class OutcomeReader:
     """Reads one run's output, line by line, and keeps the outcome signed with ``key``.
 
     ``feed(line)`` returns the text to show the user: the line itself, the line without the
-    outcome glued into it, or None when the line was only the outcome.
+    outcome piece glued into it, or None when the line was only a piece of the outcome.
     """
 
     def __init__(self, key: bytes) -> None:
@@ -247,34 +276,65 @@ class OutcomeReader:
         self.unsigned_lines = 0
         self.last_lines: collections.deque[str] = collections.deque(maxlen=LAST_LINES)
         self._damaged: str | None = None
+        self._pieces: dict[int, str] = {}
+        self._count: int | None = None
 
     def feed(self, line: str) -> str | None:
         line = line.rstrip("\r\n")
         if _OUTCOME_MARK not in line:
             self.last_lines.append(line)
             return line
-        for match in _SIGNED_OUTCOME.finditer(line):
-            if self._signed(match):
-                self._accept(match.group(1))
-                rest = line[: match.start()] + line[match.end() :]
-                if rest:
-                    self.last_lines.append(rest)
-                return rest or None
+        # A piece ends its line (the runner writes it with its newline); a partial line may
+        # be glued before it. Its base64 never holds the prefix, so the last one is the only
+        # candidate.
+        start = line.rfind(OUTCOME_PREFIX)
+        if start != -1 and self._take_signed(line[start:]):
+            rest = line[:start]
+            if rest:
+                self.last_lines.append(rest)
+            return rest or None
         self.unsigned_lines += 1
         self.last_lines.append(line)
         return line
 
-    def _signed(self, match: re.Match[str]) -> bool:
-        signed_text = OUTCOME_PREFIX + match.group(1)
-        expected = hmac.new(self._key, signed_text.encode("ascii"), hashlib.sha256).hexdigest()
-        return hmac.compare_digest(expected, match.group(2))
+    @property
+    def incomplete(self) -> bool:
+        """Some, not all, pieces of the outcome were read."""
+        return self.outcome is None and bool(self._pieces)
 
-    def _accept(self, payload: str) -> None:
+    def _take_signed(self, frame: str) -> bool:
+        """Keep ``frame``'s piece if this run's key signed it."""
+        text, _, signature = frame.rpartition(" ")
         try:
-            self.outcome = _outcome_from_payload(payload)
-        except (ValueError, binascii.Error, UnicodeDecodeError) as error:
+            expected = hmac.digest(self._key, text.encode("ascii"), "sha256").hex()
+        except UnicodeEncodeError:
+            return False
+        if not hmac.compare_digest(expected, signature):
+            return False
+        counts, _, piece = text[len(OUTCOME_PREFIX) :].partition(" ")
+        index, _, count = counts.partition("/")
+        if not (index.isdigit() and count.isdigit()):
             # Signed but unreadable: a runner bug, never someone else's line.
-            self._damaged = str(error)
+            self._damaged = f"the outcome line {text[:60]!r}... has no piece number"
+            return True
+        self._take(int(index), int(count), piece)
+        return True
+
+    def _take(self, index: int, count: int, piece: str) -> None:
+        if self._count is None:
+            self._count = count
+        if count != self._count or index >= count:
+            self._damaged = f"piece {index}/{count} of an outcome in {self._count} pieces"
+            return
+        self._pieces.setdefault(index, piece)
+        if len(self._pieces) == count and self.outcome is None:
+            payload = "".join(self._pieces[i] for i in range(count))
+            self._pieces.clear()
+            try:
+                self.outcome = _outcome_from_blob(base64.b64decode(payload, validate=True))
+            except (ValueError, KeyError, binascii.Error, UnicodeDecodeError) as error:
+                # Signed but unreadable: a runner bug, never someone else's line.
+                self._damaged = str(error)
 
     def result(self) -> Outcome:
         """The authenticated outcome; ``ResultMissing`` (with the last lines) when none."""
@@ -282,7 +342,16 @@ class OutcomeReader:
             return self.outcome
         last = tuple(self.last_lines)
         if self._damaged is not None:
-            raise ResultMissing(f"the outcome line is damaged: {self._damaged}", last)
+            raise ResultMissing(f"the outcome is damaged: {self._damaged}", last)
+        if self._pieces:
+            assert self._count is not None
+            missing = self._count - len(self._pieces)
+            raise ResultMissing(
+                f"the outcome arrived incomplete: {missing} of its {self._count} lines never "
+                "reached fnjob (the log was cut or rotated away by the kubelet before they "
+                "were read)",
+                last,
+            )
         message = (
             "the container ended without reporting an outcome (killed, crashed, out of "
             "memory, or not an image built by this fnjob)"

@@ -17,10 +17,11 @@ Rules this client keeps:
   accepts connections and never answers gives ``RegistryUnreachable`` after it. Only
   idempotent requests are retried, with exponential backoff: GET/HEAD and blob upload chunks
   (content-addressed); manifest PUTs and mounts are not.
-- **Uploads are chunked** (``PATCH`` with ``Content-Range``) and progress is the byte count
-  the registry acknowledged (its ``Range`` header), so a retried chunk is not counted twice
-  and 100 % means the registry has the bytes. A failed chunk resumes where the registry's
-  upload status says it stopped.
+- **Uploads are chunked** (``PATCH`` with ``Content-Range``), the last chunk going with the
+  closing ``PUT``: a blob that fits one chunk is one ``POST`` and one ``PUT`` (a monolithic
+  upload). Progress is the byte count the registry acknowledged (its ``Range`` header), so a
+  retried chunk is not counted twice and 100 % means the registry has the bytes. A failed
+  chunk resumes where the registry's upload status says it stopped.
 - **Reads stream** and can stop early: closing a blob iterator closes the connection, so a
   caller that has what it needs does not download the rest.
 """
@@ -675,10 +676,11 @@ class RegistryClient:
         *,
         on_progress: Callable[[int], None] | None = None,
     ) -> None:
-        """Upload a blob in chunks. ``chunks`` makes a fresh iterator of the blob's bytes
-        (called again to resume after a failure). ``on_progress`` is told the number of
-        bytes the registry has acknowledged, after each chunk and once more when the blob
-        is committed. Callers check existence first (to report "skip")."""
+        """Upload a blob: ``POST``, a ``PATCH`` per chunk but the last, and the last chunk
+        with the closing ``PUT`` (one ``PUT`` for a blob of one chunk). ``chunks`` makes a
+        fresh iterator of the blob's bytes (called again to resume after a failure).
+        ``on_progress`` is told the number of bytes the registry has acknowledged, after
+        each chunk. Callers check existence first (to report "skip")."""
         what = f"upload blob {digest[:19]}"
         report = on_progress or (lambda _done: None)
         delays = self._retry.delays()
@@ -686,11 +688,14 @@ class RegistryClient:
         offset = 0
         while True:
             try:
-                for piece in _pieces(chunks(), self._chunk_size, offset):
+                pieces = _pieces(chunks(), self._chunk_size, offset)
+                piece = next(pieces, b"")
+                for following in pieces:
                     location, offset = self._send_chunk(what, location, piece, offset)
                     report(offset)
-                self._commit(what, location, digest)
-                report(offset)
+                    piece = following
+                self._commit(what, location, digest, piece)
+                report(offset + len(piece))
                 return
             except _Retryable as failure:
                 delay = next(delays, None)
@@ -755,11 +760,13 @@ class RegistryClient:
             )
         return next_location, acknowledged
 
-    def _commit(self, what: str, location: str, digest: str) -> None:
+    def _commit(self, what: str, location: str, digest: str, piece: bytes) -> None:
+        """The closing ``PUT``, carrying the last chunk."""
         parts = urlsplit(location)
         query = f"{parts.query}&" if parts.query else ""
         url = parts._replace(query=query + urlencode({"digest": digest})).geturl()
-        response = self._send("PUT", url, what, self._deadline(), headers={"Content-Length": "0"})
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(piece))}
+        response = self._send("PUT", url, what, self._deadline(), headers=headers, data=piece)
         with response:
             if response.status_code != 201:
                 raise RegistryServerError(

@@ -16,12 +16,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from fnjob.image import SITE_DIR, Platform, SitePackages, parse_platform
-from fnjob.package import UnshippableFunction
+from fnjob.package import FileContent, UnshippableFunction
 
 __all__ = [
     "SITE_DIR",
@@ -80,10 +79,10 @@ def pip_install_command(
     ]
 
 
-def _read_tree(root: Path) -> tuple[dict[str, bytes], dict[str, str]]:
-    """Files and symlinks under root, keyed by their path in the image; scripts' ``#!``
-    lines point at the image's python3 instead of this machine's."""
-    files: dict[str, bytes] = {}
+def _read_tree(root: Path) -> tuple[dict[str, FileContent], dict[str, str]]:
+    """Files (as paths) and symlinks under root, keyed by their path in the image; scripts'
+    ``#!`` lines point at the image's python3 instead of this machine's."""
+    files: dict[str, FileContent] = {}
     links: dict[str, str] = {}
     for folder, folders, names in os.walk(root):
         folders[:] = sorted(name for name in folders if name != "__pycache__")
@@ -93,10 +92,14 @@ def _read_tree(root: Path) -> tuple[dict[str, bytes], dict[str, str]]:
             if path.is_symlink():
                 links[in_image] = os.readlink(path)
             elif path.suffix != ".pyc":
-                data = path.read_bytes()
-                if data.startswith(b"#!") and b"python" in data.split(b"\n", 1)[0]:
-                    data = b"#!/usr/bin/env python3\n" + data.split(b"\n", 1)[1]
-                files[in_image] = data
+                with path.open("rb") as handle:
+                    first_line = handle.readline(4096)
+                if first_line.startswith(b"#!") and b"python" in first_line:
+                    # Scripts are small: rewrite the #! line in memory.
+                    rest = path.read_bytes()[len(first_line) :]
+                    files[in_image] = b"#!/usr/bin/env python3\n" + rest
+                else:
+                    files[in_image] = path.absolute()
     return files, links
 
 
@@ -105,40 +108,41 @@ def vendor_requirements(
     python: str,
     platform: str,
     *,
+    workdir: Path,
     env: Mapping[str, str] | None = None,
 ) -> SitePackages:
-    """Install requirements for the image (its ``python`` ``X.Y`` and ``platform``) and
-    return the installed tree as (files, symlinks) keyed by their path in the image.
+    """Install requirements for the image (its ``python`` ``X.Y`` and ``platform``) into
+    ``workdir`` (an empty folder the caller keeps until the layer is written) and return
+    the installed tree as (files, symlinks) keyed by their path in the image; files are
+    paths in ``workdir``, streamed into the layer.
 
     Raises ``RequirementsNotInstallable`` with pip's output when pip fails.
     """
-    with tempfile.TemporaryDirectory(prefix="fnjob-site-") as folder:
-        work = Path(folder)
-        requirements_file = work / "requirements.txt"
-        requirements_file.write_text("\n".join(requirements) + "\n")
-        target = work / "site"
-        command = pip_install_command(requirements_file, target, python, platform)
-        try:
-            completed = subprocess.run(
-                command,
-                capture_output=True,
-                text=True,
-                env=None if env is None else dict(env),
-                timeout=_PIP_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as error:
-            raise RequirementsNotInstallable(
-                f"requirements: pip did not finish within {_PIP_TIMEOUT} s"
-            ) from error
-        if completed.returncode != 0:
-            output = (completed.stderr or completed.stdout).strip()
-            last = "\n".join(
-                line for line in output.splitlines()[-8:] if not line.startswith("WARNING:")
-            )
-            raise RequirementsNotInstallable(
-                f"requirements: pip could not install {', '.join(requirements)} for Python "
-                f"{python} on {platform} (wheels only): {last}",
-                output,
-            )
-        return _read_tree(target) if target.exists() else ({}, {})
+    requirements_file = workdir / "requirements.txt"
+    requirements_file.write_text("\n".join(requirements) + "\n")
+    target = workdir / "site"
+    command = pip_install_command(requirements_file, target, python, platform)
+    try:
+        completed = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            env=None if env is None else dict(env),
+            timeout=_PIP_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise RequirementsNotInstallable(
+            f"requirements: pip did not finish within {_PIP_TIMEOUT} s"
+        ) from error
+    if completed.returncode != 0:
+        output = (completed.stderr or completed.stdout).strip()
+        last = "\n".join(
+            line for line in output.splitlines()[-8:] if not line.startswith("WARNING:")
+        )
+        raise RequirementsNotInstallable(
+            f"requirements: pip could not install {', '.join(requirements)} for Python "
+            f"{python} on {platform} (wheels only): {last}",
+            output,
+        )
+    return _read_tree(target) if target.exists() else ({}, {})

@@ -10,10 +10,22 @@ Like the real control plane it gives each Job a uid, labels the Job's pod with
 collects the Job's dependents (pods, and Secrets owned by it) when the Job is deleted with
 ``Foreground``/``Background`` propagation (``Orphan``, the batch/v1 default, keeps them).
 
+The Job controller's ``SuccessfulCreate`` event (``Created pod: NAME``, from
+``job-controller``) names the pod it made; pods planted by others have no such event.
+
 With ``JobScenario.entry`` the pod "runs" fnjob's real runner in a subprocess, with the
-Secret volumes and plain env of the submitted pod spec, and its log is what the runner
-printed (stdout and stderr merged, as a container log is). With ``JobScenario.run_pod`` a
-caller-supplied kubelet runs the pod instead (e.g. the pushed image with podman).
+Secret volumes and plain env of the submitted pod spec (and ``KUBERNETES_SERVICE_HOST``,
+which the kubelet gives every container), and its log is what the runner printed, merged
+as a container runtime merges the two streams: record by record, a line longer than 16 KiB
+in several records, so a record of one stream can land inside a long line of the other.
+With ``JobScenario.run_pod`` a caller-supplied kubelet runs the pod instead (e.g. the pushed
+image with podman).
+
+Log reads behave like the kubelet's: ``timestamps=true`` puts each line's RFC 3339 time
+first, ``sinceSeconds`` starts that far back, ``tailLines`` keeps the end. With
+``log_max_bytes`` the log is rotated into files of that size (``containerLogMaxSize``): the
+first follow stream, open while the container ran, saw every file; any later read sees the
+current file only. ``stall_follow_after`` makes a follow stream go silent (open, no bytes).
 """
 
 from __future__ import annotations
@@ -60,6 +72,8 @@ class PlantedPod:
     labels: dict[str, str]
     log_lines: list[str]
     owner_uid: str | None = None
+    # The owner reference claims to be the Job's controller.
+    controller: bool = False
 
 
 @dataclass
@@ -92,9 +106,11 @@ class JobScenario:
     hold_logs_until_deleted: bool = False
     # ...and for this long after the delete, as a real pod's log lasts its grace period.
     grace_period_seconds: float = 0.0
-    # The follow stream breaks after this many lines (a proxy timeout on a long run); a
-    # plain (non-follow) log read still returns everything.
+    # The first follow stream breaks after this many lines (a proxy timeout on a long run);
+    # later reads return everything.
     cut_follow_after: int | None = None
+    # ...and in the middle of the next line.
+    cut_mid_line: bool = False
     # HTTP status for the Job creation, e.g. 403 (RBAC).
     create_status: int = 201
     # The Job controller cannot create the pod: no pod ever appears, and the Job has these
@@ -103,6 +119,20 @@ class JobScenario:
     job_events: list[tuple[str, str]] = field(default_factory=list)
     # Pods someone else made in the namespace.
     planted_pods: list[PlantedPod] = field(default_factory=list)
+    # The first ``stalls`` follow streams go silent after this many lines (open, no bytes).
+    stall_follow_after: int | None = None
+    stalls: int = 1
+    # The kubelet's containerLogMaxSize: the log rotates into files of this many bytes.
+    log_max_bytes: int | None = None
+    # PersistentVolumeClaims by name: {"accessModes": [...], "volumeName": "pvc-..."}.
+    claims: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Other pods running in the namespace (e.g. the notebook), as the API returns them.
+    other_pods: list[dict[str, Any]] = field(default_factory=list)
+    # The Job's pod is placed on this node.
+    node_name: str = "node-b"
+    # The pod's volumes cannot attach: its container stays ContainerCreating and the pod
+    # has a FailedAttachVolume event with this message.
+    attach_error: str | None = None
 
 
 @dataclass
@@ -127,6 +157,9 @@ class FakeKubeApi:
         self._status_polls = 0
         self._run_exit_code: int | None = None
         self._run_lines: list[str] | None = None
+        self._log_base_ns: int | None = None
+        self._follows = 0
+        self.closing = threading.Event()
         self._lock = threading.Lock()
         self._run_lock = threading.Lock()
         fake = self
@@ -157,6 +190,7 @@ class FakeKubeApi:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.closing.set()
         self.deleted.set()
         self._server.shutdown()
         self._server.server_close()
@@ -186,6 +220,10 @@ class FakeKubeApi:
             return self._create_job(handler, parts[4], body)
         if method == "GET" and batch and parts[-1] == "status":
             return self._job_status(handler, parts[6])
+        if method == "GET" and batch and parts[-1] == "jobs":
+            return self._list(handler, "JobList", "batch/v1", self.jobs, query)
+        if method == "GET" and parts[-1] == "secrets":
+            return self._list(handler, "SecretList", "v1", self.secrets, query)
         if method == "DELETE" and batch and parts[-1] == "jobs":
             return self._delete_jobs(handler, query, body)
         if method == "DELETE" and batch:
@@ -200,6 +238,8 @@ class FakeKubeApi:
             return self._log(handler, parts[5], query)
         if method == "GET" and parts[-1] == "events":
             return self._events(handler, parts[3], query)
+        if method == "GET" and parts[-2] == "persistentvolumeclaims":
+            return self._claim(handler, parts[3], parts[-1])
         return _send(handler, 404, _status(404, "NotFound", f"no route for {method} {url.path}"))
 
     def _create_job(self, handler: BaseHTTPRequestHandler, namespace: str, body: Any) -> None:
@@ -220,6 +260,18 @@ class FakeKubeApi:
         job["metadata"]["creationTimestamp"] = CREATED
         self.jobs[job["metadata"]["name"]] = job
         _send(handler, 201, job)
+
+    def _list(
+        self,
+        handler: BaseHTTPRequestHandler,
+        kind: str,
+        api_version: str,
+        objects: dict[str, dict[str, Any]],
+        query: dict[str, list[str]],
+    ) -> None:
+        wanted = _label_selector(query)
+        items = [o for o in objects.values() if _matches(o["metadata"].get("labels") or {}, wanted)]
+        _send(handler, 200, {"kind": kind, "apiVersion": api_version, "items": items})
 
     def _create_secret(self, handler: BaseHTTPRequestHandler, namespace: str, body: Any) -> None:
         secret = json.loads(json.dumps(body))
@@ -305,8 +357,15 @@ class FakeKubeApi:
                     self._run_once(job)
                 pods.append(self._pod(job, namespace))
         pods += [_planted(planted, namespace) for planted in self.scenario.planted_pods]
+        pods += self.scenario.other_pods
         wanted = _label_selector(query)
-        items = [pod for pod in pods if _matches(pod["metadata"]["labels"], wanted)]
+        fields = _label_selector(query, "fieldSelector")
+        items = [
+            pod
+            for pod in pods
+            if _matches(pod["metadata"].get("labels") or {}, wanted)
+            and _matches({"status.phase": pod["status"]["phase"]}, fields)
+        ]
         _send(handler, 200, {"kind": "PodList", "apiVersion": "v1", "items": items})
 
     def _pod(self, job: dict[str, Any], namespace: str) -> dict[str, Any]:
@@ -331,9 +390,10 @@ class FakeKubeApi:
                     }
                 ],
             }
-        elif scenario.waiting_reason is not None:
+        elif scenario.waiting_reason is not None or scenario.attach_error is not None:
+            reason = scenario.waiting_reason or "ContainerCreating"
             container["state"] = {
-                "waiting": {"reason": scenario.waiting_reason, "message": scenario.waiting_message}
+                "waiting": {"reason": reason, "message": scenario.waiting_message}
             }
             status = {"phase": "Pending", "containerStatuses": [container]}
         elif self._finished:
@@ -377,9 +437,30 @@ class FakeKubeApi:
                     }
                 ],
             },
-            "spec": {"containers": [{"name": "fnjob", "image": container["image"]}]},
+            "spec": {
+                "containers": [{"name": "fnjob", "image": container["image"]}],
+                "volumes": job["spec"]["template"]["spec"].get("volumes") or [],
+                **({} if "conditions" in status else {"nodeName": scenario.node_name}),
+            },
             "status": status,
         }
+
+    def _claim(self, handler: BaseHTTPRequestHandler, namespace: str, name: str) -> None:
+        claim = self.scenario.claims.get(name)
+        if claim is None:
+            message = f'persistentvolumeclaims "{name}" not found'
+            return _send(handler, 404, _status(404, "NotFound", message))
+        _send(
+            handler,
+            200,
+            {
+                "kind": "PersistentVolumeClaim",
+                "apiVersion": "v1",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": claim,
+                "status": {"phase": "Bound"},
+            },
+        )
 
     def _events(
         self, handler: BaseHTTPRequestHandler, namespace: str, query: dict[str, list[str]]
@@ -387,15 +468,36 @@ class FakeKubeApi:
         fields = _label_selector(query, "fieldSelector")
         items = []
         for job in self.jobs.values():
-            involved = {
-                "involvedObject.kind": "Job",
-                "involvedObject.name": job["metadata"]["name"],
-                "involvedObject.uid": job["metadata"]["uid"],
-                "involvedObject.namespace": namespace,
-            }
-            for index, (reason, message) in enumerate(self.scenario.job_events):
-                if _matches({**involved, "reason": reason, "type": "Warning"}, fields):
-                    items.append(_event(job, namespace, index, reason, message))
+            name, uid = job["metadata"]["name"], job["metadata"]["uid"]
+            events = [
+                _event("Job", name, uid, "Warning", reason, message, "job-controller")
+                for reason, message in self.scenario.job_events
+            ]
+            if not self.scenario.pod_never_created:
+                pod = name + POD_SUFFIX
+                created = f"Created pod: {pod}"
+                controller = "job-controller"
+                events.append(
+                    _event("Job", name, uid, "Normal", "SuccessfulCreate", created, controller)
+                )
+                if self.scenario.attach_error is not None:
+                    message = self.scenario.attach_error
+                    events.append(
+                        _event(
+                            "Pod",
+                            pod,
+                            uid + "-pod",
+                            "Warning",
+                            "FailedAttachVolume",
+                            message,
+                            "attachdetach-controller",
+                        )
+                    )
+            for index, event in enumerate(events):
+                if _matches(_event_fields(event), fields):
+                    event["metadata"] = {"name": f"{name}.{index:04x}", "namespace": namespace}
+                    event["involvedObject"]["namespace"] = namespace
+                    items.append(event)
         _send(handler, 200, {"kind": "EventList", "apiVersion": "v1", "items": items})
 
     @property
@@ -462,47 +564,82 @@ class FakeKubeApi:
                 for key, value in (secret.get("data") or {}).items():
                     (target / key).write_bytes(base64.b64decode(value))
                 env["FNJOB_RUN_DIR"] = str(target)
-            completed = subprocess.run(
+            env["KUBERNETES_SERVICE_HOST"] = "10.96.0.1"
+            process = subprocess.Popen(
                 [sys.executable, str(RUNNER)],
                 env=env,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                check=False,
-                timeout=120,
+                stderr=subprocess.PIPE,
             )
-        text = completed.stdout.decode("utf-8", errors="replace")
-        lines = text.split("\n")
-        if text.endswith("\n"):
-            lines.pop()
-        return lines, completed.returncode
+            log = ContainerLog()
+            pumps = [
+                threading.Thread(target=log.pump, args=(stream,), daemon=True)
+                for stream in (process.stdout, process.stderr)
+            ]
+            for pump in pumps:
+                pump.start()
+            for pump in pumps:
+                pump.join(timeout=300)
+            exit_code = process.wait(timeout=60)
+        return log.lines(), exit_code
 
     def _log(
         self, handler: BaseHTTPRequestHandler, pod_name: str, query: dict[str, list[str]]
     ) -> None:
-        # Like the API server: HTTP/1.1, chunked, one chunk per line as the container prints.
+        # Like the API server: HTTP/1.1, chunked, as the container printed.
+        scenario = self.scenario
         follow = query.get("follow") == ["true"]
+        planted = any(p.name == pod_name for p in scenario.planted_pods)
         lines = self._lines_for(pod_name)
-        planted = any(p.name == pod_name for p in self.scenario.planted_pods)
+        if self._log_base_ns is None:
+            self._log_base_ns = time.time_ns()
+        # Four lines per microsecond: some lines share a timestamp, as fast output does.
+        stamped = [(self._log_base_ns + (i // 4) * 1000, line) for i, line in enumerate(lines)]
+        stall_after = None
         if not planted:
             self._log_started.set()
+            if follow:
+                self._follows += 1
+                if scenario.stall_follow_after is not None and self._follows <= scenario.stalls:
+                    stall_after = scenario.stall_follow_after
+            if not (follow and self._follows == 1):
+                # Only a stream open while the container ran saw the rotated files.
+                stamped = _current_file(stamped, scenario.log_max_bytes)
+        since = query.get("sinceSeconds")
+        if since:
+            start_at = time.time_ns() - int(since[0]) * 10**9
+            stamped = [(at, line) for at, line in stamped if at >= start_at]
         tail = query.get("tailLines")
         if tail:
-            lines = lines[-int(tail[0]) :]
+            stamped = stamped[-int(tail[0]) :]
+        cut_text = ""
+        if follow and self._follows == 1 and scenario.cut_follow_after is not None:
+            if scenario.cut_mid_line and len(stamped) > scenario.cut_follow_after:
+                at, line = stamped[scenario.cut_follow_after]
+                cut_text = (_rfc3339(at) + " " + line)[: len(line) // 2]
+            stamped = stamped[: scenario.cut_follow_after]
+        with_stamps = query.get("timestamps") == ["true"]
         handler.send_response(200)
         handler.send_header("Content-Type", "text/plain")
         handler.send_header("Transfer-Encoding", "chunked")
         handler.end_headers()
-        if follow and self.scenario.cut_follow_after is not None:
-            lines = lines[: self.scenario.cut_follow_after]
         try:
-            for line in lines:
-                data = line.encode() + b"\n"
-                handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                handler.wfile.flush()
-            if follow and self.scenario.hold_logs_until_deleted and not planted:
+            for index, (at, line) in enumerate(stamped):
+                if index == stall_after:
+                    # A stuck proxy: the stream stays open and sends nothing.
+                    self.closing.wait(timeout=60)
+                    return
+                data = (_rfc3339(at) + " " if with_stamps else "") + line + "\n"
+                chunk = data.encode()
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            if cut_text:
+                chunk = cut_text.encode()
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            handler.wfile.flush()
+            if follow and scenario.hold_logs_until_deleted and not planted:
                 # A running container: the stream stays open until the Job goes away.
                 self.deleted.wait(timeout=30)
-                time.sleep(self.scenario.grace_period_seconds)
+                time.sleep(scenario.grace_period_seconds)
             handler.wfile.write(b"0\r\n\r\n")
             handler.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
@@ -511,6 +648,71 @@ class FakeKubeApi:
             if not planted:
                 self._logs_done.set()
             handler.close_connection = True
+
+
+# A container runtime splits a line longer than this into several log records.
+CRI_RECORD_BYTES = 16 * 1024
+
+
+class ContainerLog:
+    """A container's log as the runtime writes it: one record per line of each stream, in
+    the order they arrive, lines longer than ``CRI_RECORD_BYTES`` as several records (the
+    kubelet shows a partial record without its newline, so records interleave mid-line)."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._lock = threading.Lock()
+
+    def pump(self, stream: Any) -> None:
+        pending = b""
+        while True:
+            data = os.read(stream.fileno(), 1 << 16)
+            if not data:
+                break
+            pending += data
+            start, records = 0, []
+            while True:
+                end = pending.find(b"\n", start, start + CRI_RECORD_BYTES)
+                if end != -1:
+                    records.append(pending[start : end + 1])
+                    start = end + 1
+                elif len(pending) - start >= CRI_RECORD_BYTES:
+                    records.append(pending[start : start + CRI_RECORD_BYTES])
+                    start += CRI_RECORD_BYTES
+                else:
+                    break
+            pending = pending[start:]
+            with self._lock:
+                for record in records:
+                    self._data += record
+        with self._lock:
+            self._data += pending
+
+    def lines(self) -> list[str]:
+        text = self._data.decode("utf-8", errors="replace")
+        lines = text.split("\n")
+        if text.endswith("\n"):
+            lines.pop()
+        return lines
+
+
+def _current_file(stamped: list[tuple[int, str]], max_bytes: int | None) -> list[tuple[int, str]]:
+    """The lines of the log file the kubelet writes to now, after rotating at
+    ``max_bytes`` (a rotation happens once the file reached the size)."""
+    if max_bytes is None:
+        return stamped
+    start, size = 0, 0
+    for index, (_, line) in enumerate(stamped):
+        if size >= max_bytes:
+            start, size = index, 0
+        size += len(line.encode()) + 1
+    return stamped[start:]
+
+
+def _rfc3339(at_ns: int) -> str:
+    """The kubelet's timestamp format (RFC 3339, nine fraction digits, UTC)."""
+    seconds, nanos = divmod(at_ns, 10**9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
 
 
 def _label_selector(query: dict[str, list[str]], name: str = "labelSelector") -> dict[str, str]:
@@ -536,7 +738,13 @@ def _planted(planted: PlantedPod, namespace: str) -> dict[str, Any]:
     }
     if planted.owner_uid is not None:
         metadata["ownerReferences"] = [
-            {"apiVersion": "batch/v1", "kind": "Job", "name": "x", "uid": planted.owner_uid}
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": "x",
+                "uid": planted.owner_uid,
+                "controller": planted.controller,
+            }
         ]
     container = {
         "name": "fnjob",
@@ -554,24 +762,28 @@ def _planted(planted: PlantedPod, namespace: str) -> dict[str, Any]:
 
 
 def _event(
-    job: dict[str, Any], namespace: str, index: int, reason: str, message: str
+    kind: str, name: str, uid: str, kind_of_event: str, reason: str, message: str, source: str
 ) -> dict[str, Any]:
     return {
-        "metadata": {"name": f"{job['metadata']['name']}.{index:04x}", "namespace": namespace},
-        "involvedObject": {
-            "kind": "Job",
-            "namespace": namespace,
-            "name": job["metadata"]["name"],
-            "uid": job["metadata"]["uid"],
-            "apiVersion": "batch/v1",
-        },
+        "involvedObject": {"kind": kind, "name": name, "uid": uid},
         "reason": reason,
         "message": message,
-        "type": "Warning",
+        "type": kind_of_event,
         "count": 3,
         "firstTimestamp": CREATED,
         "lastTimestamp": CREATED,
-        "source": {"component": "job-controller"},
+        "source": {"component": source},
+    }
+
+
+def _event_fields(event: dict[str, Any]) -> dict[str, str]:
+    involved = event["involvedObject"]
+    return {
+        "involvedObject.kind": involved["kind"],
+        "involvedObject.name": involved["name"],
+        "involvedObject.uid": involved["uid"],
+        "reason": event["reason"],
+        "type": event["type"],
     }
 
 

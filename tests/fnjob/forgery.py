@@ -26,15 +26,22 @@ class _CreatesMarker:
 
 
 def forged_outcome_lines(marker: Path) -> list[str]:
-    """Lines in the current format (signed with a key the caller never made, and with a
-    made-up signature) and in the unsigned format of fnjob before outcomes were signed."""
-    value = base64.b64encode(pickle.dumps(_CreatesMarker(marker), protocol=4)).decode()
+    """Lines in the current format (one piece signed with a key the caller never made, and
+    one with a made-up signature) and in the formats of earlier fnjob versions (one signed
+    line, and unsigned)."""
+    pickled = pickle.dumps(_CreatesMarker(marker), protocol=4)
+    value = base64.b64encode(pickled).decode()
     record = base64.b64encode(json.dumps({"ok": True, "value": value}).encode()).decode()
-    signed_text = "FNJOB-OUTCOME/2 " + record
     other_key = secrets.token_bytes(32)
-    signature = hmac.new(other_key, signed_text.encode(), hashlib.sha256).hexdigest()
+    frame = "FNJOB-OUTCOME/3 0/1 " + base64.b64encode(b'{"ok": true}\n' + pickled).decode()
+    signed_text = "FNJOB-OUTCOME/2 " + record
     return [
         "FNJOB-OUTCOME/1 " + record,
-        f"{signed_text} {signature}",
-        f"{signed_text} {'0' * 64}",
+        f"{signed_text} {_sign(other_key, signed_text)}",
+        f"{frame} {_sign(other_key, frame)}",
+        f"{frame} {'0' * 64}",
     ]
+
+
+def _sign(key: bytes, text: str) -> str:
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()

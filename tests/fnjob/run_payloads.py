@@ -99,3 +99,40 @@ def value_of_an_image_only_type(reading: float) -> object:
 def shm_bytes() -> int:
     stats = os.statvfs("/dev/shm")
     return stats.f_blocks * stats.f_frsize
+
+
+# -- results at real sizes (issue 17) ------------------------------------------------------
+
+
+def random_bytes(size: int, seed: int = 17) -> bytes:
+    """The same ``size`` bytes on both sides (a result to compare byte for byte)."""
+    import random
+
+    return random.Random(seed).randbytes(size)
+
+
+def big_result(size: int, log_bytes: int = 0) -> bytes:
+    line = "x" * 1023
+    for _ in range(log_bytes // 1024):
+        print(line)
+    print(f"returning {size} bytes")
+    return random_bytes(size)
+
+
+def big_result_with_stderr_noise(size: int) -> bytes:
+    import threading
+    import time
+
+    def noise() -> None:
+        # Writes to stderr until the process ends, also while the runner prints the
+        # outcome, as a chatty library's thread does.
+        index = 0
+        while True:
+            sys.stderr.write(f"noise {index} " + "n" * 200 + "\n")
+            sys.stderr.flush()
+            index += 1
+            time.sleep(0.0005)
+
+    threading.Thread(target=noise, daemon=True).start()
+    print("warming up", file=sys.stderr)
+    return random_bytes(size)

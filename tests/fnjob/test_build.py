@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from fnjob.build import AppendBuilder, BaseImageNotFound
+from fnjob.build import AppendBuilder, BaseImageNotFound, BasePython
 from fnjob.image import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_MANIFEST
 from fnjob.package import package_function
 from fnjob.protocol import RemoteError
@@ -250,12 +250,13 @@ def test_python_version_is_found_from_the_layers_and_cached_per_base_digest(
     builder = AppendBuilder(python_base, cache_dir=tmp_path)
     base, python = builder.resolve_base()
 
-    assert python == "3.11"
+    assert (python.version, python.found_in) == ("3.11", "layers")
+    assert python.bytes_read > 0
     cached = tmp_path / "python-versions" / base.manifest_digest.replace(":", "-")
     assert cached.read_text() == "3.11"
     # A cached answer is used as-is (a planted one proves the layers are not read again).
     cached.write_text("3.8")
-    assert builder.resolve_base()[1] == "3.8"
+    assert builder.resolve_base()[1].version == "3.8"
 
 
 def test_multi_platform_index_selects_the_requested_platform(
@@ -451,12 +452,12 @@ def test_python_on_top_of_big_layers_is_found_without_downloading_them(
     finally:
         front.stop()
 
-    assert python == "3.12"  # the newest layer's /usr/local/bin/python3
+    assert python.version == "3.12"  # the newest layer's /usr/local/bin/python3
     big, small = manifest["layers"]
     assert front.count("GET", f"/blobs/{small['digest']}") == 1
     assert front.count("GET", f"/blobs/{big['digest']}") == 0
     read = max(event.bytes_done for event in events.stages("check-python"))
-    assert read == len(top)
+    assert read == len(top) == python.bytes_read
 
 
 def test_python_in_a_single_big_layer_is_found_without_reading_all_of_it(
@@ -465,7 +466,7 @@ def test_python_in_a_single_big_layer_is_found_without_reading_all_of_it(
     events = EventLog()
     base, python = AppendBuilder(python_base, cache_dir=tmp_path, progress=events).resolve_base()
 
-    assert python == "3.11"
+    assert python.version == "3.11"
     (layer,) = base.manifest["layers"]
     read = max(event.bytes_done for event in events.stages("check-python"))
     # /usr/bin/python3 -> python3.11 sits in the first tenth of Debian's layer.
@@ -477,7 +478,7 @@ def test_given_base_python_skips_reading_the_layers(
 ) -> None:
     events = EventLog()
     builder = AppendBuilder(python_base, base_python="3.11", cache_dir=tmp_path, progress=events)
-    assert builder.resolve_base()[1] == "3.11"
+    assert builder.resolve_base()[1] == BasePython("3.11", "base_python", 0)
     assert events.stages("check-python") == []
     assert not (tmp_path / "python-versions").exists()
     with pytest.raises(ValueError, match=r"base_python='3' is not like '3.11'"):

@@ -113,6 +113,11 @@ def test_an_unwritable_output_file_is_a_usage_error_before_anything_runs(
         (["--env-from-secret", "Bad_Name"], "'Bad_Name' is not a valid Secret name"),
         (["--run-as-user", "-5"], "run_as_user=-5 must be a numeric id"),
         (["--gpu-group", "gpu-spot"], "needs GPUs"),
+        (["--memory", "1e3Gi"], "memory='1e3Gi' is not a Kubernetes quantity"),
+        (["--memory", "1e400"], "memory='1e400' is larger than Kubernetes can hold"),
+        (["--label", "team name=ml"], "labels: key 'team name' is not a label key"),
+        (["--label", "team=ml/vision"], "labels['team']='ml/vision' is not a label value"),
+        (["--env", f"DATA={'x' * 200_000}"], "env['DATA'] is 200,005 bytes"),
     ],
 )
 def test_bad_run_options_are_usage_errors_naming_the_value(
@@ -161,6 +166,48 @@ def test_each_error_kind_has_its_exit_code(error: Exception, code: int) -> None:
 def test_unexpected_errors_are_not_hidden() -> None:
     with pytest.raises(ZeroDivisionError):
         cli.exit_code_for(ZeroDivisionError("a bug"))
+
+
+# Third-party packages the command needs only once it builds or runs something.
+_HEAVY = ("kubernetes", "rich", "requests", "urllib3", "cloudpickle", "docker", "boto3")
+
+
+def _modules_loaded_by(code: str) -> set[str]:
+    shown = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+        env=with_fnjob_importable(dict(os.environ)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return {name.split(".")[0] for name in shown.stdout.split()}
+
+
+def test_the_command_line_loads_no_client_library_before_it_is_parsed() -> None:
+    loaded = _modules_loaded_by("import fnjob.cli")
+    assert loaded.isdisjoint(_HEAVY), sorted(loaded & set(_HEAVY))
+    # Parsed with an error (the usual typo): still nothing heavy.
+    loaded = _modules_loaded_by(
+        "import contextlib, fnjob.cli\n"
+        "with contextlib.suppress(SystemExit): fnjob.cli.build_parser().parse_args(['--bogus'])"
+    )
+    assert loaded.isdisjoint(_HEAVY)
+
+
+def test_a_local_job_is_described_without_the_kubernetes_client() -> None:
+    loaded = _modules_loaded_by(
+        "import fnjob\n"
+        "fnjob.Job(base_image='b', registry='r.example', deployer='local', memory='8Gi', "
+        "cpu='500m', labels={'team': 'ml'})"
+    )
+    assert "kubernetes" not in loaded
+
+
+def test_help_in_a_subprocess_lists_the_commands(tmp_path: Path) -> None:
+    shown = fnjob_command(["--help"], dict(os.environ), tmp_path)
+    assert shown.returncode == 0
+    assert "exit codes:" in shown.stdout and "{run,build" in shown.stdout
 
 
 # -- real runs in a subprocess ---------------------------------------------------------------

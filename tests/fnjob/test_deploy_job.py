@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,18 +20,19 @@ import kubernetes_validate
 import pytest
 from kubernetes import client
 
-from fnjob.cluster import ClusterAccessDenied, ClusterUnreachable
+from fnjob.cluster import ClusterAccessDenied, ClusterUnreachable, LogStreamStalled
 from fnjob.deploy_job import JobDeployer
 from fnjob.errors import JobFailed, JobTimeout, PodNotCreated
 from fnjob.gpugroups import GpuGroups
 from fnjob.manifest import JobOptions
-from fnjob.options import Lifecycle, Resources
-from fnjob.protocol import encode_call
+from fnjob.options import ClaimMount, Lifecycle, Resources, Scheduling, Volumes
+from fnjob.protocol import MAX_POD_RESULT_BYTES, ResultMissing, ResultTooLarge, encode_call
 from tests.fnjob.conftest import free_port
 from tests.fnjob.fake_kube_api import FakeKubeApi, JobScenario, PlantedPod
 from tests.fnjob.forgery import forged_outcome_lines
 from tests.fnjob.run_fixtures import api_client_for, with_fnjob_importable
 from tests.fnjob.run_functions import payload
+from tests.fnjob.run_payloads import random_bytes
 
 IMAGE = "registry.example:5000/team/fnjob-train@sha256:" + "a" * 64
 FAST = Lifecycle(poll_interval=0.01)
@@ -119,11 +121,11 @@ def test_successful_job_returns_the_value_streams_logs_and_leaves_nothing(
     assert fake.secrets == {}
 
 
-def test_a_cut_log_stream_still_gets_the_result_from_the_log_tail(fake_cluster: Any) -> None:
+def test_a_cut_log_stream_is_resumed_every_line_shown_once(fake_cluster: Any) -> None:
     fake = fake_cluster(JobScenario(entry=payload("train"), cut_follow_after=2))
     value, logs = deploy(fake, call=encode_call((), {"lr": 0.25, "epochs": 4}))
     assert value == {"loss": 0.5, "lr": 0.25}
-    assert logs == ["epoch 0 lr=0.25", "epoch 1 lr=0.25"]
+    assert logs == [f"epoch {i} lr=0.25" for i in range(4)]
 
 
 def test_a_kept_job_stays_but_its_secret_does_not(fake_cluster: Any) -> None:
@@ -345,6 +347,26 @@ def test_no_pod_within_the_bound_quotes_the_jobs_events(fake_cluster: Any) -> No
     assert len(foreground_deletes(fake)) == 1
 
 
+def test_a_pod_over_the_profiles_quota_fails_at_once_with_the_quotas_message(
+    fake_cluster: Any,
+) -> None:
+    event = (
+        'Error creating: pods "fnjob-train-x7k2p-" is forbidden: exceeded quota: '
+        "kf-resource-quota, requested: requests.nvidia.com/gpu=1, used: "
+        "requests.nvidia.com/gpu=4, limited: requests.nvidia.com/gpu=4"
+    )
+    fake = fake_cluster(JobScenario(pod_never_created=True, job_events=[("FailedCreate", event)]))
+    # Well within the bound on the wait for a pod, the quota's refusal alone ends it.
+    options = fast_options(lifecycle=Lifecycle(poll_interval=0.01, pod_creation_timeout=60))
+    with pytest.raises(JobFailed) as caught:
+        deploy(fake, options, status=[])
+    assert caught.value.reason == "QuotaExceeded"
+    assert "exceeded quota: kf-resource-quota" in str(caught.value)
+    assert "limited: requests.nvidia.com/gpu=4" in str(caught.value)
+    assert "raise the profile's quota" in str(caught.value)
+    assert len(foreground_deletes(fake)) == 1
+
+
 def test_an_unreachable_api_server_is_cluster_unreachable_naming_it() -> None:
     configuration = client.Configuration()
     configuration.host = f"http://127.0.0.1:{free_port()}"  # nothing listens there
@@ -504,3 +526,202 @@ def test_outside_a_pod_the_kubeconfig_context_namespace_is_used(
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     with pytest.raises(ClusterConfigError, match="no usable kubeconfig"):
         connect()
+
+
+# -- results at real sizes, stalled streams, rotation (issue 17) ---------------------------
+
+
+def deploy_in_thread(fake: FakeKubeApi, options: JobOptions, call: bytes) -> Any:
+    """``deploy``, failing the test if the run never ends (a hang is the defect here)."""
+    done: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            done["value"] = deploy(fake, options, call=call, status=done.setdefault("status", []))
+        except BaseException as error:
+            done["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=300)
+    assert not thread.is_alive(), "the run never ended"
+    if "error" in done:
+        raise done["error"]
+    return done
+
+
+def test_a_large_result_comes_back_intact_while_the_function_floods_stderr(
+    fake_cluster: Any,
+) -> None:
+    size = 2 * 1024 * 1024
+    fake = fake_cluster(JobScenario(entry=payload("big_result_with_stderr_noise")))
+    value, logs = deploy(fake, call=encode_call((size,)))
+    assert value == random_bytes(size)
+    assert "warming up" in logs
+    assert any(line.startswith("noise ") for line in logs)
+
+
+def test_a_result_at_the_documented_limit_survives_log_rotation(fake_cluster: Any) -> None:
+    # The kubelet's defaults: 10 MiB files; the function logs 9 MiB before its result.
+    size = MAX_POD_RESULT_BYTES - 1024
+    scenario = JobScenario(entry=payload("big_result"), log_max_bytes=10 * 1024 * 1024)
+    value, logs = deploy(fake_cluster(scenario), call=encode_call((size, 9 * 1024 * 1024)))
+    assert value == random_bytes(size)
+    assert logs[-1] == f"returning {size} bytes"
+
+
+def test_a_result_over_the_limit_is_refused_naming_the_limit_and_where_big_data_goes(
+    fake_cluster: Any,
+) -> None:
+    size = MAX_POD_RESULT_BYTES + 1024
+    fake = fake_cluster(JobScenario(entry=payload("big_result")))
+    with pytest.raises(ResultTooLarge) as caught:
+        deploy(fake, call=encode_call((size,)))
+    message = str(caught.value)
+    assert str(MAX_POD_RESULT_BYTES) in message
+    assert "containerLogMaxSize" in message
+    assert "volume" in message and "bucket" in message
+    assert caught.value.limit == MAX_POD_RESULT_BYTES
+    assert caught.value.result_bytes > MAX_POD_RESULT_BYTES
+    assert len(foreground_deletes(fake)) == 1
+
+
+def test_pieces_of_a_result_rotated_away_after_a_cut_are_an_error_never_a_loss(
+    fake_cluster: Any,
+) -> None:
+    scenario = JobScenario(
+        entry=payload("big_result"), log_max_bytes=64 * 1024, cut_follow_after=10
+    )
+    with pytest.raises(ResultMissing) as caught:
+        deploy(fake_cluster(scenario), call=encode_call((200_000,)))
+    assert "incomplete" in str(caught.value)
+    assert "rotated" in str(caught.value)
+
+
+def test_a_log_stream_cut_inside_a_line_of_the_result_is_resumed_whole(
+    fake_cluster: Any,
+) -> None:
+    scenario = JobScenario(entry=payload("big_result"), cut_follow_after=20, cut_mid_line=True)
+    value, logs = deploy(fake_cluster(scenario), call=encode_call((200_000,)))
+    assert value == random_bytes(200_000)
+    assert logs == ["returning 200000 bytes"]
+
+
+def test_a_stalled_log_stream_is_resumed_every_line_shown_once(fake_cluster: Any) -> None:
+    fake = fake_cluster(JobScenario(entry=payload("train"), stall_follow_after=2))
+    options = fast_options(lifecycle=Lifecycle(poll_interval=0.01, log_stall_timeout=0.5))
+    done = deploy_in_thread(fake, options, encode_call((), {"lr": 0.5, "epochs": 5}))
+    value, logs = done["value"]
+    assert value == {"loss": 0.2857, "lr": 0.5}
+    assert logs == [f"epoch {i} lr=0.5" for i in range(5)]
+    assert any("sent nothing for 0.5 s" in line for line in done["status"])
+
+
+def test_a_log_stream_that_stays_silent_after_the_container_ended_is_a_clear_error(
+    fake_cluster: Any,
+) -> None:
+    fake = fake_cluster(JobScenario(entry=payload("train"), stall_follow_after=1, stalls=99))
+    options = fast_options(lifecycle=Lifecycle(poll_interval=0.01, log_stall_timeout=0.3))
+    with pytest.raises(LogStreamStalled) as caught:
+        deploy_in_thread(fake, options, encode_call())
+    assert "fnjob-train-x7k2p-pod01" in str(caught.value)
+    assert "log_stall_timeout" in str(caught.value)
+    assert len(foreground_deletes(fake)) == 1
+
+
+# -- pods that can never start (issue 17) ---------------------------------------------------
+
+NOTEBOOK_POD = {
+    "metadata": {"name": "notebook-0", "labels": {"notebook-name": "notebook"}},
+    "spec": {
+        "nodeName": "node-a",
+        "containers": [{"name": "notebook", "image": "jupyter"}],
+        "volumes": [{"name": "ws", "persistentVolumeClaim": {"claimName": "workspace"}}],
+    },
+    "status": {"phase": "Running"},
+}
+WORKSPACE = {"accessModes": ["ReadWriteOnce"], "volumeName": "pvc-3f2a91"}
+
+
+def with_workspace(**overrides: Any) -> JobOptions:
+    volumes = Volumes(claims=(ClaimMount("workspace", "/home/jovyan"),))
+    return fast_options(volumes=volumes, **overrides)
+
+
+def test_a_claim_held_read_write_once_on_a_node_is_warned_about_before_submitting(
+    fake_cluster: Any,
+) -> None:
+    scenario = JobScenario(
+        entry=payload("add"), claims={"workspace": WORKSPACE}, other_pods=[NOTEBOOK_POD]
+    )
+    status: list[str] = []
+    value, _ = deploy(fake_cluster(scenario), with_workspace(), encode_call((1, 2)), status)
+    assert value == 3
+    (warning,) = [line for line in status if line.startswith("warning:")]
+    assert "'workspace' is ReadWriteOnce" in warning
+    assert "notebook-0 on node node-a" in warning
+    # Said before the Job was created.
+    assert status.index(warning) < next(i for i, s in enumerate(status) if "created" in s)
+    # A job pinned to that node gets no warning.
+    pinned = with_workspace(
+        scheduling=Scheduling(node_selector={"kubernetes.io/hostname": "node-a"})
+    )
+    status.clear()
+    deploy(fake_cluster(scenario), pinned, encode_call((1, 2)), status)
+    assert not [line for line in status if line.startswith("warning:")]
+
+
+def test_a_pod_stuck_on_multi_attach_fails_naming_the_volume_and_claim(fake_cluster: Any) -> None:
+    attach_error = (
+        'Multi-Attach error for volume "pvc-3f2a91" Volume is already used by pod(s) notebook-0'
+    )
+    scenario = JobScenario(
+        entry=payload("add"),
+        claims={"workspace": WORKSPACE},
+        other_pods=[NOTEBOOK_POD],
+        attach_error=attach_error,
+    )
+    fake = fake_cluster(scenario)
+    with pytest.raises(JobFailed) as caught:
+        deploy_in_thread(fake, with_workspace(), encode_call((1, 2)))
+    assert caught.value.reason == "MultiAttach"
+    message = str(caught.value)
+    assert "pvc-3f2a91" in message and "claim 'workspace'" in message
+    assert "already used by pod(s) notebook-0" in message
+    assert len(foreground_deletes(fake)) == 1
+
+
+# -- a forged controller reference (issue 17) -----------------------------------------------
+
+
+def test_a_planted_pod_claiming_the_job_as_its_controller_is_ignored(
+    fake_cluster: Any, tmp_path: Path
+) -> None:
+    marker = tmp_path / "code-ran-here"
+    scenario = JobScenario(entry=payload("add"))
+    fake = fake_cluster(scenario)
+    create_job = fake._create_job
+
+    def plant_after_create(handler: Any, namespace: str, body: Any) -> None:
+        create_job(handler, namespace, body)
+        # Whoever can create pods reads the Job's uid and plants a newer pod with its
+        # labels and a controller reference to it: everything but the controller's event.
+        job = fake.jobs["fnjob-train-x7k2p"]
+        uid = job["metadata"]["uid"]
+        labels = {
+            **body["spec"]["template"]["metadata"]["labels"],
+            "batch.kubernetes.io/controller-uid": uid,
+            "batch.kubernetes.io/job-name": "fnjob-train-x7k2p",
+        }
+        lines = ["the planted pod speaks", *forged_outcome_lines(marker)]
+        scenario.planted_pods.append(
+            PlantedPod("planted-controlled", labels, lines, owner_uid=uid, controller=True)
+        )
+
+    fake._create_job = plant_after_create
+    value, logs = deploy(fake, call=encode_call((20, 22)))
+    assert value == 42
+    assert logs == ["adding 20 and 22"]
+    assert not marker.exists()
+    read = {r.path.split("/")[-2] for r in fake.requests_to("GET", "/log")}
+    assert read == {"fnjob-train-x7k2p-pod01"}

@@ -73,7 +73,7 @@ def test_same_package_gives_byte_identical_layer_config_and_manifest() -> None:
     manifest, config = _base()
     first = append_layer(manifest, config, _package())
     second = append_layer(manifest, config, _package())
-    assert first.layer.blob.data == second.layer.blob.data
+    assert first.layer.blob.read_bytes() == second.layer.blob.read_bytes()
     assert first.config.data == second.config.data
     assert first.digest == second.digest
 
@@ -88,7 +88,7 @@ def test_changed_code_changes_the_digest() -> None:
 
 
 def test_layer_entries_are_sorted_owned_by_root_with_fixed_times() -> None:
-    members = _members(code_layer(_package()).blob.data)
+    members = _members(code_layer(_package()).blob.read_bytes())
     names = [member.name for member in members]
     assert names == sorted(names)
     assert "fnjob/app/train.py" in names
@@ -104,7 +104,7 @@ def test_layer_entries_are_sorted_owned_by_root_with_fixed_times() -> None:
 
 def test_layer_diff_id_is_the_digest_of_the_uncompressed_tar() -> None:
     layer = code_layer(_package())
-    assert layer.diff_id == sha256_digest(gzip.decompress(layer.blob.data))
+    assert layer.diff_id == sha256_digest(gzip.decompress(layer.blob.read_bytes()))
 
 
 def test_config_appends_diff_id_and_sets_entrypoint_env_and_workdir() -> None:
@@ -146,7 +146,7 @@ def test_oci_base_gives_oci_manifest_with_exact_config_size() -> None:
     }
     assert document["layers"][0] == BASE_LAYER
     assert document["layers"][1]["mediaType"] == OCI_LAYER
-    assert document["layers"][1]["size"] == len(image.layer.blob.data)
+    assert document["layers"][1]["size"] == len(image.layer.blob.read_bytes())
 
 
 def test_docker_base_gives_docker_media_types() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,10 @@ from typing import Any
 import pytest
 
 from fnjob.auth import Credentials
+from fnjob.deploy_local import LocalOptions
+from fnjob.manifest import JobOptions, build_job_manifest
 from fnjob.options import (
+    MAX_ENV_VARIABLE_BYTES,
     Build,
     ClaimMount,
     Lifecycle,
@@ -171,3 +175,84 @@ def test_build_holds_read_only_copies_of_what_it_was_given(tmp_path: Path) -> No
     assert Build().registry_timeout is None
     with pytest.raises(AttributeError):
         build.builder = "docker"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        # Python's Decimal reads these; the API server does not.
+        ({"memory": "1e3Gi"}, "memory='1e3Gi' is not a Kubernetes quantity"),
+        ({"memory": "NaN"}, "memory='NaN' is not a Kubernetes quantity"),
+        ({"memory": "1_000Mi"}, "memory='1_000Mi' is not a Kubernetes quantity"),
+        ({"cpu": "2 "}, "cpu='2 ' is not a Kubernetes quantity"),
+        # Past what the API's 64-bit quantities hold.
+        ({"memory": "1e400"}, "memory='1e400' is larger than Kubernetes can hold"),
+        ({"memory": 1e30}, "memory=1e+30 is larger than Kubernetes can hold"),
+        ({"cpu": "1e20"}, "cpu='1e20' is larger than Kubernetes can hold"),
+    ],
+)
+def test_quantities_the_api_server_would_refuse_are_refused_here(
+    settings: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(ValueError, match="^" + re.escape(words)):
+        Resources(**settings)
+
+
+def test_quantities_the_api_server_takes_are_taken() -> None:
+    assert Resources(memory="1e9").memory_bytes == 10**9
+    assert Resources(memory="1.5Gi").memory_bytes == 3 * 2**29
+    assert Resources(cpu="+1.").cpu_cores == 1
+
+
+@pytest.mark.parametrize(
+    ("labels", "words"),
+    [
+        ({"team name": "ml"}, "labels: key 'team name' is not a label key"),
+        ({"a/b/c": "x"}, "labels: key 'a/b/c' is not a label key"),
+        ({"Example.COM/team": "x"}, "key 'Example.COM/team' is not a label key"),
+        ({"x" * 64: "x"}, "is not a label key"),
+        ({"team": "-ml"}, "labels['team']='-ml' is not a label value"),
+        ({"team": "m" * 64}, "is not a label value"),
+        ({"team": "ml/vision"}, "labels['team']='ml/vision' is not a label value"),
+        ({"fnjob/run-id": "x"}, "labels may not set ['fnjob/run-id']: fnjob sets them"),
+    ],
+)
+def test_invalid_labels_are_refused_naming_the_key_or_value(
+    labels: dict[str, str], words: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(words)):
+        JobOptions(labels=labels)
+
+
+def test_valid_labels_reach_the_job() -> None:
+    labels = {"example.com/team": "ml-vision", "cost-centre": "", "run": "A_1.b"}
+    manifest = build_job_manifest(
+        image="i", function_name="f", run_id="r", namespace="n", options=JobOptions(labels=labels)
+    )
+    assert manifest["metadata"]["labels"].items() >= labels.items()
+
+
+def test_node_selectors_follow_the_label_rules() -> None:
+    with pytest.raises(ValueError, match=re.escape("node_selector: key 'gpu type'")):
+        Scheduling(node_selector={"gpu type": "a100"})
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"TOKEN": "abc\0def"}, "env['TOKEN'] contains a NUL byte"),
+        ({"DATA": "x" * 10_000_000}, "env['DATA'] is 10,000,005 bytes; a variable can be at most"),
+        # Each small enough, the sum too large for one Job object.
+        ({f"PART{i}": "x" * 100_000 for i in range(12)}, "env adds up to 1,200,074 bytes"),
+    ],
+)
+def test_env_the_kernel_or_the_api_would_refuse_is_refused(env: dict[str, str], words: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(words)):
+        JobOptions(env=env)
+    with pytest.raises(ValueError, match=re.escape(words)):
+        LocalOptions(env=env)
+
+
+def test_an_env_variable_just_under_the_kernels_limit_is_taken() -> None:
+    value = "x" * (MAX_ENV_VARIABLE_BYTES - len("BIG="))
+    assert JobOptions(env={"BIG": value}).env["BIG"] == value

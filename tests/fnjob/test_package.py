@@ -16,6 +16,7 @@ from fnjob.package import (
     package_file,
     package_function,
     package_notebook,
+    read_content,
 )
 from tests.fnjob.buildkit import import_sample
 
@@ -105,8 +106,8 @@ def test_extra_files_and_folders_and_requirements(tmp_path: Path) -> None:
         extra_files=[tmp_path / "assets", tmp_path / "vocab.json"],
         requirements=requirements,
     )
-    assert package.files["assets/labels.txt"] == b"cat\ndog\n"
-    assert package.files["vocab.json"] == b"{}"
+    assert read_content(package.files["assets/labels.txt"]) == b"cat\ndog\n"
+    assert read_content(package.files["vocab.json"]) == b"{}"
     assert not any("__pycache__" in path for path in package.files)
     assert package.requirements == ("numpy==2.1.0", "pandas==2.2.3")
     assert package_function(train_module.train, requirements=["torch==2.5.1"]).requirements == (
@@ -267,11 +268,11 @@ def test_links_inside_the_folder_ship_as_links(tmp_path: Path) -> None:
     (data / "current").symlink_to(data / "v2", target_is_directory=True)  # absolute, inside
     package = package_function(import_sample("train_module").train, extra_files=[data])
 
-    assert package.files["data/v2/train.csv"] == b"x,y\n1,2\n"
+    assert read_content(package.files["data/v2/train.csv"]) == b"x,y\n1,2\n"
     assert dict(package.links) == {"data/latest.csv": "v2/train.csv", "data/current": "v2"}
     assert "data/latest.csv" not in package.files
     layer = code_layer(package)
-    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer.blob.data))) as archive:
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer.blob.read_bytes()))) as archive:
         link = archive.getmember("fnjob/app/data/latest.csv")
         folder_link = archive.getmember("fnjob/app/data/current")
     assert link.issym() and link.linkname == "v2/train.csv"

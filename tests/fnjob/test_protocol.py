@@ -27,6 +27,7 @@ from fnjob.protocol import (
     new_run_key,
     parse_outcome,
 )
+from fnjob.runner import outcome_lines
 from tests.fnjob.forgery import forged_outcome_lines
 from tests.fnjob.run_functions import payload, run_runner, write_run_dir
 
@@ -257,7 +258,8 @@ def test_a_native_crash_after_printing_forgeries_is_result_missing(tmp_path: Pat
     forged = forged_outcome_lines(marker)
     run = Run(tmp_path, payload("crash_after_logging"), encode_call((forged,)))
     assert run.done.returncode < 0  # killed by SIGSEGV
-    with pytest.raises(ResultMissing, match=r"3 line.* looked like an outcome") as caught:
+    looked_like = rf"{len(forged)} line.* looked like an outcome"
+    with pytest.raises(ResultMissing, match=looked_like) as caught:
         parse_outcome(run.lines, run.key)
     assert caught.value.last_lines[-1] == forged[-1]
     assert not marker.exists()
@@ -271,7 +273,7 @@ def test_missing_outcome_line_is_result_missing_with_the_last_lines() -> None:
 
 def test_signed_but_damaged_and_cut_outcome_lines_are_result_missing() -> None:
     key = new_run_key()
-    damaged = OUTCOME_PREFIX + base64.b64encode(b'{"ok": true, "val').decode()
+    damaged = OUTCOME_PREFIX + "0/1 " + base64.b64encode(b'{"ok": true, "val').decode()
     signature = hmac.new(key, damaged.encode(), hashlib.sha256).hexdigest()
     with pytest.raises(ResultMissing, match=r"damaged"):
         parse_outcome([f"{damaged} {signature}"], key)
@@ -287,3 +289,21 @@ def test_call_that_cannot_travel_with_the_run_is_refused() -> None:
 
     with pytest.raises(CallNotEncodable, match=r"cannot be pickled"):
         encode_call((threading.Lock(),))
+
+
+def test_a_framed_outcome_survives_interleaving_forgeries_and_repeats() -> None:
+    key = new_run_key()
+    value = list(range(5000))
+    real = [line.decode() for line in outcome_lines({"ok": True}, pickle.dumps(value), key)]
+    forged = [line.decode() for line in outcome_lines({"ok": True}, b"forged", new_run_key())]
+    assert len(real) > 3
+    mixed: list[str] = []
+    for index, line in enumerate(real):
+        # Another key's pieces with the same numbers, text glued before a piece, a piece
+        # read twice (a resumed stream).
+        mixed += [forged[0], f"50% done{line}", "progress", line if index % 2 else ""]
+    reader = OutcomeReader(key)
+    shown = [text for text in map(reader.feed, mixed) if text is not None]
+    assert reader.result().unwrap() == value
+    assert shown.count("50% done") == len(real)
+    assert reader.unsigned_lines == len(real)

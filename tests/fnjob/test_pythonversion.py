@@ -12,9 +12,9 @@ from fnjob.pythonversion import (
     PythonVersionMismatch,
     TarMember,
     check_python,
+    declared_python,
     find_python,
     path_dirs,
-    python_from_config,
 )
 
 SYM, HARD, FILE, DIR = b"2", b"1", b"0", b"5"
@@ -39,8 +39,25 @@ def _package(pickled: bool, source: bytes = b"def f():\n    return 1\n") -> Code
 
 def test_python_version_env_of_official_images_is_used() -> None:
     config = {"config": {"Env": ["PATH=/usr/local/bin", "PYTHON_VERSION=3.12.7"]}}
-    assert python_from_config(config) == "3.12"
-    assert python_from_config({"config": {"Env": ["PATH=/bin"]}}) is None
+    assert declared_python(config) == ("3.12", "ENV PYTHON_VERSION")
+    assert declared_python({"config": {"Env": ["PATH=/bin"]}}) is None
+
+
+def test_the_python_label_and_the_build_history_declare_the_python() -> None:
+    labelled = {"config": {"Labels": {"io.kubeflow-eks.python-version": "3.10"}}}
+    assert declared_python(labelled) == ("3.10", "label io.kubeflow-eks.python-version")
+    history = {
+        "config": {"Env": ["PATH=/bin"]},
+        "history": [
+            {"created_by": "ARG PYTHON_VERSION=3.9"},
+            {"created_by": "|1 PYTHON_VERSION=3.11 /bin/sh -c conda install python=3.11"},
+            {"created_by": "RUN pip install torch", "empty_layer": False},
+        ],
+    }
+    # The newest entry that names it wins; the environment beats the label and the history.
+    assert declared_python(history) == ("3.11", "build history")
+    both = {**history, "config": {"Env": ["PYTHON_VERSION=3.12"], **labelled["config"]}}
+    assert declared_python(both) == ("3.12", "ENV PYTHON_VERSION")
 
 
 def _find(

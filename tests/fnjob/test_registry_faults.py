@@ -381,7 +381,7 @@ def test_basic_credentials_go_only_to_the_host_that_challenged(
     assert own_registry.manifest("team/elsewhere", "v1").headers["Docker-Content-Digest"] == (
         built.digest
     )
-    assert storage_proxy.count("PATCH", "/blobs/uploads/") >= 2  # code layer and config
+    assert storage_proxy.count("PUT", "/blobs/uploads/") >= 2  # code layer and config
     assert all("Authorization" not in seen.headers for seen in storage_proxy.seen)
     # The registry itself got them once it had asked.
     assert any("Authorization" in seen.headers for seen in proxy.seen)
