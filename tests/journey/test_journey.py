@@ -126,7 +126,7 @@ def test_the_notebook_image_has_kubectl_the_sdks_and_fnjob_as_its_user(
     assert inspected.returncode == 0, inspected.stderr
     [config] = json.loads(inspected.stdout)
     assert f"PYTHON_VERSION={NOTEBOOK_BASE_PYTHON}" in config["Config"]["Env"]
-    assert config["Config"]["Labels"]["org.kubeflow-eks.python.version"] == NOTEBOOK_BASE_PYTHON
+    assert config["Config"]["Labels"]["io.kubeflow-eks.python-version"] == NOTEBOOK_BASE_PYTHON
     python = run_in_container(
         journey_podman,
         image,

@@ -46,6 +46,6 @@ def test_an_unpinned_kubernetes_version_is_refused_by_name() -> None:
 def test_the_recipe_declares_its_python_where_fnjob_reads_it() -> None:
     dockerfile = (RECIPE / "Dockerfile").read_text()
     assert "ENV PYTHON_VERSION=${PYTHON_VERSION}" in dockerfile
-    assert "LABEL org.kubeflow-eks.python.version=${PYTHON_VERSION}" in dockerfile
+    assert "LABEL io.kubeflow-eks.python-version=${PYTHON_VERSION}" in dockerfile
     [declared] = re.findall(r"^ARG PYTHON_VERSION=(\d+\.\d+\.\d+)$", dockerfile, re.MULTILINE)
     assert declared
