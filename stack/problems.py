@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic.alias_generators import to_camel
 
 from stack.model import EksStack, OnpremStack, StackBase
 
@@ -58,7 +59,8 @@ def show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _path(parts: Sequence[str | int]) -> str:
+def key_path(parts: Sequence[str | int]) -> str:
+    """A key path as a stack file's reader sees it: ``gpuNodeGroups[0].taints[1]``."""
     out = ""
     for part in parts:
         if isinstance(part, int):
@@ -168,12 +170,14 @@ def problems_from(error: ValidationError, *, variant: str) -> list[Problem]:
         if loc and loc[0] in ("eks", "onprem"):
             loc = loc[1:]
         kind = item["type"]
+        if kind == "default_factory_not_called":
+            continue  # a default computed from a key that is itself reported
         value = item.get("input")
         ctx = item.get("ctx") or {}
         if kind == "rules_broken":
             base_loc, _ = _walk(root, loc)
             for at, broken_value, fix in ctx["problems"]:
-                full = _path([*base_loc, *_split_at(at)])
+                full = key_path([*base_loc, *_split_at(at)])
                 is_secret = bool(base_loc) and str(base_loc[0]) in SECRET_KEYS
                 shown = None if is_secret else show(broken_value)
                 problems.append(Problem(full, shown, fix))
@@ -187,8 +191,10 @@ def problems_from(error: ValidationError, *, variant: str) -> list[Problem]:
             loc = loc[:-1]
             value = loc[-1]
         user_loc, _ = _walk(root, loc)
+        if kind == "extra_forbidden":  # the key as written, even a field's Python name
+            user_loc = [*_walk(root, loc[:-1])[0], loc[-1]]
         secret = bool(user_loc) and str(user_loc[0]) in SECRET_KEYS
-        path = _path(user_loc)
+        path = key_path(user_loc)
         shown = None if secret else show(value)
         if value is None and kind in ("required", "secret_missing"):
             shown = "(missing)"
@@ -246,6 +252,10 @@ def _unknown_key_fix(
         other_mode = "onprem" if other is OnpremStack else "eks"
         if key in _keys(other) and key not in ((parent and _keys(parent)) or []):
             return f"remove it: only for mode: {other_mode}"
+    spelled = accepted_spelling(key, parent) if parent is not None else None
+    if spelled is not None:
+        camel = " (stack files spell keys in camelCase)" if "_" in key else ""
+        return f"unknown key; did you mean {spelled}?{camel}"
     allowed = ", ".join(_keys(parent)) if parent is not None else "see the README"
     fix = f"unknown key; allowed: {allowed}"
     if _SECRET_LOOKING.search(key):
@@ -254,3 +264,13 @@ def _unknown_key_fix(
             "kubeflowAdminPassword (see the README's secrets)"
         )
     return fix
+
+
+def accepted_spelling(key: str, model: type[BaseModel]) -> str | None:
+    """The key a stack file must write for ``key`` when ``key`` is another spelling of it:
+    a field's Python name (``gpu_node_groups``, ``region``) or a snake_case alias."""
+    for name, field in model.model_fields.items():
+        alias = field.alias or name
+        if key != alias and (key == name or to_camel(key) == alias):
+            return alias
+    return None
