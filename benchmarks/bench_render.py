@@ -1,21 +1,26 @@
-"""Render + transform + phases against plain `kubectl kustomize`, and a cached re-render.
+"""Our render against plain `kubectl kustomize`, on equal terms; the whole render command;
+a cached re-render.
 
-    .venv/bin/python benchmarks/bench_render.py [PATH-TO-kubeflow/manifests-CHECKOUT]
+    .venv/bin/python benchmarks/bench_render.py [PATH-TO-kubeflow/manifests-CHECKOUT] [--runs N]
 
 Without a path it measures upstream Kubeflow 26.03 from the project's test data (found as the
 tests find it: `../shared/upstream`, `KUBEFLOW_UPSTREAM_DATA` or `KUBEFLOW_UPSTREAM_DIR`),
 or our small fixture when that data is absent. Targets (from issue 7): render overhead over
 plain kustomize <= 15 %, cached re-render <= 0.5 s. Prints figures; asserts nothing.
-The machine may be shared: wall-clock medians and minimums are printed, with the CPU time
-(user + system, children included) of plain kustomize and of our uncached render. Our
-kubectl runs with a less eager Go garbage collector (see `kubectl_environment`); plain
-kustomize is measured both as a user runs it and with the same settings.
+
+Equal terms: every kubectl, plain or ours, runs in the one environment our render uses
+(`kubectl_environment()`: Go's GC settings and no kubeconfig), and each side's whole command
+is printed. The sides alternate within each round, in an order reversed every other round,
+so load from other processes hits them alike. The machine may be shared: medians and
+minimums of wall-clock time are printed, with the CPU time (user + system, kubectl
+included), which load changes least.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -32,31 +37,26 @@ from components.kubeflow.manifests import (  # noqa: E402
     build_overlay,
     kubectl_binary,
     kubectl_environment,
-    kustomize_json,
+    kustomize_json_command,
     render_manifests,
 )
-from stack.render import write_phases  # noqa: E402
 from tests.kubeflow.conftest import FIXTURE_SOURCE, find_upstream_release, make_args  # noqa: E402
 
-
-def measure(action: Callable[[], object], runs: int) -> tuple[float, float, float]:
-    """(median wall s, min wall s, median CPU s of this process and its children)."""
-    walls, cpus = [], []
-    for _ in range(runs):
-        before = os.times()
-        start = time.perf_counter()
-        action()
-        walls.append(time.perf_counter() - start)
-        after = os.times()
-        cpus.append(
-            sum(after[i] - before[i] for i in (0, 1, 2, 3))  # user, system, children's
-        )
-    return statistics.median(walls), min(walls), statistics.median(cpus)
+Sample = tuple[float, float]  # (wall s, CPU s of this process and its children)
 
 
-def choose_source(scratch: Path) -> Path:
-    if len(sys.argv) > 1:
-        return Path(sys.argv[1]).resolve()
+def measure(action: Callable[[], object]) -> Sample:
+    before = os.times()
+    start = time.perf_counter()
+    action()
+    wall = time.perf_counter() - start
+    after = os.times()
+    return wall, sum(after[i] - before[i] for i in (0, 1, 2, 3))  # user, system, children's
+
+
+def choose_source(scratch: Path, argv: list[str]) -> Path:
+    if argv:
+        return Path(argv[0]).resolve()
     found = find_upstream_release(scratch)
     if isinstance(found, str):
         print(f"({found}; measuring the test fixture instead)")
@@ -64,41 +64,77 @@ def choose_source(scratch: Path) -> Path:
     return found.source
 
 
+def shown(command: list[str], env: dict[str, str] | None = None) -> str:
+    """A command as a shell would run it, with the environment it changes."""
+    settings = [f"{key}={value}" for key, value in (env or {}).items()]
+    return shlex.join([*settings, *command])
+
+
+def kubectl_settings() -> dict[str, str]:
+    """What kubectl_environment() sets on top of the caller's environment."""
+    env = kubectl_environment()
+    return {k: v for k, v in env.items() if os.environ.get(k) != v}
+
+
+def summary(samples: list[Sample]) -> tuple[float, float, float]:
+    """(median wall, min wall, median CPU)."""
+    return (
+        statistics.median(s[0] for s in samples),
+        min(s[0] for s in samples),
+        statistics.median(s[1] for s in samples),
+    )
+
+
+def pct(ours: float, plain: float) -> str:
+    return f"{(ours - plain) / plain * 100:+6.1f} %"
+
+
 def main() -> None:
+    argv = sys.argv[1:]
+    runs = 5
+    if "--runs" in argv:
+        at = argv.index("--runs")
+        runs = int(argv[at + 1])
+        del argv[at : at + 2]
     scratch = Path(tempfile.mkdtemp(prefix="bench-render-"))
-    source = choose_source(scratch / "upstream")
-    runs = 7 if source == FIXTURE_SOURCE else 5
+    source = choose_source(scratch / "upstream", argv)
     kubectl = kubectl_binary()
     args = make_args(source=str(source), registry_access="none")
     credentials = placeholder_credentials()
+    settings = kubectl_settings()
+
+    plain_command = [str(kubectl), "kustomize", str(source / "example")]
 
     def plain() -> None:
-        subprocess.run(
-            [str(kubectl), "kustomize", str(source / "example")], check=True, capture_output=True
-        )
-
-    def plain_same_gc() -> None:
-        subprocess.run(
-            [str(kubectl), "kustomize", str(source / "example")],
-            check=True,
-            capture_output=True,
-            env=kubectl_environment(),
-        )
+        subprocess.run(plain_command, check=True, capture_output=True, env=kubectl_environment())
 
     overlay_dir = scratch / "overlay"
     overlay_dir.mkdir()
     (overlay_dir / "kustomization.yaml").write_text(
         json.dumps(build_overlay(source, overlay_dir, None))
     )
+    json_command = kustomize_json_command(overlay_dir, kubectl)
 
     def kubectl_to_json() -> None:
-        kustomize_json(overlay_dir, kubectl)
+        subprocess.run(json_command, check=True, capture_output=True, env=kubectl_environment())
 
     def ours_uncached() -> None:
         with tempfile.TemporaryDirectory() as cache:
             rendered = render_manifests(str(source), cache_dir=Path(cache))
             assert not rendered.from_cache
             build_phases(rendered.objects, args, credentials)
+
+    def render_command(cache: Path) -> list[str]:
+        return [
+            *(sys.executable, "-m", "stack.render", "--stack", "dev"),
+            *("--kubeflow-source", str(source), "--out", str(scratch / "out")),
+            *("--cache-dir", str(cache)),
+        ]
+
+    def command_uncached() -> None:
+        with tempfile.TemporaryDirectory() as cache:
+            command = render_command(Path(cache))
+            subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
 
     warm_cache = scratch / "cache"
     first = render_manifests(str(source), cache_dir=warm_cache)
@@ -109,59 +145,68 @@ def main() -> None:
         assert rendered.from_cache
         build_phases(rendered.objects, args, credentials)
 
-    def cached_render_only() -> None:
-        render_manifests(str(source), cache_dir=warm_cache)
-
-    def render_command_cached() -> None:
-        rendered = render_manifests(str(source), cache_dir=warm_cache)
-        phases = build_phases(rendered.objects, args, credentials)
-        write_phases(phases, scratch / "out", str(source))
-
-    plain()  # warm the page cache and the kubectl binary
-    # Alternate plain and ours so that load from other processes hits both alike.
-    plain_runs, same_gc_runs, ours_runs, json_runs = [], [], [], []
-    for _ in range(runs):
-        plain_runs.append(measure(plain, 1))
-        ours_runs.append(measure(ours_uncached, 1))
-        same_gc_runs.append(measure(plain_same_gc, 1))
-        json_runs.append(measure(kubectl_to_json, 1))
-    t_plain = statistics.median(r[0] for r in plain_runs)
-    t_ours = statistics.median(r[0] for r in ours_runs)
-    min_plain, min_ours = min(r[1] for r in plain_runs), min(r[1] for r in ours_runs)
-    cpu_plain = statistics.median(r[2] for r in plain_runs)
-    cpu_ours = statistics.median(r[2] for r in ours_runs)
-    t_same_gc = statistics.median(r[0] for r in same_gc_runs)
-    cpu_same_gc = statistics.median(r[2] for r in same_gc_runs)
-    t_json = statistics.median(r[0] for r in json_runs)
-    cpu_json = statistics.median(r[2] for r in json_runs)
-    t_cached, min_cached, _ = measure(ours_cached, runs)
-    t_cached_render, _, _ = measure(cached_render_only, runs)
-    t_command, _, _ = measure(render_command_cached, 3)
-
-    def pct(ours: float, plain: float) -> str:
-        return f"{(ours - plain) / plain * 100:+7.1f} %"
+    def command_cached() -> None:
+        subprocess.run(render_command(warm_cache), check=True, capture_output=True, cwd=ROOT)
 
     print(f"source: {source}")
-    print(f"objects: {len(first.objects)}  (~{size / 1e6:.1f} MB as JSON); {runs} runs each")
-    print(f"plain kubectl kustomize:              {t_plain:7.3f} s  (min {min_plain:.3f})")
-    print(f"our render + transform + phases:      {t_ours:7.3f} s  (min {min_ours:.3f})")
-    print(f"overhead over plain kustomize:        {pct(t_ours, t_plain)}   (target <= +15 %)")
-    print(f"  by minimum wall time:               {pct(min_ours, min_plain)}")
-    print(f"  by CPU time ({cpu_plain:.2f} s vs {cpu_ours:.2f} s):      {pct(cpu_ours, cpu_plain)}")
+    print(f"objects: {len(first.objects)}  (~{size / 1e6:.1f} MB as JSON); {runs} rounds")
+    print("commands (every kubectl in the same environment):")
+    print(f"  plain:   {shown(plain_command, settings)}")
     print(
-        f"plain kustomize with our Go GC settings: {t_same_gc:6.3f} s; our overhead over it "
-        f"{pct(t_ours, t_same_gc)} wall, {pct(cpu_ours, cpu_same_gc)} CPU"
+        "  ours:    render_manifests + build_phases in this process (an empty cache), which "
+        "runs the next command on an overlay of the example"
     )
+    print(f"  kubectl to JSON alone: {shown(json_command, settings)}")
+    print(f"  command: {shown(render_command(Path('<empty cache>')))}")
+
+    plain()  # warm the page cache and the kubectl binary
+    sides: dict[str, Callable[[], None]] = {
+        "plain": plain,
+        "ours": ours_uncached,
+        "command": command_uncached,
+        "json": kubectl_to_json,
+    }
+    samples: dict[str, list[Sample]] = {name: [] for name in sides}
+    for round_ in range(runs):
+        order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
+        for name in order:
+            samples[name].append(measure(sides[name]))
+    cached = [measure(ours_cached) for _ in range(max(runs, 5))]
+    cached_command = [measure(command_cached) for _ in range(3)]
+
+    def line(label: str, figures: tuple[float, float, float]) -> None:
+        wall, low, cpu = figures
+        print(f"{label:<36}{wall:7.3f} s  (min {low:.3f}, CPU {cpu:.2f} s)")
+
+    plain_figures = summary(samples["plain"])
+    ours_figures = summary(samples["ours"])
+    command_figures = summary(samples["command"])
+    line("plain kubectl kustomize:", plain_figures)
+    line("ours, render + transform + phases:", ours_figures)
+    overheads = [pct(o, p) for o, p in zip(ours_figures, plain_figures, strict=True)]
     print(
-        f"  of which kubectl's kustomize + JSON: {t_json:7.3f} s  ({pct(t_json, t_same_gc)} wall, "
-        f"{pct(cpu_json, cpu_same_gc)} CPU over the same GC); the rest is Python"
+        f"  overhead: {overheads[0]} median wall, {overheads[1]} min wall, {overheads[2]} CPU"
+        "  (target <= +15 %)"
     )
+    json_figures = summary(samples["json"])
+    line("  of which kubectl to JSON:", json_figures)
+    extra = [pct(j, p) for j, p in zip(json_figures, plain_figures, strict=True)]
     print(
-        f"cached re-render + transform + phases:{t_cached:7.3f} s  (min {min_cached:.3f}; "
+        f"  kubectl to JSON over plain kustomize: {extra[0]} median wall, {extra[1]} min wall, "
+        f"{extra[2]} CPU; the rest is Python"
+    )
+    line("whole render command, uncached:", command_figures)
+    ratios = [c / p for c, p in zip(command_figures, plain_figures, strict=True)]
+    print(
+        f"  x{ratios[0]:.2f} of plain kustomize by median wall, x{ratios[1]:.2f} by min wall, "
+        f"x{ratios[2]:.2f} by CPU"
+    )
+    cached_wall, cached_min, _ = summary(cached)
+    print(
+        f"cached re-render + transform + phases: {cached_wall:.3f} s  (min {cached_min:.3f}; "
         "target <= 0.5 s)"
     )
-    print(f"cached re-render alone:               {t_cached_render:7.3f} s")
-    print(f"render command (cached, files written):{t_command:6.3f} s")
+    print(f"whole render command, cached (files written): {summary(cached_command)[0]:.3f} s")
 
 
 if __name__ == "__main__":

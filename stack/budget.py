@@ -23,7 +23,7 @@ def _gpu_capacity(cfg: EksStack) -> int:
     """GPUs the stack's GPU groups hold when every group is at its maxSize."""
     total = 0
     for group in cfg.gpu_node_groups:
-        groups = len(cfg.zones) if group.placement == "zonal" else 1
+        groups = len(cfg.vpc.zones) if group.placement == "zonal" else 1
         total += group.max_size * groups * group.gpus_per_node
     return total
 

@@ -17,7 +17,14 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from stack.model import PROJECT, SECRET_PRESENT, EksStack, OnpremStack, StackBase, StackConfig
-from stack.problems import Problem, StackConfigError, problems_from, show
+from stack.problems import (
+    Problem,
+    StackConfigError,
+    accepted_spelling,
+    key_path,
+    problems_from,
+    show,
+)
 
 SECRET_KEYS = StackBase.secret_keys
 # Secrets set per profile: an object whose values are encrypted one by one.
@@ -44,7 +51,8 @@ def parse_stack_config(
         data[key] = value
     variant = str(data.get("mode", "eks"))
     try:
-        return _ADAPTER.validate_python(data)
+        # By alias only: a field's Python name (gpu_node_groups) is not a stack-file key.
+        return _ADAPTER.validate_python(data, by_alias=True, by_name=False)
     except ValidationError as error:
         raise StackConfigError(problems_from(error, variant=variant)) from None
 
@@ -97,8 +105,53 @@ def stack_name_of(path: Path) -> str:
     return match.group(1)
 
 
+def _duplicate_keys(node: yaml.Node, at: tuple[str | int, ...]) -> Iterator[Problem]:
+    """Keys written twice in one object, at any depth: YAML readers keep the last silently."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                yield Problem(
+                    key_path(_user_parts((*at, key))),
+                    None,
+                    f"written twice (lines {seen[key]} and {line}); YAML would keep only the "
+                    "last: merge them into one",
+                )
+            else:
+                seen[key] = line
+            yield from _duplicate_keys(value_node, (*at, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _duplicate_keys(item, (*at, index))
+
+
+def _user_parts(at: tuple[str | int, ...]) -> list[str | int]:
+    """``config.kubeflow-eks:kubeflow.adminEmail`` as problems name it: ``kubeflow.adminEmail``."""
+    parts = list(at[1:]) if at[:1] == ("config",) and len(at) > 1 else list(at)
+    if parts and isinstance(parts[0], str):
+        parts[0] = parts[0].removeprefix(f"{PROJECT}:")
+    return parts
+
+
+def _read_yaml(path: Path) -> Any:
+    """The stack file's document; duplicate keys are refused, each named with both lines."""
+    loader = yaml.SafeLoader(path.read_text())
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicates = list(_duplicate_keys(node, ()))
+        if duplicates:
+            raise StackConfigError(duplicates)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def _stack_file_config(path: Path) -> Mapping[str, Any]:
-    document = yaml.safe_load(path.read_text()) or {}
+    document = _read_yaml(path) or {}
     if not isinstance(document, Mapping):
         raise StackConfigError([Problem(str(path), None, "a stack file is a YAML object")])
     config = document.get("config") or {}
@@ -139,7 +192,7 @@ def load_stack_file(path: str | Path, *, require_secrets: bool = True) -> EksSta
             raw[key] = value
         elif namespace not in ("aws", "pulumi", "kubernetes"):
             problems.append(
-                Problem(f"{namespace}:{key}", None, f"unknown namespace; write {PROJECT}:{key}")
+                Problem(f"{namespace}:{key}", None, f"unknown namespace; write {_project_key(key)}")
             )
     if not require_secrets:
         for key in unset_secrets(path):
@@ -155,6 +208,12 @@ def load_stack_file(path: str | Path, *, require_secrets: bool = True) -> EksSta
     if problems:
         raise StackConfigError(problems)
     return parsed
+
+
+def _project_key(key: str) -> str:
+    """The stack-file key for a project key written in another namespace or spelling."""
+    spelled = accepted_spelling(key, EksStack) or accepted_spelling(key, OnpremStack) or key
+    return spelled if ":" in spelled else f"{PROJECT}:{spelled}"
 
 
 def _per_profile_secret(key: str, value: Any) -> tuple[dict[str, str], list[Problem]]:

@@ -32,3 +32,10 @@ def is_label_key(key: str) -> bool:
 def is_label_value(value: str) -> bool:
     """Empty, or at most 63 characters of [A-Za-z0-9-_.], alphanumeric at both ends."""
     return len(value) <= 63 and _LABEL_VALUE.match(value) is not None
+
+
+def node_group_name(group: str, zone_suffix: str | None = None) -> str:
+    """A node group's name in its cluster: its group's, then its zone's when the group is
+    zonal (``gpu-a``). Pulumi resource names and EKS name prefixes derive from it, so two
+    node groups of one stack must not share it."""
+    return f"{group}-{zone_suffix}" if zone_suffix else group

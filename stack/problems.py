@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic.alias_generators import to_camel
 
 from stack.model import EksStack, OnpremStack, StackBase
 
@@ -58,7 +59,8 @@ def show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _path(parts: Sequence[str | int]) -> str:
+def key_path(parts: Sequence[str | int]) -> str:
+    """A key path as a stack file's reader sees it: ``gpuNodeGroups[0].taints[1]``."""
     out = ""
     for part in parts:
         if isinstance(part, int):
@@ -164,56 +166,78 @@ def problems_from(error: ValidationError, *, variant: str) -> list[Problem]:
     other: type[BaseModel] = OnpremStack if variant == "eks" else EksStack
     problems: list[Problem] = []
     for item in error.errors(include_url=False):
-        loc = [p for p in item["loc"]]
+        loc = list(item["loc"])
         if loc and loc[0] in ("eks", "onprem"):
             loc = loc[1:]
         kind = item["type"]
-        value = item.get("input")
-        ctx = item.get("ctx") or {}
+        if kind == "default_factory_not_called":
+            continue  # a default computed from a key that is itself reported
         if kind == "rules_broken":
-            base_loc, _ = _walk(root, loc)
-            for at, broken_value, fix in ctx["problems"]:
-                full = _path([*base_loc, *_split_at(at)])
-                is_secret = bool(base_loc) and str(base_loc[0]) in SECRET_KEYS
-                shown = None if is_secret else show(broken_value)
-                problems.append(Problem(full, shown, fix))
-            continue
-        if kind == "mode":
+            problems += _broken_rules(root, loc, item["ctx"]["problems"])
+        elif kind == "mode":
+            value = item.get("input")
             given = value.get("mode") if isinstance(value, Mapping) else value
             problems.append(Problem("mode", show(given), str(item["msg"])))
-            continue
-        # A dict key's own error ends with "[key]"; report it at the key.
-        if loc and loc[-1] == "[key]":
-            loc = loc[:-1]
-            value = loc[-1]
-        user_loc, _ = _walk(root, loc)
-        secret = bool(user_loc) and str(user_loc[0]) in SECRET_KEYS
-        path = _path(user_loc)
-        shown = None if secret else show(value)
-        if value is None and kind in ("required", "secret_missing"):
-            shown = "(missing)"
-        _, parent = _walk(root, loc[:-1]) if loc else ([], root)
-        key = str(user_loc[-1]) if user_loc else ""
-        if kind == "extra_forbidden":
-            fix = _unknown_key_fix(key, parent, loc, other)
-            problems.append(Problem(path, None, fix))
-        elif kind == "missing":
-            hint = _description(parent, key)
-            problems.append(Problem(path, "(missing)", f"required: {hint}" if hint else "required"))
-        elif kind == "literal_error":
-            expected = ctx.get("expected", "")
-            problems.append(Problem(path, shown, f"use one of {expected.replace(' or ', ', ')}"))
-        elif "fix" in ctx:
-            problems.append(Problem(path, shown, str(ctx["fix"])))
-        elif kind.endswith(("_type", "_parsing", "_from_float")):
-            problems.append(Problem(path, shown, _type_fix(kind, value, _walk(root, loc)[1])))
-        elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-            problems.append(Problem(path, shown, _bound_fix(kind, ctx)))
-        elif kind in ("too_short", "too_long"):
-            problems.append(Problem(path, shown, _length_fix(kind, ctx)))
         else:
-            problems.append(Problem(path, shown, str(item["msg"])))
+            problems.append(_field_problem(item, loc, root, other))
     return problems
+
+
+def _broken_rules(
+    root: type[BaseModel], loc: Sequence[str | int], broken: Sequence[tuple[str, Any, str]]
+) -> list[Problem]:
+    """The rules one object broke (``Rules``), each at its key below the object's."""
+    base_loc, _ = _walk(root, loc)
+    is_secret = bool(base_loc) and str(base_loc[0]) in SECRET_KEYS
+    return [
+        Problem(key_path([*base_loc, *_split_at(at)]), None if is_secret else show(value), fix)
+        for at, value, fix in broken
+    ]
+
+
+def _field_problem(
+    item: Any, loc: list[str | int], root: type[BaseModel], other: type[BaseModel]
+) -> Problem:
+    """The problem of one value pydantic refused."""
+    kind: str = item["type"]
+    value = item.get("input")
+    # A dict key's own error ends with "[key]"; report it at the key.
+    if loc and loc[-1] == "[key]":
+        loc = loc[:-1]
+        value = loc[-1]
+    user_loc, model = _walk(root, loc)
+    if kind == "extra_forbidden":  # the key as written, even a field's Python name
+        user_loc = [*_walk(root, loc[:-1])[0], loc[-1]]
+    secret = bool(user_loc) and str(user_loc[0]) in SECRET_KEYS
+    path = key_path(user_loc)
+    _, parent = _walk(root, loc[:-1]) if loc else ([], root)
+    key = str(user_loc[-1]) if user_loc else ""
+    if kind == "extra_forbidden":
+        return Problem(path, None, _unknown_key_fix(key, parent, loc, other))
+    if kind == "missing":
+        hint = _description(parent, key)
+        return Problem(path, "(missing)", f"required: {hint}" if hint else "required")
+    shown = None if secret else show(value)
+    if value is None and kind in ("required", "secret_missing"):
+        shown = "(missing)"
+    return Problem(path, shown, _value_fix(kind, item.get("ctx") or {}, value, model, item["msg"]))
+
+
+def _value_fix(
+    kind: str, ctx: Mapping[str, Any], value: Any, model: type[BaseModel] | None, message: str
+) -> str:
+    """What to write instead of a refused value."""
+    if kind == "literal_error":
+        return f"use one of {ctx.get('expected', '').replace(' or ', ', ')}"
+    if "fix" in ctx:
+        return str(ctx["fix"])
+    if kind.endswith(("_type", "_parsing", "_from_float")):
+        return _type_fix(kind, value, model)
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        return _bound_fix(kind, ctx)
+    if kind in ("too_short", "too_long"):
+        return _length_fix(kind, ctx)
+    return message
 
 
 def _split_at(at: str) -> list[str | int]:
@@ -246,6 +270,10 @@ def _unknown_key_fix(
         other_mode = "onprem" if other is OnpremStack else "eks"
         if key in _keys(other) and key not in ((parent and _keys(parent)) or []):
             return f"remove it: only for mode: {other_mode}"
+    spelled = accepted_spelling(key, parent) if parent is not None else None
+    if spelled is not None:
+        camel = " (stack files spell keys in camelCase)" if "_" in key else ""
+        return f"unknown key; did you mean {spelled}?{camel}"
     allowed = ", ".join(_keys(parent)) if parent is not None else "see the README"
     fix = f"unknown key; allowed: {allowed}"
     if _SECRET_LOOKING.search(key):
@@ -254,3 +282,13 @@ def _unknown_key_fix(
             "kubeflowAdminPassword (see the README's secrets)"
         )
     return fix
+
+
+def accepted_spelling(key: str, model: type[BaseModel]) -> str | None:
+    """The key a stack file must write for ``key`` when ``key`` is another spelling of it:
+    a field's Python name (``gpu_node_groups``, ``region``) or a snake_case alias."""
+    for name, field in model.model_fields.items():
+        alias = field.alias or name
+        if key != alias and (key == name or to_camel(key) == alias):
+            return alias
+    return None

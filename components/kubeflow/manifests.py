@@ -288,6 +288,14 @@ def _run_kubectl(command: list[str]) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(command, capture_output=True, check=False, env=kubectl_environment())
 
 
+def kustomize_json_command(directory: Path, kubectl: Path | None = None) -> list[str]:
+    """The kubectl command ``kustomize_json`` runs (in ``kubectl_environment()``)."""
+    binary = str(kubectl or kubectl_binary())
+    identity = ["patch", "--local", "--type", "merge", "-p", "{}"]
+    one_per_line = ["-o", 'jsonpath={@}{"\\n"}']
+    return [binary, *identity, *one_per_line, "-k", str(directory)]
+
+
 def kustomize_json(directory: Path, kubectl: Path | None = None) -> bytes:
     """The objects `kubectl kustomize DIR` produces, in its order, as one JSON array.
 
@@ -297,10 +305,7 @@ def kustomize_json(directory: Path, kubectl: Path | None = None) -> bytes:
     faster than parsing the YAML stream with PyYAML (about 4 s for the full Kubeflow
     example), which would otherwise be most of what rendering adds to kustomize's own time.
     """
-    binary = str(kubectl or kubectl_binary())
-    identity = ["patch", "--local", "--type", "merge", "-p", "{}"]
-    one_per_line = ["-o", 'jsonpath={@}{"\\n"}']
-    result = _run_kubectl([binary, *identity, *one_per_line, "-k", str(directory)])
+    result = _run_kubectl(kustomize_json_command(directory, kubectl))
     if result.returncode != 0:
         # kubectl refuses to patch nothing, and its message for a broken kustomization is
         # wrapped in patch's; plain kustomize tells the two apart and words its own errors.

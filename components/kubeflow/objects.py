@@ -214,35 +214,38 @@ def _containers(spec: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
         yield from spec.get(key) or []
 
 
+# Where a pod spec names a ConfigMap, Secret or claim: (key of the source, kind, name field).
+_Refs = tuple[tuple[str, str, str], ...]
+_VOLUME_REFS: _Refs = (
+    ("configMap", "ConfigMap", "name"),
+    ("secret", "Secret", "secretName"),
+    ("persistentVolumeClaim", "PersistentVolumeClaim", "claimName"),
+)
+_PROJECTED_REFS: _Refs = (("configMap", "ConfigMap", "name"), ("secret", "Secret", "name"))
+_ENV_REFS: _Refs = (("configMapKeyRef", "ConfigMap", "name"), ("secretKeyRef", "Secret", "name"))
+_ENV_FROM_REFS: _Refs = (("configMapRef", "ConfigMap", "name"), ("secretRef", "Secret", "name"))
+
+
+def _refs(source: Mapping[str, Any], table: _Refs) -> Iterator[tuple[str, str]]:
+    for key, kind, field in table:
+        if key in source:
+            yield kind, str(source[key].get(field, ""))
+
+
 def pod_config_refs(obj: Mapping[str, Any]) -> set[tuple[str, str]]:
     """(kind, name) of every ConfigMap, Secret and PersistentVolumeClaim a workload's pods use:
     volumes (also projected), env `valueFrom`, `envFrom`, and image pull secrets."""
     spec = pod_spec(obj)
     found: set[tuple[str, str]] = set()
     for volume in spec.get("volumes") or []:
-        if "configMap" in volume:
-            found.add(("ConfigMap", str(volume["configMap"].get("name", ""))))
-        if "secret" in volume:
-            found.add(("Secret", str(volume["secret"].get("secretName", ""))))
-        if "persistentVolumeClaim" in volume:
-            found.add(("PersistentVolumeClaim", str(volume["persistentVolumeClaim"]["claimName"])))
+        found.update(_refs(volume, _VOLUME_REFS))
         for source in (volume.get("projected") or {}).get("sources") or []:
-            if "configMap" in source:
-                found.add(("ConfigMap", str(source["configMap"].get("name", ""))))
-            if "secret" in source:
-                found.add(("Secret", str(source["secret"].get("name", ""))))
+            found.update(_refs(source, _PROJECTED_REFS))
     for container in _containers(spec):
         for env in container.get("env") or []:
-            value_from = env.get("valueFrom") or {}
-            if "configMapKeyRef" in value_from:
-                found.add(("ConfigMap", str(value_from["configMapKeyRef"].get("name", ""))))
-            if "secretKeyRef" in value_from:
-                found.add(("Secret", str(value_from["secretKeyRef"].get("name", ""))))
+            found.update(_refs(env.get("valueFrom") or {}, _ENV_REFS))
         for env_from in container.get("envFrom") or []:
-            if "configMapRef" in env_from:
-                found.add(("ConfigMap", str(env_from["configMapRef"].get("name", ""))))
-            if "secretRef" in env_from:
-                found.add(("Secret", str(env_from["secretRef"].get("name", ""))))
+            found.update(_refs(env_from, _ENV_FROM_REFS))
     for pull in spec.get("imagePullSecrets") or []:
         found.add(("Secret", str(pull.get("name", ""))))
     return {(kind, name) for kind, name in found if name}

@@ -209,34 +209,37 @@ def webhook_servers(index: RenderIndex, config: int) -> list[int] | None:
 
 def _platform_namespaces(index: RenderIndex) -> set[str]:
     """Namespaces of the servers of webhooks that other namespaces' objects pass through."""
+    # What a webhook may see created, as (namespace, API group, resource, labels): each
+    # workload's pods and every namespaced custom resource. Read once, tried against each hook.
+    seen = [
+        (namespace_of(obj), "", "pods", pod_labels(obj))
+        for obj in (index.objects[w] for w in index.workloads)
+    ]
+    for obj in index.objects:
+        plural = index.plural.get((api_group(obj), str(obj.get("kind"))))
+        if plural and namespace_of(obj) and not is_builtin(obj):
+            seen.append((namespace_of(obj), api_group(obj), plural, labels_of(obj)))
     found = set()
     for c in index.webhook_configs:
         for hook in index.objects[c].get("webhooks") or []:
             service = (hook.get("clientConfig") or {}).get("service") or {}
             home = str(service.get("namespace", ""))
-            if home and home not in found and _intercepts_others(index, hook, home):
+            if home and home not in found and _intercepts_others(index, hook, home, seen):
                 found.add(home)
     return found
 
 
-def _intercepts_others(index: RenderIndex, hook: Mapping[str, Any], home: str) -> bool:
-    for w in index.workloads:
-        obj = index.objects[w]
-        namespace = namespace_of(obj)
-        if namespace != home and webhook_intercepts(
-            hook, "", "pods", pod_labels(obj), index.labels_of_namespace(namespace)
-        ):
-            return True
-    for obj in index.objects:
-        namespace = namespace_of(obj)
-        if not namespace or namespace == home or is_builtin(obj):
-            continue
-        plural = index.plural.get((api_group(obj), str(obj.get("kind"))))
-        if plural and webhook_intercepts(
-            hook, api_group(obj), plural, labels_of(obj), index.labels_of_namespace(namespace)
-        ):
-            return True
-    return False
+def _intercepts_others(
+    index: RenderIndex,
+    hook: Mapping[str, Any],
+    home: str,
+    seen: Sequence[tuple[str, str, str, Mapping[str, str]]],
+) -> bool:
+    return any(
+        namespace != home
+        and webhook_intercepts(hook, group, resource, labels, index.labels_of_namespace(namespace))
+        for namespace, group, resource, labels in seen
+    )
 
 
 def assign_phases(objects: Sequence[Mapping[str, Any]]) -> list[int]:

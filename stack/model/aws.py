@@ -21,6 +21,8 @@ SYSTEM_AMI_TYPES: dict[SystemAmiType, catalog.Architecture] = {
     "AL2023_ARM_64_STANDARD": "arm64",
 }
 SYSTEM_NODE_LABEL = "kubeflow-eks.io/node-role"
+# The system node group's name (``stack.naming.node_group_name``); no GPU group may take it.
+SYSTEM_NODE_GROUP = "system"
 
 
 def _system_ami(instance_types: Any) -> SystemAmiType:
@@ -112,6 +114,17 @@ class Vpc(Model):
     @property
     def creates_vpc(self) -> bool:
         return self.existing_vpc_id is None
+
+    @property
+    def zones(self) -> tuple[str, ...]:
+        """The node groups' placement units: AZ names (new VPC) or private subnet ids."""
+        return self.availability_zones if self.creates_vpc else self.private_subnet_ids
+
+    def zone_suffix(self, zone: str, region: str) -> str:
+        """A short, stable name for a placement unit: the AZ letter, or the subnet's position."""
+        if self.creates_vpc:
+            return zone.removeprefix(region)
+        return f"s{self.private_subnet_ids.index(zone) + 1}"
 
 
 class Endpoint(Model):

@@ -7,9 +7,9 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from stack.naming import is_dns_label, is_email, is_label_key, is_label_value
 
@@ -45,6 +45,29 @@ class Rules:
                 "{count} rules broken",
                 {"count": len(self.problems), "problems": self.problems},
             )
+
+
+def with_rules(error: ValidationError, rules: Rules, data: Any) -> ValidationError:
+    """``error`` and the broken ``rules`` as one error, so every problem is reported at once."""
+    details = [
+        InitErrorDetails(
+            type=PydanticCustomError(item["type"], item["msg"], item.get("ctx")),
+            loc=item["loc"],
+            input=item["input"],
+        )
+        for item in error.errors(include_url=False)
+    ]
+    count = len(rules.problems)
+    details.append(
+        InitErrorDetails(
+            type=PydanticCustomError(
+                "rules_broken", "{count} rules broken", {"count": count, "problems": rules.problems}
+            ),
+            loc=(),
+            input=data,
+        )
+    )
+    return ValidationError.from_exception_data(error.title, details)
 
 
 def custom(kind: str, fix: str) -> PydanticCustomError:
@@ -144,13 +167,19 @@ def section() -> Any:
 
 
 class Model(BaseModel):
-    """Frozen, camelCase keys in stack files, unknown keys refused."""
+    """Frozen, camelCase keys in stack files, unknown keys refused.
+
+    Python code may build a model by field name (``instance_types=...``); a stack file is
+    validated by alias only (``stack.load`` passes ``by_name=False``), so its one spelling
+    of a key is the camelCase one.
+    """
 
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
         alias_generator=to_camel,
-        populate_by_name=True,
+        validate_by_alias=True,
+        validate_by_name=True,
         str_strip_whitespace=False,
     )
 

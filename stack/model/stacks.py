@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -11,8 +12,11 @@ from pydantic import (
     AfterValidator,
     Discriminator,
     Field,
+    ModelWrapValidatorHandler,
     SecretStr,
     Tag,
+    TypeAdapter,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -20,7 +24,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from stack import versions
-from stack.model.aws import ClusterAutoscaler, Endpoint, SystemNodeGroup, Vpc
+from stack.model.aws import SYSTEM_NODE_GROUP, ClusterAutoscaler, Endpoint, SystemNodeGroup, Vpc
 from stack.model.base import (
     MISSING,
     Model,
@@ -31,9 +35,11 @@ from stack.model.base import (
     no_float,
     section,
     unique,
+    with_rules,
 )
 from stack.model.gpu import DevicePlugin, EksGpuGroup, GpuGroup, OnpremGpuGroup
 from stack.model.kubeflow import UPSTREAM_EXAMPLE_PROFILE, Kubeflow
+from stack.naming import node_group_name
 from stack.versions import DEFAULT_KUBERNETES_VERSION, SUPPORTED_KUBERNETES_VERSIONS
 
 PROJECT = "kubeflow-eks"
@@ -225,12 +231,27 @@ def _region(value: str) -> str:
     return value
 
 
+# AWS tag keys and values: letters, digits and spaces of any script, and _ . : / = + - @
+_AWS_TAG_TEXT = re.compile(r"^[\w .:/=+\-@]*$")
+_AWS_TAG_CHARACTERS = "use letters, digits, spaces and _ . : / = + - @ only (AWS's tag characters)"
+
+
 def _aws_tag_key(key: str) -> str:
     if key.lower().startswith("aws:"):
         raise custom("aws_tag", "remove the aws: prefix; AWS reserves it for its own tags")
     if not 1 <= len(key) <= 128:
-        raise custom("aws_tag", "use 1 to 128 characters")
+        raise custom("aws_tag", f"use 1 to 128 characters (AWS's limit; this has {len(key)})")
+    if not _AWS_TAG_TEXT.match(key):
+        raise custom("aws_tag", _AWS_TAG_CHARACTERS)
     return key
+
+
+def _aws_tag_value(value: str) -> str:
+    if len(value) > 256:
+        raise custom("aws_tag", f"use at most 256 characters (AWS's limit; this has {len(value)})")
+    if not _AWS_TAG_TEXT.match(value):
+        raise custom("aws_tag", _AWS_TAG_CHARACTERS)
+    return value
 
 
 class EksStack(StackBase):
@@ -246,9 +267,9 @@ class EksStack(StackBase):
         default=DEFAULT_KUBERNETES_VERSION,
         description=f"one of {', '.join(SUPPORTED_KUBERNETES_VERSIONS)}",
     )
-    tags: Mapping[Annotated[str, AfterValidator(_aws_tag_key)], str] = Field(
-        default_factory=dict, description="AWS tags added to every resource"
-    )
+    tags: Mapping[
+        Annotated[str, AfterValidator(_aws_tag_key)], Annotated[str, AfterValidator(_aws_tag_value)]
+    ] = Field(default_factory=dict, description="AWS tags added to every resource")
     vpc: Vpc = section()
     endpoint: Endpoint = section()
     control_plane_logs: Annotated[
@@ -333,43 +354,39 @@ class EksStack(StackBase):
             raise custom("k8s_version", f"use one of {', '.join(SUPPORTED_KUBERNETES_VERSIONS)}")
         return value
 
-    @model_validator(mode="after")
-    def _rules(self) -> EksStack:
+    @model_validator(mode="wrap")
+    @classmethod
+    def _every_rule(cls, data: Any, handler: ModelWrapValidatorHandler[EksStack]) -> EksStack:
+        """The rules spanning several keys run on every key that validated, even when others
+        did not (a bad GPU group does not hide a wrong AZ), so each problem is shown at once."""
         rules = Rules()
-        if self.region is not None and self.vpc.creates_vpc:
-            for index, zone in enumerate(self.vpc.availability_zones):
-                if not zone.startswith(self.region):
-                    rules.add(
-                        f"vpc.availabilityZones[{index}]",
-                        zone,
-                        f"use an AZ of {self.region}, e.g. {self.region}a",
-                    )
-        for index, group in enumerate(self.gpu_node_groups):
-            if group.min_size == 0 and not self.cluster_autoscaler.enabled:
-                rules.add(
-                    f"gpuNodeGroups[{index}].minSize",
-                    0,
-                    "set minSize 1 or clusterAutoscaler.enabled: true; a group at zero never "
-                    "scales up without the autoscaler",
-                )
-        if self.cluster_autoscaler.image_tag is not None:
-            minor = self.cluster_autoscaler.image_tag.lstrip("v").rsplit(".", 1)[0]
-            if minor != self.kubernetes_version:
-                rules.add(
-                    "clusterAutoscaler.imageTag",
-                    self.cluster_autoscaler.image_tag,
-                    f"use a v{self.kubernetes_version}.x image; the autoscaler's minor version "
-                    "must match the cluster's",
-                )
-        for index, arn in enumerate(self.viewer_role_arns):
-            if arn in self.admin_role_arns:
+        try:
+            stack = handler(data)
+        except ValidationError as error:
+            if not isinstance(data, Mapping):
+                raise
+            _stack_rules(rules, **_valid_parts(data, error))
+            if not rules.problems:
+                raise
+            raise with_rules(error, rules, data) from None
+        _stack_rules(
+            rules,
+            region=stack.region,
+            kubernetes_version=stack.kubernetes_version,
+            vpc=stack.vpc,
+            groups=dict(enumerate(stack.gpu_node_groups)),
+            cluster_autoscaler=stack.cluster_autoscaler,
+            kubeflow=stack.kubeflow,
+        )
+        for index, arn in enumerate(stack.viewer_role_arns):
+            if arn in stack.admin_role_arns:
                 rules.add(
                     f"viewerRoleArns[{index}]",
                     arn,
                     "remove it here or from adminRoleArns: EKS gives a role one access entry",
                 )
         rules.raise_if_any()
-        return self
+        return stack
 
     @property
     def autoscaler_chart(self) -> str:
@@ -384,11 +401,6 @@ class EksStack(StackBase):
             self.cluster_autoscaler.image_tag
             or versions.pins(self.kubernetes_version).autoscaler_image
         )
-
-    @property
-    def zones(self) -> tuple[str, ...]:
-        """The node groups' placement units: AZ names (new VPC) or private subnet ids."""
-        return self.vpc.availability_zones if self.vpc.creates_vpc else self.vpc.private_subnet_ids
 
 
 class OnpremStack(StackBase):
@@ -459,6 +471,140 @@ class OnpremStack(StackBase):
                 'pulumi config set --secret onpremKubeconfig "$(cat kubeconfig)"',
             )
         return value
+
+
+def _stack_rules(
+    rules: Rules,
+    *,
+    region: str | None,
+    kubernetes_version: str | None,
+    vpc: Vpc | None,
+    groups: Mapping[int, EksGpuGroup],
+    cluster_autoscaler: ClusterAutoscaler | None,
+    kubeflow: Kubeflow | None,
+) -> None:
+    """The rules of an EKS stack that read several keys; each runs when its keys are valid
+    (None: the key has problems of its own). ``groups``: the valid GPU groups by index."""
+    if region is not None and vpc is not None:
+        _zones_in_region(rules, region, vpc)
+        _node_group_names_distinct(rules, region, vpc, groups)
+    if cluster_autoscaler is not None:
+        _scale_from_zero(rules, groups, cluster_autoscaler)
+        if kubernetes_version is not None:
+            _autoscaler_minor(rules, cluster_autoscaler, kubernetes_version)
+    if region is not None and kubeflow is not None:
+        _certificate_in_region(rules, region, kubeflow)
+
+
+def _zones_in_region(rules: Rules, region: str, vpc: Vpc) -> None:
+    if vpc.creates_vpc:
+        for index, zone in enumerate(vpc.availability_zones):
+            if not zone.startswith(region):
+                rules.add(
+                    f"vpc.availabilityZones[{index}]",
+                    zone,
+                    f"use an AZ of {region}, e.g. {region}a",
+                )
+
+
+def _node_group_names_distinct(
+    rules: Rules, region: str, vpc: Vpc, groups: Mapping[int, EksGpuGroup]
+) -> None:
+    """Node groups are named ``<group>`` or ``<group>-<zone>``: two of one name would repeat
+    Pulumi resource names, which fails the deployment after resources were created."""
+    taken: dict[str, tuple[str, str]] = {SYSTEM_NODE_GROUP: ("", "the system node group")}
+    for index, group in groups.items():
+        zones: tuple[str | None, ...] = vpc.zones if group.placement == "zonal" else (None,)
+        for zone in zones:
+            name = node_group_name(group.name, zone and vpc.zone_suffix(zone, region))
+            where = f" in {zone}" if zone else ""
+            owner, first = taken.setdefault(
+                name, (group.name, f"the node group of gpuNodeGroups[{index}]{where}")
+            )
+            if owner != group.name:  # a repeated group name is reported on its own
+                rules.add(
+                    f"gpuNodeGroups[{index}].name",
+                    group.name,
+                    f"rename the group: its node group{where} would be named {name!r}, as is "
+                    f"{first}; Pulumi needs one name per node group",
+                )
+                break
+
+
+def _scale_from_zero(
+    rules: Rules, groups: Mapping[int, EksGpuGroup], autoscaler: ClusterAutoscaler
+) -> None:
+    for index, group in groups.items():
+        if group.min_size == 0 and not autoscaler.enabled:
+            rules.add(
+                f"gpuNodeGroups[{index}].minSize",
+                0,
+                "set minSize 1 or clusterAutoscaler.enabled: true; a group at zero never "
+                "scales up without the autoscaler",
+            )
+
+
+def _autoscaler_minor(rules: Rules, autoscaler: ClusterAutoscaler, kubernetes_version: str) -> None:
+    if autoscaler.image_tag is not None:
+        minor = autoscaler.image_tag.lstrip("v").rsplit(".", 1)[0]
+        if minor != kubernetes_version:
+            rules.add(
+                "clusterAutoscaler.imageTag",
+                autoscaler.image_tag,
+                f"use a v{kubernetes_version}.x image; the autoscaler's minor version "
+                "must match the cluster's",
+            )
+
+
+def _certificate_in_region(rules: Rules, region: str, kubeflow: Kubeflow) -> None:
+    arn = kubeflow.certificate_arn
+    if arn is not None and arn.split(":")[3] != region:
+        rules.add(
+            "kubeflow.certificateArn",
+            arn,
+            f"use a certificate of {region}: a load balancer serves ACM certificates of its "
+            f"own region only (this one is of {arn.split(':')[3]})",
+        )
+
+
+# The keys the stack-wide rules read, besides the GPU groups.
+_RULE_FIELDS = ("region", "kubernetes_version", "vpc", "cluster_autoscaler", "kubeflow")
+
+
+@functools.cache
+def _field_adapter(name: str) -> TypeAdapter[Any]:
+    return TypeAdapter(EksStack.model_fields[name].rebuild_annotation())
+
+
+_GPU_GROUP: TypeAdapter[EksGpuGroup] = TypeAdapter(EksGpuGroup)
+
+
+def _valid_parts(data: Mapping[str, Any], error: ValidationError) -> dict[str, Any]:
+    """What the stack-wide rules read, from a stack that failed validation: each key that
+    validated (None for those with problems), and the GPU groups that validated by index."""
+    locs = [item["loc"] for item in error.errors()]
+    broken = {loc[0] for loc in locs if loc}
+    parts: dict[str, Any] = {}
+    for name in _RULE_FIELDS:
+        field = EksStack.model_fields[name]
+        key = field.alias or name
+        value = data[key] if key in data else field.get_default(call_default_factory=True)
+        parts[name] = None if {key, name} & broken else _validated(_field_adapter(name), value)
+    groups = data.get("gpuNodeGroups")
+    bad_groups = {loc[1] for loc in locs if len(loc) > 1 and loc[0] == "gpuNodeGroups"}
+    parts["groups"] = {
+        index: group
+        for index, raw in enumerate(groups if isinstance(groups, list | tuple) else ())
+        if index not in bad_groups and (group := _validated(_GPU_GROUP, raw)) is not None
+    }
+    return parts
+
+
+def _validated(adapter: TypeAdapter[Any], value: Any) -> Any:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        return None
 
 
 def _mode_of(data: Any) -> str:

@@ -22,7 +22,8 @@ from components.aws.node_groups import ManagedNodeGroup, ManagedNodeGroupArgs
 from components.aws.storage import EbsStorage, EbsStorageArgs
 from stack import versions
 from stack.model import EksStack, SystemNodeGroup
-from stack.model.aws import SYSTEM_NODE_LABEL
+from stack.model.aws import SYSTEM_NODE_GROUP, SYSTEM_NODE_LABEL
+from stack.naming import node_group_name
 from stack.program.platform import Platform
 
 
@@ -34,19 +35,12 @@ def stack_tags(cfg: EksStack) -> dict[str, str]:
     }
 
 
-def _zone_suffix(cfg: EksStack, zone: str) -> str:
-    """A short, stable name for a placement unit: the AZ letter, or the subnet's position."""
-    if cfg.vpc.creates_vpc:
-        return zone.removeprefix(cfg.region or "")
-    return f"s{cfg.vpc.private_subnet_ids.index(zone) + 1}"
-
-
 def node_group_name_prefix(group: str, zone_suffix: str | None = None) -> str:
     """The managed node group's name prefix: at most 37 characters (Pulumi appends 26).
 
     The model keeps GPU group names to 28 characters, so ``<group>-<zone>-`` always fits.
     """
-    prefix = f"{group}-{zone_suffix}-" if zone_suffix else f"{group}-"
+    prefix = f"{node_group_name(group, zone_suffix)}-"
     assert len(prefix) <= 37, prefix
     return prefix
 
@@ -60,13 +54,16 @@ def _gpu_node_groups(
         placements: list[tuple[str | None, pulumi.Output[list[str]]]]
         if group.placement == "zonal":
             placements = [
-                (_zone_suffix(cfg, zone), pulumi.Output.all(network.private_subnet_by_zone[zone]))
-                for zone in cfg.zones
+                (
+                    cfg.vpc.zone_suffix(zone, cfg.region or ""),
+                    pulumi.Output.all(network.private_subnet_by_zone[zone]),
+                )
+                for zone in cfg.vpc.zones
             ]
         else:
             placements = [(None, network.private_subnet_ids)]
         for suffix, subnets in placements:
-            logical = f"{cfg.cluster_name}-{group.name}" + (f"-{suffix}" if suffix else "")
+            logical = f"{cfg.cluster_name}-{node_group_name(group.name, suffix)}"
             created.setdefault(group.name, []).append(
                 ManagedNodeGroup(
                     logical,
@@ -126,10 +123,10 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
     )
     system: SystemNodeGroup = cfg.system_node_group
     system_group = ManagedNodeGroup(
-        f"{name}-system",
+        f"{name}-{SYSTEM_NODE_GROUP}",
         ManagedNodeGroupArgs(
             cluster_name=cluster.cluster_name,
-            name_prefix=node_group_name_prefix("system"),
+            name_prefix=node_group_name_prefix(SYSTEM_NODE_GROUP),
             node_role_arn=cluster.node_role_arn,
             subnet_ids=network.private_subnet_ids,
             kubernetes_version=cfg.kubernetes_version,

@@ -342,7 +342,9 @@ def test_no_pod_within_the_bound_quotes_the_jobs_events(fake_cluster: Any) -> No
     assert caught.value.reason == "FailedCreate"
     assert caught.value.events == (f"FailedCreate: {event}",)
     assert 'serviceaccount "default-editor" not found' in str(caught.value)
-    assert "within 0.3 s" in str(caught.value)
+    # The bound was kept; how far past it the check ran depends on the machine's load.
+    waited = str(caught.value).partition("no pod was created within ")[2].partition(" s")[0]
+    assert float(waited) >= 0.3
     assert "service account exists" in str(caught.value)  # the hint
     assert len(foreground_deletes(fake)) == 1
 

@@ -218,8 +218,9 @@ def test_timeout_stops_the_container_and_raises_job_timeout(
         LocalDeployer(options).run(
             payload_image.ref, encode_call((600, 0.2)), function_name="count", on_log=logs.append
         )
-    assert logs[0] == "tick 0"
-    assert caught.value.last_logs[-1] == logs[-1]
+    # The ticks streamed before the deadline, in order (how many depends on the machine's load).
+    assert logs == [f"tick {i}" for i in range(len(logs))]
+    assert list(caught.value.last_logs) == logs[len(logs) - len(caught.value.last_logs) :]
     assert fnjob_containers(podman_env) == []
 
 
