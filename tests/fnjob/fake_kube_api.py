@@ -583,10 +583,11 @@ class FakeKubeApi:
             exit_code = process.wait(timeout=60)
         return log.lines(), exit_code
 
-    def _log(
-        self, handler: BaseHTTPRequestHandler, pod_name: str, query: dict[str, list[str]]
-    ) -> None:
-        # Like the API server: HTTP/1.1, chunked, as the container printed.
+    def _log_records(
+        self, pod_name: str, query: dict[str, list[str]]
+    ) -> tuple[list[tuple[int, str]], int | None, str, bool]:
+        """What one log read returns: timestamped lines, where a stalled stream stops, the
+        half line a cut stream ends with, and whether the pod is a planted one."""
         scenario = self.scenario
         follow = query.get("follow") == ["true"]
         planted = any(p.name == pod_name for p in scenario.planted_pods)
@@ -618,6 +619,15 @@ class FakeKubeApi:
                 at, line = stamped[scenario.cut_follow_after]
                 cut_text = (_rfc3339(at) + " " + line)[: len(line) // 2]
             stamped = stamped[: scenario.cut_follow_after]
+        return stamped, stall_after, cut_text, planted
+
+    def _log(
+        self, handler: BaseHTTPRequestHandler, pod_name: str, query: dict[str, list[str]]
+    ) -> None:
+        # Like the API server: HTTP/1.1, chunked, as the container printed.
+        scenario = self.scenario
+        follow = query.get("follow") == ["true"]
+        stamped, stall_after, cut_text, planted = self._log_records(pod_name, query)
         with_stamps = query.get("timestamps") == ["true"]
         handler.send_response(200)
         handler.send_header("Content-Type", "text/plain")
