@@ -188,8 +188,12 @@ class ProfileRegistries(pulumi.ComponentResource):
         # ECR mounts a layer across repositories (fnjob's base layers: one CUDA base stored
         # once, not once per profile) only with this account setting on, and between
         # repositories of the same encryption (all of the stack's are AES256).
+        # The setting is the account's: a stack that goes leaves it on for the others.
         aws.ecr.AccountSetting(
-            f"{name}-blob-mounting", name="BLOB_MOUNTING", value="ENABLED", opts=child
+            f"{name}-blob-mounting",
+            name="BLOB_MOUNTING",
+            value="ENABLED",
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
         self.registries = {}
         self.role_arns = {}
