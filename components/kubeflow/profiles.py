@@ -78,6 +78,8 @@ class NotebookSetup:
     data_urls: Mapping[str, str] = field(default_factory=dict)
     # fnjob's gpu-groups.json (components.gpu.scheduling.gpu_groups_document).
     gpu_groups: Mapping[str, Any] = field(default_factory=dict)
+    # Jobs without their own timeout stop after this long (FNJOB_DEFAULT_TIMEOUT).
+    job_timeout_seconds: int | None = None
 
     @property
     def base_image(self) -> str | None:
@@ -183,6 +185,7 @@ def fnjob_pod_default(
     base_image: str | None,
     docker_config: bool,
     data_url: str | None = None,
+    job_timeout_seconds: int | None = None,
 ) -> KubeObject:
     """The PodDefault that configures fnjob in a profile's notebooks."""
     env = [{"name": "FNJOB_GPU_GROUPS", "value": f"{GPU_GROUPS_DIR}/{GPU_GROUPS_KEY}"}]
@@ -192,6 +195,8 @@ def fnjob_pod_default(
         env.append({"name": "FNJOB_BASE_IMAGE", "value": base_image})
     if data_url:
         env.append({"name": DATA_URL_ENV, "value": data_url})
+    if job_timeout_seconds:
+        env.append({"name": "FNJOB_DEFAULT_TIMEOUT", "value": str(job_timeout_seconds)})
     volumes: list[dict[str, Any]] = [
         {"name": "fnjob-gpu-groups", "configMap": {"name": GPU_GROUPS_CONFIG_MAP}}
     ]
@@ -303,6 +308,7 @@ def profile_objects(
                     base_image=notebooks.base_image,
                     docker_config=docker is not None,
                     data_url=notebooks.data_urls.get(spec.name),
+                    job_timeout_seconds=notebooks.job_timeout_seconds,
                 ),
             ]
     return objects

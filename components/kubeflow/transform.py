@@ -99,6 +99,8 @@ class KubeflowArgs:
     culling: Culling | None = None
     # Identity providers Dex offers, and whether the static admin login stays.
     sso: Sso | None = None
+    # fnjob's default deadline for jobs started from notebooks (FNJOB_DEFAULT_TIMEOUT).
+    job_timeout_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -682,7 +684,11 @@ def transform_manifests(
     if args.culling is not None:
         out = apply_culling(out, args.culling)
     setup = (
-        dataclasses.replace(notebooks, gpu_groups=gpu_groups_document(args.gpu_groups))
+        dataclasses.replace(
+            notebooks,
+            gpu_groups=gpu_groups_document(args.gpu_groups),
+            job_timeout_seconds=args.job_timeout_seconds,
+        )
         if pod_defaults
         else None
     )

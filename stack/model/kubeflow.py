@@ -444,6 +444,13 @@ class Kubeflow(Model):
         description="limits of every profile without its own quota ({} for none)",
     )
     culling: Culling = section()
+    job_timeout_hours: int = Field(
+        default=24,
+        ge=1,
+        le=720,
+        description="fnjob jobs started from notebooks without their own timeout stop after "
+        "this long, so none holds a GPU forever (FNJOB_DEFAULT_TIMEOUT)",
+    )
     sso: Sso = section()
     allow_deletion: UniqueStrings = Field(
         default=(),

@@ -82,6 +82,7 @@ def kubeflow_args_from_config(cfg: EksStack | OnpremStack) -> KubeflowArgs:
         default_quota=kubeflow.default_quota.hard(),
         culling=kubeflow.culling,
         sso=kubeflow.sso,
+        job_timeout_seconds=kubeflow.job_timeout_hours * 3600,
     )
 
 

@@ -126,6 +126,8 @@ def test_notebooks_are_told_their_registry_base_image_and_gpu_groups() -> None:
         env = {e["name"]: e["value"] for e in pod_default["spec"]["env"]}
         assert env["FNJOB_REGISTRY"] == f"{REGISTRY_HOST}/{CLUSTER}/{profile}"
         assert env["FNJOB_BASE_IMAGE"] == ref
+        # A job started without a timeout stops after kubeflow.jobTimeoutHours (24 by default).
+        assert env["FNJOB_DEFAULT_TIMEOUT"] == str(24 * 3600)
         [groups] = [
             o
             for o in objects
