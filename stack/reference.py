@@ -235,6 +235,9 @@ def render_table() -> str:
 def render_summary() -> str:
     """The README's short table: the keys of ``SUMMARY_KEYS``, rows as in the full table."""
     rows = _table_rows()
+    gone = [key for key in SUMMARY_KEYS if key not in rows]
+    if gone:
+        raise ValueError(f"SUMMARY_KEYS names keys the model no longer has: {', '.join(gone)}")
     return _HEADER + "".join(f"{rows[key]}\n" for key in SUMMARY_KEYS)
 
 
