@@ -47,7 +47,10 @@ def _compare(new: str, old: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
+    if args[:1] in (["-h"], ["--help"]):
+        print(f"{_USAGE}\n\n{__doc__.split(chr(10), 2)[2] if __doc__ else ''}", end="")
+        return 0
+    if not args:
         print(_USAGE, file=sys.stderr)
         return 2
     if "--compared-to" in args:

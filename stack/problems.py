@@ -274,12 +274,12 @@ def _unknown_key_fix(
     if spelled is not None:
         camel = " (stack files spell keys in camelCase)" if "_" in key else ""
         return f"unknown key; did you mean {spelled}?{camel}"
-    allowed = ", ".join(_keys(parent)) if parent is not None else "see the README"
+    allowed = ", ".join(_keys(parent)) if parent is not None else "see docs/stack-reference.md"
     fix = f"unknown key; allowed: {allowed}"
     if _SECRET_LOOKING.search(key):
         fix += (
             ". Secrets are not written in the stack's objects: pulumi config set --secret "
-            "kubeflowAdminPassword (see the README's secrets)"
+            "kubeflowAdminPassword (see docs/operator-guide.md)"
         )
     return fix
 

@@ -2,7 +2,7 @@
 
 A ``pulumi up`` months later must install exactly what it installed the first time, so
 every chart, image and EKS add-on is pinned here and nowhere else. How to bump them is in
-the README ("Upgrading pinned versions").
+docs/operator-guide.md ("Pinned versions").
 """
 
 from __future__ import annotations

@@ -597,7 +597,7 @@ def build_bootstrap(cfg: BootstrapConfig) -> dict[str, Any]:
         "oidcProviderArn": foundation.oidc_provider_arn,
         "boundaryArn": foundation.boundary_arn,
         "githubVariables": dict(github_variables(cfg, foundation)),
-        # What every stack CI deploys writes in its stack file (README: "Deploy from CI").
+        # What every stack CI deploys writes in its stack file (docs/ci-cd.md: "Deploy from CI").
         "stackConfig": {
             "kubeflow-eks:permissionsBoundary": foundation.boundary_arn,
             "kubeflow-eks:viewerRoleArns": [foundation.preview_role_arn],

@@ -159,7 +159,7 @@ def test_roles_the_stacks_create_carry_the_boundary_under_their_path(run: Bootst
                 not a.startswith(("iam:Get", "iam:List"))]  # fmt: skip
     never = limits["NeverTheStacksStateOrSecrets"]
     assert never["Effect"] == "Deny" and never["Resource"][-1].endswith(":key/k-1")
-    # Stack files copy these two values (README: "Deploy from CI").
+    # Stack files copy these two values (docs/ci-cd.md: "Deploy from CI").
     assert run.outputs["stackConfig"] == {
         "kubeflow-eks:permissionsBoundary": boundary,
         "kubeflow-eks:viewerRoleArns": [f"arn:aws:iam::{ACCOUNT}:role/kubeflow-eks-ci-preview"],

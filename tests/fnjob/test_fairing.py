@@ -153,7 +153,11 @@ def test_the_kubernetes_utils_import_path_works() -> None:
 
 @pytest.mark.parametrize(
     ("name", "alternative"),
-    [("TrainJob", r"fnjob.Job\(base_image"), ("cloud", "docker/podman login"), ("nope", "README")],
+    [
+        ("TrainJob", r"fnjob.Job\(base_image"),
+        ("cloud", "docker/podman login"),
+        ("nope", "docs/fnjob.md"),
+    ],
 )
 def test_fairing_names_fnjob_lacks_raise_a_typed_error_not_attribute_error(
     name: str, alternative: str

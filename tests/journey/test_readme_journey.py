@@ -1,4 +1,4 @@
-"""The README's "A data scientist's day" works on every example stack, as written.
+"""The README's five-minute journey works on every example stack, as written.
 
 Its Python snippets are read from the README and run, in order, in one namespace (as cells of
 one notebook), with the environment and files each example stack's PodDefault ``fnjob`` gives
@@ -26,7 +26,7 @@ from fnjob.manifest import JobOptions
 from tests.pulumi_mocks import STACKS, reveal, run_program, stack_file_config
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-JOURNEY = "## A data scientist's day"
+JOURNEY = "## Five minutes: from a notebook to a GPU job's result"
 EXAMPLE_STACKS = sorted(p.name.split(".")[1] for p in STACKS.glob("Pulumi.*.yaml"))
 DIGEST = "sha256:" + "0" * 64
 

@@ -17,7 +17,8 @@ def test_kubectls_version_is_written_only_in_stack_versions() -> None:
     dockerfile = (RECIPE / "Dockerfile").read_text()
     # No default the stack or a hand build could silently fall back to.
     assert re.search(r"^ARG KUBECTL_IMAGE$", dockerfile, re.MULTILINE)
-    for path in (RECIPE / "Dockerfile", RECIPE / "README.md", REPO_ROOT / "README.md"):
+    docs = sorted((REPO_ROOT / "docs").glob("*.md"))
+    for path in (RECIPE / "Dockerfile", RECIPE / "README.md", REPO_ROOT / "README.md", *docs):
         assert not re.search(r"kubectl:v\d", path.read_text()), path
     # What the READMEs tell a hand build to pass is what the stack passes.
     for minor in versions.SUPPORTED_KUBERNETES_VERSIONS:

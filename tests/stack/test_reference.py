@@ -1,4 +1,5 @@
-"""The generated reference (JSON Schema, README table) matches the model and the stack files."""
+"""The generated reference (JSON Schema, the docs' key tables) matches the model and the stack
+files."""
 
 from __future__ import annotations
 
@@ -21,12 +22,27 @@ def _validator() -> jsonschema.Draft7Validator:
     return jsonschema.Draft7Validator(json.loads(reference.SCHEMA_FILE.read_text()))
 
 
-def test_schema_and_readme_table_are_current() -> None:
+def test_schema_and_key_tables_are_current() -> None:
     assert reference.SCHEMA_FILE.read_text() == reference.render_schema(), (
         "run: python -m stack.reference --write"
     )
+    full = reference.REFERENCE.read_text()
+    assert reference.reference_with_table(full) == full, "run: python -m stack.reference --write"
     readme = reference.README.read_text()
-    assert reference.readme_with_table(readme) == readme, "run: python -m stack.reference --write"
+    assert reference.readme_with_summary(readme) == readme, "run: python -m stack.reference --write"
+
+
+def test_the_full_table_has_every_key_and_the_readmes_only_rows_of_it() -> None:
+    full = reference.render_table().splitlines()
+    keys = [line.split("`")[1] for line in full[2:]]
+    paths = reference.key_paths()
+    leaves = {k for k in paths if not any(p.startswith((f"{k}.", f"{k}[]")) for p in paths)}
+    # Every row names a key of the model, and every model key is a row or under one.
+    assert set(keys) <= set(reference.key_paths())
+    assert all(
+        any(k == row or k.startswith((f"{row}.", f"{row}[]")) for row in keys) for k in leaves
+    )
+    assert set(reference.render_summary().splitlines()[2:]) <= set(full)
 
 
 @pytest.mark.parametrize("path", STACK_FILES + GOOD, ids=lambda p: p.name)

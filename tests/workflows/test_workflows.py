@@ -1,4 +1,4 @@
-"""The GitHub Actions workflows: valid for actionlint, and the deploy guarantees the README
+"""The GitHub Actions workflows: valid for actionlint, and the deploy guarantees docs/ci-cd.md
 gives (OIDC and no stored keys, one concurrency group per stack, prod behind its protected
 environment, the policy pack on every preview and update) read from the parsed YAML."""
 

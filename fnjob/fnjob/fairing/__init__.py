@@ -100,7 +100,7 @@ class FairingNotSupported(FairingConfigError):
 def _not_supported(where: str, name: str) -> FairingNotSupported:
     alternative = _ALTERNATIVES.get(name)
     hint = (
-        f"; use {alternative}" if alternative else " (see fnjob's README, 'Migrating from Fairing')"
+        f"; use {alternative}" if alternative else " (see docs/fnjob.md, 'Migrating from Fairing')"
     )
     return FairingNotSupported(f"{where}{name} is not supported in fnjob{hint}")
 
