@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from stack.model import EksGpuGroup, EksStack, OnpremStack
+from stack.model import EksGpuGroup, EksStack, OnpremStack, SystemNodeGroup
 
 StackModel = EksStack | OnpremStack
 
@@ -36,6 +36,10 @@ _NODE_GROUP_REPLACED_BY = (
 )
 
 
+def _replaced_fields(old: EksGpuGroup, new: EksGpuGroup) -> list[str]:
+    return [f for f in _NODE_GROUP_REPLACED_BY if getattr(old, f) != getattr(new, f)]
+
+
 def _gpu_group_changes(old: StackModel, new: StackModel) -> list[Change]:
     changes = []
     before = {g.name: g for g in old.gpu_node_groups}
@@ -52,9 +56,7 @@ def _gpu_group_changes(old: StackModel, new: StackModel) -> list[Change]:
     for name in sorted(before.keys() & after.keys()):
         old_group, new_group = before[name], after[name]
         if isinstance(old_group, EksGpuGroup) and isinstance(new_group, EksGpuGroup):
-            fields = [
-                f for f in _NODE_GROUP_REPLACED_BY if getattr(old_group, f) != getattr(new_group, f)
-            ]
+            fields = _replaced_fields(old_group, new_group)
             if fields:
                 changes.append(
                     Change(
@@ -63,6 +65,37 @@ def _gpu_group_changes(old: StackModel, new: StackModel) -> list[Change]:
                         f"every node ({', '.join(fields)} changed): pods on them are evicted",
                     )
                 )
+    return changes
+
+
+def _node_ami_changes(old: StackModel, new: StackModel) -> list[Change]:
+    """A node group whose AMI release moves (an amiReleaseVersion or nodeAmiReleases edit, or
+    a kubernetesVersion whose pin differs) is updated in place: EKS rolls its nodes."""
+    if not (isinstance(old, EksStack) and isinstance(new, EksStack)):
+        return []
+    if old.region != new.region or old.cluster_name != new.cluster_name:
+        return []  # a new cluster: said by _cluster_changes
+    kept: list[tuple[str, SystemNodeGroup | EksGpuGroup, SystemNodeGroup | EksGpuGroup]] = [
+        ("systemNodeGroup", old.system_node_group, new.system_node_group)
+    ]
+    before = {g.name: g for g in old.gpu_node_groups}
+    after = {g.name: g for g in new.gpu_node_groups}
+    for name in sorted(before.keys() & after.keys()):
+        if not _replaced_fields(before[name], after[name]):  # else a new group, said above
+            kept.append((f"gpuNodeGroups[{name}]", before[name], after[name]))
+    changes = []
+    for key, old_group, new_group in kept:
+        was, will = old.node_ami_release(old_group), new.node_ami_release(new_group)
+        if was != will:
+            changes.append(
+                Change(
+                    key,
+                    "upgrades",
+                    f"the nodes' AMI release {was} -> {will}: EKS rolls the group, one node "
+                    "at a time (a new node starts, an old one is drained): pods on each old "
+                    "node are evicted, running jobs and notebooks on them restart",
+                )
+            )
     return changes
 
 
@@ -146,6 +179,7 @@ def stack_changes(old: StackModel, new: StackModel) -> list[Change]:
     return [
         *_cluster_changes(old, new),
         *_gpu_group_changes(old, new),
+        *_node_ami_changes(old, new),
         *_kubeflow_changes(old, new),
         *_profile_changes(old, new),
     ]

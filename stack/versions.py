@@ -1,24 +1,67 @@
 """Pinned versions, one table per supported Kubernetes version (``versions.yaml``).
 
 A ``pulumi up`` months later must install exactly what it installed the first time, so
-every chart, image and EKS add-on is pinned here and nowhere else. How to bump them is in
-docs/operator-guide.md ("Pinned versions").
+every chart, image, EKS add-on and node AMI release is pinned here and nowhere else. How to
+bump them is in docs/operator-guide.md ("Pinned versions") and, for node AMIs,
+docs/upgrades.md ("Bumping node AMIs").
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import yaml
 
 _TABLE = Path(__file__).with_name("versions.yaml")
 # registry.k8s.io publishes an image holding /bin/kubectl for every Kubernetes release.
 KUBECTL_REPOSITORY = "registry.k8s.io/kubectl"
+
+AmiFamily = Literal["AL2023", "BOTTLEROCKET"]
+AMI_FAMILIES: tuple[AmiFamily, ...] = get_args(AmiFamily)
+# The form of a managed node group's releaseVersion, per AMI family: AL2023 releases are
+# "<kubernetes patch>-<build date>" (awslabs/amazon-eks-ami), Bottlerocket's
+# "<os version>-<commit>" (its image names end in them).
+AMI_RELEASE_FORMS: Mapping[AmiFamily, tuple[str, str]] = {
+    "AL2023": (r"^(\d+\.\d+)\.\d+-\d{8}$", "1.35.6-20260714"),
+    "BOTTLEROCKET": (r"^\d+\.\d+\.\d+-[0-9a-f]{8}$", "1.53.0-0123abcd"),
+}
+
+
+class VersionTableError(ValueError):
+    """stack/versions.yaml lacks a pin or holds one of the wrong form."""
+
+
+def ami_family(ami_type: str) -> AmiFamily:
+    """The family of an EKS AMI type (``AL2023_x86_64_NVIDIA`` -> ``AL2023``)."""
+    family = ami_type.split("_", 1)[0]
+    if family not in AMI_FAMILIES:
+        raise ValueError(f"AMI type {ami_type!r} is of no family in {AMI_FAMILIES}")
+    return family
+
+
+def ami_release_problem(
+    family: AmiFamily, release: str, kubernetes_version: str | None = None
+) -> str | None:
+    """Why ``release`` cannot be the releaseVersion of a ``family`` node group (on this
+    Kubernetes minor version, when given), or None. EKS refuses an AL2023 release of
+    another minor."""
+    regex, example = AMI_RELEASE_FORMS[family]
+    found = re.match(regex, release)
+    if found is None:
+        return f"use the form {example} ({family} releases)"
+    if family == "AL2023" and kubernetes_version and found.group(1) != kubernetes_version:
+        return (
+            f"use a {kubernetes_version}.x release: it is a {found.group(1)} release and the "
+            f"cluster runs {kubernetes_version}"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -31,6 +74,8 @@ class KubernetesPins:
     kubectl: str
     load_balancer_controller_chart: str
     addons: Mapping[str, str]
+    # The AMI release of each family's node groups; None where no release was verified.
+    node_ami_releases: Mapping[AmiFamily, str | None]
     standard_support_until: datetime.date
     extended_support_until: datetime.date
 
@@ -63,6 +108,35 @@ def _table() -> Mapping[str, object]:
     return data
 
 
+def node_ami_releases(kubernetes_version: str, node_amis: object) -> dict[AmiFamily, str | None]:
+    """A version's ``nodeAmis`` table: every family has a release of its form (or null, saying
+    why in its source) and a source."""
+    at = f"stack/versions.yaml: kubernetes.{kubernetes_version}.nodeAmis"
+    if not isinstance(node_amis, Mapping):
+        raise VersionTableError(f"{at}: missing; pin the AMI release of each of {AMI_FAMILIES}")
+    releases: dict[AmiFamily, str | None] = {}
+    for family in AMI_FAMILIES:
+        pin = node_amis.get(family)
+        if not isinstance(pin, Mapping) or "release" not in pin:
+            raise VersionTableError(
+                f"{at}.{family}: missing; add {{release: ..., source: ...}} "
+                "(release null when none could be verified)"
+            )
+        source, release = pin.get("source"), pin["release"]
+        if not isinstance(source, str) or not source.strip():
+            raise VersionTableError(f"{at}.{family}.source: say where the release was read")
+        if release is not None:
+            problem = ami_release_problem(family, str(release), kubernetes_version)
+            if problem:
+                raise VersionTableError(f"{at}.{family}.release: {release!r}: {problem}")
+            release = str(release)
+        releases[family] = release
+    unknown = set(node_amis) - set(AMI_FAMILIES)
+    if unknown:
+        raise VersionTableError(f"{at}: {sorted(unknown)}: not an AMI family {AMI_FAMILIES}")
+    return releases
+
+
 def pins(kubernetes_version: str) -> KubernetesPins:
     entry = _table()["kubernetes"][kubernetes_version]  # type: ignore[index]
     return KubernetesPins(
@@ -72,6 +146,7 @@ def pins(kubernetes_version: str) -> KubernetesPins:
         kubectl=str(entry["kubectl"]),
         load_balancer_controller_chart=str(entry["awsLoadBalancerController"]),
         addons={str(k): str(v) for k, v in entry["addons"].items()},
+        node_ami_releases=node_ami_releases(kubernetes_version, entry.get("nodeAmis")),
         standard_support_until=entry["support"]["standardUntil"],
         extended_support_until=entry["support"]["extendedUntil"],
     )

@@ -49,6 +49,9 @@ class ManagedNodeGroupArgs:
     kubernetes_version: str
     instance_types: Sequence[str]
     ami_type: str
+    # The EKS AMI release (releaseVersion): without it EKS takes the newest release of the
+    # AMI type whenever it creates or updates the group, and a later update rolls every node.
+    release_version: str
     capacity_type: Literal["ON_DEMAND", "SPOT"]
     min_size: int
     desired_size: int
@@ -110,6 +113,7 @@ class ManagedNodeGroup(pulumi.ComponentResource):
             subnet_ids=args.subnet_ids,
             version=args.kubernetes_version,
             ami_type=args.ami_type,
+            release_version=args.release_version,
             capacity_type=args.capacity_type,
             instance_types=list(args.instance_types),
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(

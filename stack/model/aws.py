@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from stack import catalog
+from stack import catalog, versions
 from stack.model.base import MISSING, CidrV4, Model, Rules, UniqueStrings, matches
 
 AZ_PATTERN = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$")
@@ -155,6 +155,14 @@ class Endpoint(Model):
         return self
 
 
+def ami_release_rule(rules: Rules, ami_type: str, release: str | None) -> None:
+    """A node group's ``amiReleaseVersion`` has the form of its AMI type's family."""
+    if release is not None:
+        problem = versions.ami_release_problem(versions.ami_family(ami_type), release)
+        if problem:
+            rules.add("amiReleaseVersion", release, problem)
+
+
 class SystemNodeGroup(Model):
     """The on-demand CPU group that runs the platform (Kubeflow, CoreDNS, controllers)."""
 
@@ -174,10 +182,16 @@ class SystemNodeGroup(Model):
         description="default: 2 within minSize..maxSize",
     )
     disk_size_gb: int = Field(default=50, ge=20, le=16384, description="encrypted gp3 root volume")
+    ami_release_version: str | None = Field(
+        default=None,
+        description="the group's EKS AMI release, e.g. 1.35.6-20260714 (default: "
+        "nodeAmiReleases, then the release stack/versions.yaml pins)",
+    )
 
     @model_validator(mode="after")
     def _fits(self) -> SystemNodeGroup:
         rules = Rules()
+        ami_release_rule(rules, self.ami_type, self.ami_release_version)
         architectures = set()
         for index, name in enumerate(self.instance_types):
             if catalog.split_instance_type(name) is None:

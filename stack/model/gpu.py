@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from stack import catalog, versions
+from stack.model.aws import ami_release_rule
 from stack.model.base import (
     MISSING,
     LabelKey,
@@ -233,10 +234,16 @@ class EksGpuGroup(GpuGroup):
         default=True,
         description="EKS node auto-repair: a node that stays NotReady is replaced",
     )
+    ami_release_version: str | None = Field(
+        default=None,
+        description="the group's EKS AMI release, e.g. 1.35.6-20260714 (default: "
+        "nodeAmiReleases, then the release stack/versions.yaml pins)",
+    )
 
     @model_validator(mode="after")
     def _fits(self) -> EksGpuGroup:
         rules = Rules()
+        ami_release_rule(rules, self.ami_type, self.ami_release_version)
         known = []
         for index, name in enumerate(self.instance_types):
             entry = catalog.gpu_instance_type(name)

@@ -318,6 +318,25 @@ class EksStack(StackBase):
     system_node_group: SystemNodeGroup = section()
     gpu_node_groups: tuple[EksGpuGroup, ...] = ()
     cluster_autoscaler: ClusterAutoscaler = section()
+    node_ami_releases: Mapping[versions.AmiFamily, str] = Field(
+        default_factory=dict,
+        description="EKS AMI release of every node group of an AMI family (AL2023, "
+        "BOTTLEROCKET) instead of the one stack/versions.yaml pins, e.g. "
+        "{AL2023: 1.35.6-20260714}",
+    )
+
+    @field_validator("node_ami_releases")
+    @classmethod
+    def _ami_release_forms(
+        cls, releases: Mapping[versions.AmiFamily, str]
+    ) -> Mapping[versions.AmiFamily, str]:
+        rules = Rules()
+        for family, release in releases.items():
+            problem = versions.ami_release_problem(family, release)
+            if problem:
+                rules.add(family, release, problem)
+        rules.raise_if_any()
+        return releases
 
     @field_validator("kubeflow", mode="after")
     @classmethod
@@ -377,6 +396,8 @@ class EksStack(StackBase):
             groups=dict(enumerate(stack.gpu_node_groups)),
             cluster_autoscaler=stack.cluster_autoscaler,
             kubeflow=stack.kubeflow,
+            system_node_group=stack.system_node_group,
+            node_ami_releases=stack.node_ami_releases,
         )
         for index, arn in enumerate(stack.viewer_role_arns):
             if arn in stack.admin_role_arns:
@@ -387,6 +408,18 @@ class EksStack(StackBase):
                 )
         rules.raise_if_any()
         return stack
+
+    def node_ami_release(self, group: SystemNodeGroup | EksGpuGroup) -> str:
+        """The AMI release a node group runs: its own amiReleaseVersion, else the stack's
+        nodeAmiReleases for its family, else the one stack/versions.yaml pins."""
+        family = versions.ami_family(group.ami_type)
+        release = (
+            group.ami_release_version
+            or self.node_ami_releases.get(family)
+            or versions.pins(self.kubernetes_version).node_ami_releases[family]
+        )
+        assert release is not None, "the model requires one (_node_ami_releases)"
+        return release
 
     @property
     def autoscaler_chart(self) -> str:
@@ -482,6 +515,8 @@ def _stack_rules(
     groups: Mapping[int, EksGpuGroup],
     cluster_autoscaler: ClusterAutoscaler | None,
     kubeflow: Kubeflow | None,
+    system_node_group: SystemNodeGroup | None,
+    node_ami_releases: Mapping[versions.AmiFamily, str] | None,
 ) -> None:
     """The rules of an EKS stack that read several keys; each runs when its keys are valid
     (None: the key has problems of its own). ``groups``: the valid GPU groups by index."""
@@ -494,6 +529,13 @@ def _stack_rules(
             _autoscaler_minor(rules, cluster_autoscaler, kubernetes_version)
     if region is not None and kubeflow is not None:
         _certificate_in_region(rules, region, kubeflow)
+    if kubernetes_version is not None and node_ami_releases is not None:
+        node_groups: dict[str, SystemNodeGroup | EksGpuGroup] = {
+            f"gpuNodeGroups[{index}]": group for index, group in groups.items()
+        }
+        if system_node_group is not None:
+            node_groups = {"systemNodeGroup": system_node_group, **node_groups}
+        _node_ami_releases(rules, kubernetes_version, node_ami_releases, node_groups)
 
 
 def _zones_in_region(rules: Rules, region: str, vpc: Vpc) -> None:
@@ -556,6 +598,36 @@ def _autoscaler_minor(rules: Rules, autoscaler: ClusterAutoscaler, kubernetes_ve
             )
 
 
+def _node_ami_releases(
+    rules: Rules,
+    kubernetes_version: str,
+    stack_wide: Mapping[versions.AmiFamily, str],
+    node_groups: Mapping[str, SystemNodeGroup | EksGpuGroup],
+) -> None:
+    """Every node group runs a release of the cluster's minor version, and has one: a family
+    whose pin could not be verified (``release: null`` in versions.yaml) must be given one."""
+    for family, release in stack_wide.items():
+        problem = versions.ami_release_problem(family, release, kubernetes_version)
+        if problem:
+            rules.add(f"nodeAmiReleases.{family}", release, problem)
+    pinned = versions.pins(kubernetes_version).node_ami_releases
+    for at, group in node_groups.items():
+        family = versions.ami_family(group.ami_type)
+        own = group.ami_release_version
+        if own is not None:
+            problem = versions.ami_release_problem(family, own, kubernetes_version)
+            if problem:
+                rules.add(f"{at}.amiReleaseVersion", own, problem)
+        elif family not in stack_wide and pinned[family] is None:
+            rules.add(
+                f"{at}.amiReleaseVersion",
+                MISSING,
+                f"set it (or nodeAmiReleases.{family}): stack/versions.yaml pins no verified "
+                f"{family} release for Kubernetes {kubernetes_version}, and an unpinned group "
+                "takes whatever release is newest when EKS creates or updates it",
+            )
+
+
 def _certificate_in_region(rules: Rules, region: str, kubeflow: Kubeflow) -> None:
     arn = kubeflow.certificate_arn
     if arn is not None and arn.split(":")[3] != region:
@@ -568,7 +640,15 @@ def _certificate_in_region(rules: Rules, region: str, kubeflow: Kubeflow) -> Non
 
 
 # The keys the stack-wide rules read, besides the GPU groups.
-_RULE_FIELDS = ("region", "kubernetes_version", "vpc", "cluster_autoscaler", "kubeflow")
+_RULE_FIELDS = (
+    "region",
+    "kubernetes_version",
+    "vpc",
+    "cluster_autoscaler",
+    "kubeflow",
+    "system_node_group",
+    "node_ami_releases",
+)
 
 
 @functools.cache

@@ -11,6 +11,12 @@ import yaml
 from stack import check
 from tests.pulumi_mocks import STACKS
 
+ROLLS = (
+    "the nodes' AMI release {} -> {}: EKS rolls the group, one node at a time (a new node "
+    "starts, an old one is drained): pods on each old node are evicted, running jobs and "
+    "notebooks on them restart"
+)
+
 
 def _edited(tmp_path: Path, stack: str, edit: Any, side: str = "new") -> Path:
     document = yaml.safe_load((STACKS / f"Pulumi.{stack}.yaml").read_text())
@@ -77,7 +83,30 @@ def test_gpu_groups_removed_or_rebuilt_and_a_version_bump_are_named(
         "running jobs and notebooks on them are evicted",
         "gpuNodeGroups[gpu-ondemand]: replaces every node (instance_types changed): pods on "
         "them are evicted",
+        f"systemNodeGroup: upgrades {ROLLS.format('1.34.9-20260714', '1.35.6-20260714')}",
     ]
+
+
+def test_a_node_ami_release_edit_names_each_group_it_rolls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def pin_one_group(config: dict[str, Any]) -> None:
+        config["kubeflow-eks:gpuNodeGroups"][1]["amiReleaseVersion"] = "1.35.6-20260801"
+
+    lines = _compare(_edited(tmp_path, "prod", pin_one_group), "prod", capsys)
+    rolls = ROLLS.format("1.35.6-20260714", "1.35.6-20260801")
+    assert lines == [f"gpuNodeGroups[gpu-multi-spot]: upgrades {rolls}"]
+
+    def security_bump(config: dict[str, Any]) -> None:
+        config["kubeflow-eks:nodeAmiReleases"] = {"AL2023": "1.35.6-20260801"}
+
+    lines = _compare(_edited(tmp_path, "prod", security_bump), "prod", capsys)
+    assert [line.split(":", 1)[0] for line in lines] == [
+        "systemNodeGroup",
+        "gpuNodeGroups[gpu-multi-spot]",
+        "gpuNodeGroups[gpu-ondemand]",
+    ]
+    assert all("1.35.6-20260714 -> 1.35.6-20260801" in line for line in lines)
 
 
 def test_an_unchanged_stack_deletes_nothing(

@@ -71,7 +71,13 @@ def test_device_plugin_runs_only_on_the_gpu_groups(stack: str) -> None:
 def test_bottlerocket_groups_get_no_second_device_plugin() -> None:
     config = stack_file_config("dev")
     groups = config["kubeflow-eks:gpuNodeGroups"]
-    bottlerocket = {**groups[0], "name": "gpu-br", "amiType": "BOTTLEROCKET_x86_64_NVIDIA"}
+    # versions.yaml pins no verified Bottlerocket release: the group names one (a stand-in).
+    bottlerocket = {
+        **groups[0],
+        "name": "gpu-br",
+        "amiType": "BOTTLEROCKET_x86_64_NVIDIA",
+        "amiReleaseVersion": "1.53.0-00000000",
+    }
     config["kubeflow-eks:gpuNodeGroups"] = [*groups, bottlerocket]
     run = run_program(config, stack="dev")
     terms = _device_plugin(run).inputs["values"]["affinity"]["nodeAffinity"][
