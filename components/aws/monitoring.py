@@ -92,8 +92,9 @@ class EksMonitoring(pulumi.ComponentResource):
                 opts=after_nodes,
             )
         if args.cloudwatch_version is not None:
+            # Short: the role's name (cluster name, this, "-cw-role") must fit IAM's 64.
             role = IrsaRole(
-                f"{name}-cloudwatch",
+                f"{name}-cw",
                 IrsaRoleArgs(
                     oidc_provider_arn=args.oidc_provider_arn,
                     oidc_provider_url=args.oidc_provider_url,

@@ -162,13 +162,11 @@ def test_onprem_runs_the_pinned_dcgm_exporter_on_the_gpu_nodes_only() -> None:
         "nodeSelectorTerms"
     ]
     # One term per GPU group, each requiring that group's labels: no other node matches.
-    assert terms == [
-        {
-            "matchExpressions": [
-                {"key": key, "operator": "In", "values": [value]}
-                for key, value in group.selector_labels().items()
-            ]
-        }
+    assert [
+        {(e["key"], e["operator"], *e["values"]) for e in term["matchExpressions"]}
+        for term in terms
+    ] == [
+        {(key, "In", value) for key, value in group.selector_labels().items()}
         for group in cfg.gpu_node_groups
     ]
     assert pod["tolerations"] == _gpu_tolerations("onprem")
@@ -191,8 +189,8 @@ def test_onprem_gpu_metrics_off_renders_no_exporter() -> None:
 @pytest.mark.parametrize(
     ("monitoring", "message"),
     [
-        ({"gpuMetrics": "yes"}, "monitoring.gpuMetrics: got 'yes'; expected true or false"),
-        ({"nodeHealth": "on"}, "monitoring.nodeHealth: got 'on'; expected true or false"),
+        ({"gpuMetrics": "maybe"}, "monitoring.gpuMetrics: got 'maybe'; expected true or false"),
+        ({"nodeHealth": 2}, "monitoring.nodeHealth: got 2; expected true or false"),
         ({"gpuMetric": True}, "monitoring.gpuMetric:"),
     ],
 )

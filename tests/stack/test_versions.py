@@ -10,10 +10,18 @@ import pytest
 import yaml
 
 from components.aws.addons import NODE_ADDONS
+from components.aws.monitoring import CLOUDWATCH_ADDON, NODE_MONITORING_ADDON
 from stack import check, versions
 from tests.pulumi_mocks import STACKS, run_program, stack_file_config
 
-EKS_ADDONS = {"vpc-cni", "kube-proxy", "aws-ebs-csi-driver", *NODE_ADDONS}
+EKS_ADDONS = {
+    "vpc-cni",
+    "kube-proxy",
+    "aws-ebs-csi-driver",
+    *NODE_ADDONS,
+    NODE_MONITORING_ADDON,
+    CLOUDWATCH_ADDON,
+}
 # The chart version from which the cluster-autoscaler's ClusterRole can read resource.k8s.io
 # (DRA), which autoscaler 1.34 and later wait for before they scale anything.
 FIRST_CHART_WITH_DRA_RBAC = (9, 54, 0)
