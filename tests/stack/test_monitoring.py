@@ -5,15 +5,19 @@ them off."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from functools import cache
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 
 from stack import versions
 from stack.load import load_stack_file, parse_stack_config
+from stack.model import Monitoring
 from stack.problems import StackConfigError
 from tests.pulumi_mocks import (
     ROOT,
@@ -216,3 +220,30 @@ def test_both_are_on_by_default() -> None:
         _project_keys(stack_file_config("dev")), stack="dev", region="us-west-2"
     )
     assert cfg.monitoring.gpu_metrics and cfg.monitoring.node_health
+
+
+DOC = ROOT / "docs" / "gpu-metrics-and-node-health.md"
+
+
+def _blocks(language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", DOC.read_text(), re.MULTILINE | re.DOTALL)
+
+
+def test_the_doc_s_stack_keys_validate_and_its_commands_parse() -> None:
+    [stack_block] = _blocks("yaml")
+    monitoring = yaml.safe_load(stack_block)["config"]["kubeflow-eks:monitoring"]
+    assert Monitoring.model_validate(monitoring, by_alias=True, by_name=False) == Monitoring()
+    commands = _blocks("bash")
+    assert len(commands) >= 4
+    for command in commands:
+        subprocess.run(["bash", "-n"], input=command, text=True, check=True)
+
+
+def test_the_doc_s_version_table_is_the_pinned_one() -> None:
+    text = DOC.read_text()
+    for kubernetes in versions.SUPPORTED_KUBERNETES_VERSIONS:
+        pins = versions.pins(kubernetes).addons
+        assert f"| `{NODE_HEALTH}` | `{pins[NODE_HEALTH]}` |" in text
+        assert f"| `{GPU_METRICS}` | `{pins[GPU_METRICS]}` |" in text
+    tag = versions.image("dcgm-exporter").rsplit(":", 1)[1]
+    assert f"| `{tag}` |" in text
