@@ -157,6 +157,11 @@ def chart(name: str) -> str:
     return str(_table()["charts"][name])  # type: ignore[index]
 
 
+def image(name: str) -> str:
+    """The pinned image of something the stack deploys from its own manifests."""
+    return str(_table()["images"][name])  # type: ignore[index]
+
+
 SUPPORTED_KUBERNETES_VERSIONS: tuple[str, ...] = tuple(_table()["kubernetes"])  # type: ignore[arg-type]
 DEFAULT_KUBERNETES_VERSION: str = str(_table()["default"])
 

@@ -34,7 +34,8 @@ DEPLOY_ROLE_NAME = "kubeflow-eks-ci-deploy"
 PREVIEW_ROLE_NAME = "kubeflow-eks-ci-preview"
 # What the stacks' own roles call: nodes (EC2, ECR, SSM, the VPC CNI), EBS volumes (KMS),
 # the cluster autoscaler, the load balancer controller (ELB, ACM, WAF, Shield, Cognito),
-# Pod Identity, profile registries (ECR) and data buckets (S3), and control-plane logs.
+# Pod Identity, profile registries (ECR) and data buckets (S3), control-plane logs, and the
+# CloudWatch agent's metrics, logs and traces (CloudWatch, X-Ray).
 WORKLOAD_SERVICES = (
     "acm:*",
     "autoscaling:*",
@@ -55,6 +56,12 @@ WORKLOAD_SERVICES = (
     "tag:GetResources",
     "waf-regional:*",
     "wafv2:*",
+    # The CloudWatch agent (GPU metrics add-on) forwards Application Signals traces to X-Ray.
+    "xray:GetSamplingRules",
+    "xray:GetSamplingStatisticSummaries",
+    "xray:GetSamplingTargets",
+    "xray:PutTelemetryRecords",
+    "xray:PutTraceSegments",
 )
 # Service-linked roles a first deploy into a fresh account makes AWS create.
 SERVICE_LINKED_ROLES = (

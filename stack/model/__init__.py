@@ -22,6 +22,7 @@ from stack.model.gpu import (
     Taint,
 )
 from stack.model.kubeflow import Kubeflow, Profile
+from stack.model.monitoring import Monitoring
 from stack.model.stacks import (
     PROJECT,
     SECRET_PRESENT,
@@ -49,6 +50,7 @@ __all__ = [
     "Endpoint",
     "GpuGroup",
     "Kubeflow",
+    "Monitoring",
     "Onprem",
     "OnpremGpuGroup",
     "OnpremStack",

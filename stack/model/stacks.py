@@ -39,6 +39,7 @@ from stack.model.base import (
 )
 from stack.model.gpu import DevicePlugin, EksGpuGroup, GpuGroup, OnpremGpuGroup
 from stack.model.kubeflow import UPSTREAM_EXAMPLE_PROFILE, Kubeflow
+from stack.model.monitoring import Monitoring
 from stack.naming import node_group_name
 from stack.versions import DEFAULT_KUBERNETES_VERSION, SUPPORTED_KUBERNETES_VERSIONS
 
@@ -172,6 +173,7 @@ class StackBase(Model):
     )
     gpu_node_groups: tuple[GpuGroup, ...] = ()
     device_plugin: DevicePlugin = section()
+    monitoring: Monitoring = section()
     kubeflow: Kubeflow = section()
     kubeflow_admin_password: Annotated[SecretStr | None, AfterValidator(_admin_password)] = Field(
         default=None,
@@ -458,6 +460,20 @@ class OnpremStack(StackBase):
                 "required", "describe the GPU servers: at least one {name, labels, taints}"
             )
         return groups
+
+    @field_validator("monitoring", mode="after")
+    @classmethod
+    def _no_node_agent(cls, monitoring: Monitoring) -> Monitoring:
+        rules = Rules()
+        if "node_health" in monitoring.model_fields_set:
+            rules.add(
+                "nodeHealth",
+                monitoring.node_health,
+                "remove it: the EKS node monitoring agent runs on EKS only "
+                "(docs/gpu-metrics-and-node-health.md says what covers it on premises)",
+            )
+        rules.raise_if_any()
+        return monitoring
 
     @field_validator("kubeflow", mode="after")
     @classmethod

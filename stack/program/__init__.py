@@ -7,7 +7,9 @@ from typing import Any
 
 import pulumi
 
+from components.gpu.dcgm_exporter import DcgmExporter, DcgmExporterArgs
 from components.gpu.device_plugin import DevicePluginArgs, NvidiaDevicePlugin
+from stack import versions
 from stack.model import EksStack, OnpremStack
 from stack.program.eks import build_eks
 from stack.program.kubeflow import build_kubeflow, kubeflow_args_from_config, plan
@@ -33,6 +35,13 @@ def build_stack(cfg: EksStack | OnpremStack) -> dict[str, Any]:
                 chart_version=cfg.device_plugin.chart_version,
                 time_slicing_replicas=cfg.device_plugin.time_slicing_replicas,
             ),
+            opts=pulumi.ResourceOptions(providers=[platform.provider], depends_on=platform.ready),
+        )
+    # On EKS the CloudWatch add-on collects GPU metrics (stack.program.eks).
+    if isinstance(cfg, OnpremStack) and cfg.monitoring.gpu_metrics:
+        DcgmExporter(
+            f"{cfg.cluster_name}-dcgm-exporter",
+            DcgmExporterArgs(gpu_groups=cfg.gpu_node_groups, image=versions.image("dcgm-exporter")),
             opts=pulumi.ResourceOptions(providers=[platform.provider], depends_on=platform.ready),
         )
     if kubeflow is not None:

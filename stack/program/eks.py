@@ -17,6 +17,12 @@ from components.aws.load_balancer import (
     LoadBalancerController,
     LoadBalancerControllerArgs,
 )
+from components.aws.monitoring import (
+    CLOUDWATCH_ADDON,
+    NODE_MONITORING_ADDON,
+    EksMonitoring,
+    EksMonitoringArgs,
+)
 from components.aws.network import Network, NetworkArgs
 from components.aws.node_groups import ManagedNodeGroup, ManagedNodeGroupArgs
 from components.aws.storage import EbsStorage, EbsStorageArgs
@@ -169,6 +175,26 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
             tags=tags,
         ),
     )
+    monitoring = cfg.monitoring
+    if monitoring.node_health or monitoring.gpu_metrics:
+        EksMonitoring(
+            f"{name}-monitoring",
+            EksMonitoringArgs(
+                cluster_name=cluster.cluster_name,
+                gpu_groups=cfg.gpu_node_groups,
+                node_monitoring_version=pins.addons[NODE_MONITORING_ADDON]
+                if monitoring.node_health
+                else None,
+                cloudwatch_version=pins.addons[CLOUDWATCH_ADDON]
+                if monitoring.gpu_metrics
+                else None,
+                oidc_provider_arn=cluster.oidc_provider_arn,
+                oidc_provider_url=cluster.oidc_provider_url,
+                depends_on=[system_group, *all_gpu_groups, addons.addons["coredns"]],
+                permissions_boundary=cfg.permissions_boundary,
+                tags=tags,
+            ),
+        )
     # Workloads land once nodes, DNS and storage for their volumes exist.
     ready: list[pulumi.Resource] = [system_group, addons, storage]
     if cfg.cluster_autoscaler.enabled:

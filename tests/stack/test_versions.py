@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from components.aws.addons import NODE_ADDONS
+from components.aws.monitoring import CLOUDWATCH_ADDON, NODE_MONITORING_ADDON
 from stack import check, versions
 from tests.pulumi_mocks import STACKS, RecordingMocks, run_program, stack_file_config
 
@@ -17,7 +18,14 @@ K8S = "kubeflow-eks:kubernetesVersion"
 # Overrides of the right form; the releases EKS would be given, not necessarily published ones.
 STACK_WIDE = "1.35.6-20260801"
 ONE_GROUP = "1.35.6-20260901"
-EKS_ADDONS = {"vpc-cni", "kube-proxy", "aws-ebs-csi-driver", *NODE_ADDONS}
+EKS_ADDONS = {
+    "vpc-cni",
+    "kube-proxy",
+    "aws-ebs-csi-driver",
+    *NODE_ADDONS,
+    NODE_MONITORING_ADDON,
+    CLOUDWATCH_ADDON,
+}
 # The chart version from which the cluster-autoscaler's ClusterRole can read resource.k8s.io
 # (DRA), which autoscaler 1.34 and later wait for before they scale anything.
 FIRST_CHART_WITH_DRA_RBAC = (9, 54, 0)
