@@ -10,6 +10,8 @@ default runtime (``kubeflow.training.defaultRuntime``) only when Trainer is depl
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,12 @@ import pytest
 from components.kubeflow.manifests import RenderedManifests
 from components.kubeflow.objects import name_of, namespace_of
 from components.kubeflow.profiles import FNJOB_PODDEFAULT, TRAINING_RUNTIME_ENV
-from components.kubeflow.transform import KubeflowCredentials, transform_manifests
+from components.kubeflow.transform import (
+    KubeflowCredentials,
+    TransformError,
+    apply_training_runtimes,
+    transform_manifests,
+)
 from stack.load import load_stack_file
 from stack.model import StackConfig, Taint
 from stack.model.kubeflow import kubeflow_releases
@@ -28,7 +35,13 @@ from stack.problems import StackConfigError
 from stack.program.kubeflow import plan
 from stack.render import stack_plan
 from tests.crd_schema import pruned
-from tests.kubeflow.conftest import REPO_ROOT, UpstreamRelease, make_args
+from tests.kubeflow.conftest import (
+    GPU_A10,
+    GPU_BOTTLEROCKET,
+    REPO_ROOT,
+    UpstreamRelease,
+    make_args,
+)
 
 STACKS = {name: REPO_ROOT / "stacks" / f"Pulumi.{name}.yaml" for name in ("dev", "prod", "onprem")}
 TRAINJOB_CRD = "trainjobs.trainer.kubeflow.org"
@@ -186,3 +199,44 @@ def test_a_default_runtime_the_rendered_trainer_lacks_is_refused_naming_the_key(
     assert problem.path == "kubeflow.training.defaultRuntime"
     assert "pytorch-distributed" in str(problem)
     assert "available: deepspeed-distributed, mlx-distributed, torch-distributed" in problem.fix
+
+
+def _runtime(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "ClusterTrainingRuntime",
+        "metadata": {"name": "custom"},
+        "spec": {"template": {"spec": {"replicatedJobs": jobs}}},
+    }
+
+
+def test_a_runtimes_own_tolerations_stay_and_none_is_repeated() -> None:
+    own = {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"}
+    gpu = GPU_A10.taints[0].toleration()
+    runtime = _runtime(
+        [
+            {
+                "name": "worker",
+                "template": {
+                    "spec": {"template": {"spec": {"tolerations": [own, gpu], "containers": []}}}
+                },
+            }
+        ]
+    )
+    before = copy.deepcopy(runtime)
+    [out] = apply_training_runtimes([runtime], (GPU_A10, GPU_BOTTLEROCKET))
+    assert runtime == before  # the shared render is never changed in place
+    template = out["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+    tolerations = template["spec"]["tolerations"]
+    assert tolerations[:2] == [own, gpu]
+    assert len(tolerations) == len({json.dumps(t, sort_keys=True) for t in tolerations})
+    for taint in (*GPU_A10.taints, *GPU_BOTTLEROCKET.taints):
+        assert _tolerates(tolerations, taint)
+    assert template["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
+
+
+def test_a_runtime_of_another_shape_is_refused() -> None:
+    with pytest.raises(TransformError, match="custom: replicated job worker has no pod template"):
+        apply_training_runtimes([_runtime([{"name": "worker", "template": {}}])], (GPU_A10,))
+    with pytest.raises(TransformError, match=r"custom has no spec\.template\.spec\.replicatedJobs"):
+        apply_training_runtimes([_runtime([])], (GPU_A10,))
