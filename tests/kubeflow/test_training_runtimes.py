@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from components.kubeflow.manifests import RenderedManifests
-from components.kubeflow.objects import name_of, namespace_of
+from components.kubeflow.objects import name_of, namespace_of, selector_matches
 from components.kubeflow.profiles import FNJOB_PODDEFAULT, TRAINING_RUNTIME_ENV
 from components.kubeflow.transform import (
     KubeflowCredentials,
@@ -116,6 +116,43 @@ def test_every_runtime_keeps_the_sidecar_out_and_tolerates_every_gpu_group(
                 if not _tolerates(tolerations, taint)
             ]
     assert problems == []
+
+
+# How a profile namespace may be labelled for Istio: the profile controller turns injection
+# on by name, or a revision label does.
+INJECTION_NAMESPACES = (
+    {"istio-injection": "enabled"},
+    {"istio.io/rev": "default"},
+    {},
+)
+
+
+@pytest.mark.parametrize("stack", list(STACKS))
+def test_the_releases_sidecar_injectors_skip_every_training_pod(
+    renders: dict[str, StackRender], stack: str
+) -> None:
+    """Istio's own injector webhooks, as rendered, mutate no pod of any runtime, whatever
+    injection label its profile namespace carries."""
+    render = renders[stack]
+    injectors = [
+        hook
+        for config in render.of_kind("MutatingWebhookConfiguration")
+        for hook in config.get("webhooks") or []
+        if "sidecar-injector.istio.io" in hook["name"]
+    ]
+    assert len(injectors) >= 2
+    injected = [
+        f"{name_of(runtime)} {job} in a namespace labelled {namespace}: {hook['name']}"
+        for runtime in render.of_kind("ClusterTrainingRuntime")
+        for job, template in _pod_templates(runtime)
+        for namespace in INJECTION_NAMESPACES
+        for hook in injectors
+        if selector_matches(hook.get("namespaceSelector"), namespace)
+        and selector_matches(
+            hook.get("objectSelector"), (template.get("metadata") or {}).get("labels") or {}
+        )
+    ]
+    assert injected == []
 
 
 @pytest.mark.parametrize("stack", list(STACKS))
