@@ -667,10 +667,10 @@ def apply_training_runtimes(
     objects: Sequence[Mapping[str, Any]], gpu_groups: Sequence[GpuGroup]
 ) -> list[KubeObject]:
     """Every pod template of every ClusterTrainingRuntime, whatever its replicated jobs are
-    called: no Istio sidecar (it breaks torch's rendezvous between pods, and a finished pod
-    whose sidecar keeps running never completes), and tolerations for every GPU group's
-    taints (the device plugin's, from the same groups), so a TrainJob's per-job placement
-    (``spec.podTemplateOverrides``) can put it on a tainted GPU group."""
+    called: no Istio sidecar (it breaks torch's rendezvous between pods), and tolerations
+    for every GPU group's taints (made as the device plugin's are, ``union_tolerations``),
+    so a TrainJob's per-job placement (``spec.podTemplateOverrides``) can put it on any
+    tainted GPU group."""
     tolerations = union_tolerations(gpu_groups)
 
     def edit(runtime: KubeObject) -> None:
