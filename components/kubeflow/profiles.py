@@ -12,10 +12,12 @@ which it gives to the admin):
 - when the notebook admission webhook is installed (PodDefault CRD): ConfigMap
   ``fnjob-gpu-groups`` and PodDefault ``fnjob``, selected by default in the notebook form,
   which set ``FNJOB_REGISTRY``, ``FNJOB_BASE_IMAGE``, ``FNJOB_GPU_GROUPS`` (and
-  ``FNJOB_DATA_URL``, the profile's data location, when the stack has one) and, with
-  docker-config, mount the profile's credentials read-only at ``/etc/registry-auth`` (a
-  folder outside the workspace volume, named by ``DOCKER_CONFIG`` for docker and fnjob and
-  by ``REGISTRY_AUTH_FILE`` for podman, skopeo and buildah). A ``subPath`` file under
+  ``FNJOB_DATA_URL``, the profile's data location, when the stack has one;
+  ``FNJOB_TRAINING_RUNTIME``, the default ClusterTrainingRuntime, when Trainer is deployed)
+  and, with docker-config, mount the profile's credentials read-only at
+  ``/etc/registry-auth`` (a folder outside the workspace volume, named by ``DOCKER_CONFIG``
+  for docker and fnjob and by ``REGISTRY_AUTH_FILE`` for podman, skopeo and buildah). A
+  ``subPath`` file under
   ``$HOME`` would land on the workspace volume, where the runtime leaves an empty root-owned
   ``~/.docker/config.json`` behind that outlives the mount and shadows ``docker login``.
 """
@@ -46,6 +48,8 @@ PROFILE_NAMESPACE_VALUE = "kubeflow-profile"
 PROFILE_ISOLATION_POLICY = "kubeflow-eks-profile-isolation"
 # The profile's data location (EKS: its S3 prefix), for notebooks and the jobs they start.
 DATA_URL_ENV = "FNJOB_DATA_URL"
+# The stack's default ClusterTrainingRuntime, set only when Trainer is deployed.
+TRAINING_RUNTIME_ENV = "FNJOB_TRAINING_RUNTIME"
 # Where the profile's registry credentials appear in notebooks (not under the home folder,
 # which is the workspace volume).
 REGISTRY_AUTH_DIR = "/etc/registry-auth"
@@ -80,6 +84,9 @@ class NotebookSetup:
     gpu_groups: Mapping[str, Any] = field(default_factory=dict)
     # Jobs without their own timeout stop after this long (FNJOB_DEFAULT_TIMEOUT).
     job_timeout_seconds: int | None = None
+    # The stack's default ClusterTrainingRuntime (FNJOB_TRAINING_RUNTIME); None when
+    # Trainer is not deployed (fnjob then runs an indexed Job and a headless Service).
+    training_runtime: str | None = None
 
     @property
     def base_image(self) -> str | None:
@@ -186,6 +193,7 @@ def fnjob_pod_default(
     docker_config: bool,
     data_url: str | None = None,
     job_timeout_seconds: int | None = None,
+    training_runtime: str | None = None,
 ) -> KubeObject:
     """The PodDefault that configures fnjob in a profile's notebooks."""
     env = [{"name": "FNJOB_GPU_GROUPS", "value": f"{GPU_GROUPS_DIR}/{GPU_GROUPS_KEY}"}]
@@ -197,6 +205,8 @@ def fnjob_pod_default(
         env.append({"name": DATA_URL_ENV, "value": data_url})
     if job_timeout_seconds:
         env.append({"name": "FNJOB_DEFAULT_TIMEOUT", "value": str(job_timeout_seconds)})
+    if training_runtime:
+        env.append({"name": TRAINING_RUNTIME_ENV, "value": training_runtime})
     volumes: list[dict[str, Any]] = [
         {"name": "fnjob-gpu-groups", "configMap": {"name": GPU_GROUPS_CONFIG_MAP}}
     ]
@@ -309,6 +319,7 @@ def profile_objects(
                     docker_config=docker is not None,
                     data_url=notebooks.data_urls.get(spec.name),
                     job_timeout_seconds=notebooks.job_timeout_seconds,
+                    training_runtime=notebooks.training_runtime,
                 ),
             ]
     return objects

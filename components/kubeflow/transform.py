@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from components.gpu.scheduling import gpu_groups_document
+from components.gpu.scheduling import gpu_groups_document, union_tolerations
 from components.kubeflow.access import NO_EXTERNAL_ACCESS, Access, apply_access
 from components.kubeflow.manifests import YAML_DUMPER, YAML_LOADER, KubeObject
 from components.kubeflow.objects import name_of, namespace_of, pod_config_refs, pod_template, ref
@@ -54,6 +54,9 @@ WEB_APPS_WITH_SECURE_COOKIES = (
     "kserve-models-web-app",
 )
 SPAWNER_CONFIG_KEY = "spawner_ui_config.yaml"
+TRAINING_RUNTIME_KIND = "ClusterTrainingRuntime"
+# Istio's injector webhooks skip pods with this label set to "false" (kubeflow/trainer#2794).
+ISTIO_INJECT_LABEL = "sidecar.istio.io/inject"
 
 
 class TransformError(Exception):
@@ -62,6 +65,18 @@ class TransformError(Exception):
 
 class KubeflowConfigError(ValueError):
     """An argument of the Kubeflow component is invalid."""
+
+
+class TrainingRuntimeError(KubeflowConfigError):
+    """The default training runtime is not one the rendered Trainer ships."""
+
+    def __init__(self, runtime: str, available: Sequence[str]) -> None:
+        super().__init__(
+            f"{runtime} is not a ClusterTrainingRuntime of the rendered manifests; available: "
+            f"{', '.join(available)}"
+        )
+        self.runtime = runtime
+        self.available = tuple(available)
 
 
 class DefaultCredentialError(TransformError):
@@ -101,6 +116,9 @@ class KubeflowArgs:
     sso: Sso | None = None
     # fnjob's default deadline for jobs started from notebooks (FNJOB_DEFAULT_TIMEOUT).
     job_timeout_seconds: int | None = None
+    # The ClusterTrainingRuntime multi-node jobs use (FNJOB_TRAINING_RUNTIME) when Trainer
+    # is rendered; None names none.
+    default_training_runtime: str | None = None
 
 
 @dataclass(frozen=True)
@@ -637,6 +655,48 @@ def apply_culling(objects: Sequence[Mapping[str, Any]], culling: Culling) -> lis
     return out
 
 
+# --- training runtimes --------------------------------------------------------------------
+
+
+def training_runtime_names(objects: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The ClusterTrainingRuntimes rendered (none when Trainer is not installed)."""
+    return sorted(name_of(o) for o in objects if o.get("kind") == TRAINING_RUNTIME_KIND)
+
+
+def apply_training_runtimes(
+    objects: Sequence[Mapping[str, Any]], gpu_groups: Sequence[GpuGroup]
+) -> list[KubeObject]:
+    """Every pod template of every ClusterTrainingRuntime, whatever its replicated jobs are
+    called: no Istio sidecar (it breaks torch's rendezvous between pods), and tolerations
+    for every GPU group's taints (made as the device plugin's are, ``union_tolerations``),
+    so a TrainJob's per-job placement (``spec.podTemplateOverrides``) can put it on any
+    tainted GPU group."""
+    tolerations = union_tolerations(gpu_groups)
+
+    def edit(runtime: KubeObject) -> None:
+        where = f"{TRAINING_RUNTIME_KIND} {name_of(runtime)}"
+        jobs = ((runtime.get("spec") or {}).get("template") or {}).get("spec") or {}
+        replicated = jobs.get("replicatedJobs") or []
+        if not replicated:
+            raise TransformError(f"{where} has no spec.template.spec.replicatedJobs")
+        for job in replicated:
+            template = ((job.get("template") or {}).get("spec") or {}).get("template")
+            if not isinstance(template, dict):
+                raise TransformError(
+                    f"{where}: replicated job {job.get('name')} has no pod template "
+                    "(template.spec.template)"
+                )
+            labels = template.setdefault("metadata", {}).setdefault("labels", {})
+            labels[ISTIO_INJECT_LABEL] = "false"
+            if tolerations:
+                spec = template.setdefault("spec", {})
+                present = list(spec.get("tolerations") or [])
+                spec["tolerations"] = present + [t for t in tolerations if t not in present]
+
+    out, _ = _rewrite(objects, lambda o: o.get("kind") == TRAINING_RUNTIME_KIND, edit)
+    return out
+
+
 # --- everything together -------------------------------------------------------------------
 
 
@@ -683,11 +743,17 @@ def transform_manifests(
         )
     if args.culling is not None:
         out = apply_culling(out, args.culling)
+    runtimes = training_runtime_names(out)
+    runtime = args.default_training_runtime if runtimes else None
+    if runtime is not None and runtime not in runtimes:
+        raise TrainingRuntimeError(runtime, runtimes)
+    out = apply_training_runtimes(out, args.gpu_groups)
     setup = (
         dataclasses.replace(
             notebooks,
             gpu_groups=gpu_groups_document(args.gpu_groups),
             job_timeout_seconds=args.job_timeout_seconds,
+            training_runtime=runtime,
         )
         if pod_defaults
         else None

@@ -215,14 +215,33 @@ class KubeflowRelease:
     trainer: str
     pipelines: str
     components: tuple[str, ...]
+    # The ClusterTrainingRuntimes its Trainer ships (what kubeflow.training.defaultRuntime
+    # may name).
+    training_runtimes: tuple[str, ...]
 
 
 class ReleaseTableError(ValueError):
     """An entry of kubeflow_releases.yaml lacks a field the stack needs."""
 
 
+def _names(version: str, entry: dict[str, object], field: str) -> tuple[str, ...]:
+    names = entry[field]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ReleaseTableError(
+            f"{_RELEASES_FILE.name}: release {version!r}: {field} must be a list of strings"
+        )
+    return tuple(names)
+
+
 def _release(version: str, entry: object) -> KubeflowRelease:
-    fields = ("kustomize", "kubernetes", "trainer", "pipelines", "components")
+    fields = (
+        "kustomize",
+        "kubernetes",
+        "trainer",
+        "pipelines",
+        "components",
+        "trainingRuntimes",
+    )
     if not isinstance(entry, dict):
         raise ReleaseTableError(f"{_RELEASES_FILE.name}: release {version!r} is not a mapping")
     missing = [f for f in fields if not entry.get(f)]
@@ -231,18 +250,14 @@ def _release(version: str, entry: object) -> KubeflowRelease:
             f"{_RELEASES_FILE.name}: release {version!r} lacks {', '.join(missing)} "
             f"(every release needs {', '.join(fields)})"
         )
-    components = entry["components"]
-    if not isinstance(components, list) or not all(isinstance(c, str) for c in components):
-        raise ReleaseTableError(
-            f"{_RELEASES_FILE.name}: release {version!r}: components must be a list of strings"
-        )
     return KubeflowRelease(
         version=version,
         kustomize=str(entry["kustomize"]),
         kubernetes=str(entry["kubernetes"]),
         trainer=str(entry["trainer"]),
         pipelines=str(entry["pipelines"]),
-        components=tuple(components),
+        components=_names(version, entry, "components"),
+        training_runtimes=_names(version, entry, "trainingRuntimes"),
     )
 
 
@@ -253,10 +268,21 @@ def kubeflow_releases() -> dict[str, KubeflowRelease]:
     return {str(v): _release(str(v), e) for v, e in (table.get("releases") or {}).items()}
 
 
-def known_components(version: str) -> tuple[str, ...] | None:
-    """The entries of upstream's example for a release the stack knows offline, else None."""
-    release = kubeflow_releases().get(version)
-    return release.components if release else None
+# The runtime fnjob and the Kubeflow SDK train on unless told otherwise: torch.distributed.
+DEFAULT_TRAINING_RUNTIME = "torch-distributed"
+
+
+class Training(Model):
+    """Kubeflow Trainer: the ClusterTrainingRuntimes the stack ships (every one keeps the
+    Istio sidecar out of training pods and tolerates the GPU groups' taints)."""
+
+    default_runtime: Annotated[
+        str, matches(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", DEFAULT_TRAINING_RUNTIME)
+    ] = Field(
+        default=DEFAULT_TRAINING_RUNTIME,
+        description="the ClusterTrainingRuntime multi-node fnjob jobs run on "
+        "(FNJOB_TRAINING_RUNTIME); one the release ships",
+    )
 
 
 class NotebookImage(Model):
@@ -444,6 +470,7 @@ class Kubeflow(Model):
         description="limits of every profile without its own quota ({} for none)",
     )
     culling: Culling = section()
+    training: Training = section()
     job_timeout_hours: int = Field(
         default=24,
         ge=1,
@@ -502,10 +529,20 @@ class Kubeflow(Model):
                 "premises give each profile a volume or its own credentials (see the README)",
             )
         self._ingress_rules(rules)
-        known = None if self.local_path is not None else known_components(self.version)
+        release = None if self.local_path is not None else kubeflow_releases().get(self.version)
         for index, entry in enumerate(self.components or ()):
-            if known is not None and entry not in known:
-                rules.add(f"components[{index}]", entry, _closest(entry, known, self.version))
+            if release is not None and entry not in release.components:
+                rules.add(
+                    f"components[{index}]", entry, _closest(entry, release.components, self.version)
+                )
+        runtime = self.training.default_runtime
+        if release is not None and runtime not in release.training_runtimes:
+            rules.add(
+                "training.defaultRuntime",
+                runtime,
+                f"not a ClusterTrainingRuntime of Kubeflow {self.version}; available: "
+                f"{', '.join(release.training_runtimes)}",
+            )
         rules.raise_if_any()
         return self
 

@@ -23,7 +23,7 @@ from components.kubeflow.manifests import (
 from components.kubeflow.objects import name_of
 from components.kubeflow.profiles import ProfileSpec
 from components.kubeflow.references import ReferenceClosureError
-from components.kubeflow.transform import KubeflowArgs
+from components.kubeflow.transform import KubeflowArgs, TrainingRuntimeError
 from stack import versions
 from stack.model import EksStack, OnpremStack
 from stack.model.kubeflow import UPSTREAM_EXAMPLE_PROFILE
@@ -83,6 +83,7 @@ def kubeflow_args_from_config(cfg: EksStack | OnpremStack) -> KubeflowArgs:
         culling=kubeflow.culling,
         sso=kubeflow.sso,
         job_timeout_seconds=kubeflow.job_timeout_hours * 3600,
+        default_training_runtime=kubeflow.training.default_runtime,
     )
 
 
@@ -169,6 +170,10 @@ def plan(
         return args, plan_kubeflow(args, shape, cache_dir=cache_dir, rendered=rendered)
     except ComponentSelectionError as error:
         raise StackConfigError([Problem("kubeflow.components", given, str(error))]) from None
+    except TrainingRuntimeError as error:
+        raise StackConfigError(
+            [Problem("kubeflow.training.defaultRuntime", show(error.runtime), str(error))]
+        ) from None
     except ReferenceClosureError as error:
         fix = (
             f"add {', '.join(error.entries)}: {len(error.problems)} objects refer to what "

@@ -37,6 +37,12 @@ def test_26_03_entry_is_what_the_tree_deploys(upstream: UpstreamRelease) -> None
     images = _images(load_example_output(upstream.example_output))
     assert f"ghcr.io/kubeflow/trainer/trainer-controller-manager:{release.trainer}" in images
     assert f"ghcr.io/kubeflow/kfp-api-server:{release.pipelines}" in images
+    runtimes = {
+        str(o["metadata"]["name"])  # type: ignore[index]
+        for o in load_example_output(upstream.example_output)
+        if o.get("kind") == "ClusterTrainingRuntime"
+    }
+    assert set(release.training_runtimes) == runtimes
 
 
 @pytest.mark.parametrize(
@@ -54,8 +60,30 @@ def test_26_03_entry_is_what_the_tree_deploys(upstream: UpstreamRelease) -> None
                 "trainer": "v2.1.0",
                 "pipelines": "2.16.0",
                 "components": "../x",
+                "trainingRuntimes": ["torch-distributed"],
             },
             "components must be a list of strings",
+        ),
+        (
+            {
+                "kustomize": "v5.8.1",
+                "kubernetes": "1.34",
+                "trainer": "v2.1.0",
+                "pipelines": "2.16.0",
+                "components": ["../x"],
+            },
+            "lacks trainingRuntimes",
+        ),
+        (
+            {
+                "kustomize": "v5.8.1",
+                "kubernetes": "1.34",
+                "trainer": "v2.1.0",
+                "pipelines": "2.16.0",
+                "components": ["../x"],
+                "trainingRuntimes": "torch-distributed",
+            },
+            "trainingRuntimes must be a list of strings",
         ),
     ],
 )
