@@ -53,7 +53,7 @@ class EksClusterArgs:
     admin_role_arns: Sequence[str] = ()
     viewer_role_arns: Sequence[str] = ()
     permissions_boundary: str | None = None
-    # Pinned EKS add-on versions (stack/versions.yaml), by add-on name.
+    # Pinned EKS add-on versions (model/versions.yaml), by add-on name.
     addon_versions: Mapping[str, str] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
 

@@ -15,7 +15,7 @@ import yaml
 from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
 
 from components.gpu.scheduling import groups_node_affinity, union_tolerations
-from stack.model import GPU_RESOURCE, GpuGroup
+from model import GPU_RESOURCE, GpuGroup
 
 DEVICE_PLUGIN_CHART = "nvidia-device-plugin"
 DEVICE_PLUGIN_REPO = "https://nvidia.github.io/k8s-device-plugin"

@@ -30,8 +30,8 @@ from components.kubeflow.profiles import (
     profile_objects,
     quota_spec,
 )
-from stack.model import GPU_RESOURCE, GpuGroup
-from stack.model.kubeflow import UPSTREAM_EXAMPLE_PROFILE, Culling, Sso, SsoConnector
+from model import GPU_RESOURCE, GpuGroup
+from model.kubeflow import UPSTREAM_EXAMPLE_PROFILE, Culling, Sso, SsoConnector
 
 # Upstream's published defaults. Long ones are unambiguous and must not appear anywhere;
 # short ones only count as credentials inside a Secret.

@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 
 from components.gpu.device_plugin import DevicePluginArgs, NvidiaDevicePlugin
-from stack.model import EksStack, OnpremStack
+from model import EksStack, OnpremStack
 from stack.program.eks import build_eks
 from stack.program.kubeflow import build_kubeflow, kubeflow_args_from_config, plan
 from stack.program.onprem import build_onprem

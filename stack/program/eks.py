@@ -20,10 +20,9 @@ from components.aws.load_balancer import (
 from components.aws.network import Network, NetworkArgs
 from components.aws.node_groups import ManagedNodeGroup, ManagedNodeGroupArgs
 from components.aws.storage import EbsStorage, EbsStorageArgs
-from stack import versions
-from stack.model import EksStack, SystemNodeGroup
-from stack.model.aws import SYSTEM_NODE_GROUP, SYSTEM_NODE_LABEL
-from stack.naming import node_group_name
+from model import EksStack, SystemNodeGroup, versions
+from model.aws import SYSTEM_NODE_GROUP, SYSTEM_NODE_LABEL
+from model.naming import node_group_name
 from stack.program.platform import Platform
 
 

@@ -24,9 +24,8 @@ from components.kubeflow.objects import name_of
 from components.kubeflow.profiles import ProfileSpec
 from components.kubeflow.references import ReferenceClosureError
 from components.kubeflow.transform import KubeflowArgs
-from stack import versions
-from stack.model import EksStack, OnpremStack
-from stack.model.kubeflow import UPSTREAM_EXAMPLE_PROFILE
+from model import EksStack, OnpremStack, versions
+from model.kubeflow import UPSTREAM_EXAMPLE_PROFILE
 from stack.problems import Problem, StackConfigError, show
 from stack.program.eks import kubeflow_load_balancer, stack_tags
 from stack.program.platform import Platform

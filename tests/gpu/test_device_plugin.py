@@ -14,7 +14,7 @@ from components.gpu.device_plugin import (
     device_plugin_values,
     needs_device_plugin,
 )
-from stack.model import EksGpuGroup, OnpremGpuGroup, Taint
+from model import EksGpuGroup, OnpremGpuGroup, Taint
 from tests.kubeflow.conftest import GPU_A10, GPU_BOTTLEROCKET
 from tests.pulumi_mocks import RecordingMocks, run_program
 

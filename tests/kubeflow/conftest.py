@@ -23,7 +23,7 @@ from components.kubeflow.component import bcrypt_hash_with_seed
 from components.kubeflow.manifests import RenderedManifests, render_manifests
 from components.kubeflow.profiles import ProfileSpec
 from components.kubeflow.transform import KubeflowArgs, KubeflowCredentials
-from stack.model import EksGpuGroup, Taint
+from model import EksGpuGroup, Taint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_SOURCE = REPO_ROOT / "tests" / "fixtures" / "kubeflow-manifests"

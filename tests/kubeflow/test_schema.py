@@ -17,7 +17,7 @@ from components.kubeflow.component import build_phases
 from components.kubeflow.manifests import RenderedManifests
 from components.kubeflow.objects import is_builtin
 from components.kubeflow.transform import KubeflowCredentials
-from stack.versions import SUPPORTED_KUBERNETES_VERSIONS
+from model.versions import SUPPORTED_KUBERNETES_VERSIONS
 from tests.kubeflow.conftest import UpstreamRelease, make_args, make_upstream_args
 
 

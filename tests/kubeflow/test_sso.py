@@ -13,7 +13,7 @@ from components.kubeflow.component import build_phases
 from components.kubeflow.manifests import RenderedManifests
 from components.kubeflow.profiles import ProfileSpec
 from components.kubeflow.transform import KubeflowCredentials, sso_secret_variable
-from stack.model.kubeflow import Sso
+from model.kubeflow import Sso
 from tests.crd_schema import crd_errors
 from tests.kubeflow.conftest import UpstreamRelease, make_upstream_args
 

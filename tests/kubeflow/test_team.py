@@ -8,7 +8,7 @@ from components.kubeflow.component import build_phases
 from components.kubeflow.manifests import RenderedManifests
 from components.kubeflow.profiles import ProfileSpec
 from components.kubeflow.transform import CONFIG_DIGEST_ANNOTATION, KubeflowCredentials
-from stack.model.kubeflow import Culling, Quota
+from model.kubeflow import Culling, Quota
 from tests.crd_schema import crd_errors
 from tests.kubeflow.conftest import UpstreamRelease, make_upstream_args
 

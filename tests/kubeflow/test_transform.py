@@ -25,7 +25,7 @@ from components.kubeflow.transform import (
     secret_values,
     transform_manifests,
 )
-from stack.model import OnpremGpuGroup, Taint
+from model import OnpremGpuGroup, Taint
 from tests.kubeflow.conftest import (
     ADMIN_DOCKER_CONFIG,
     ADMIN_EMAIL,

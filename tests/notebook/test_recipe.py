@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stack import versions
+from model import versions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RECIPE = REPO_ROOT / "images" / "notebook"
@@ -22,7 +22,7 @@ def test_kubectls_version_is_written_only_in_stack_versions() -> None:
     # What the READMEs tell a hand build to pass is what the stack passes.
     for minor in versions.SUPPORTED_KUBERNETES_VERSIONS:
         shown = subprocess.run(
-            [sys.executable, "-m", "stack.versions", "kubectl-image", minor],
+            [sys.executable, "-m", "model.versions", "kubectl-image", minor],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
@@ -33,7 +33,7 @@ def test_kubectls_version_is_written_only_in_stack_versions() -> None:
 
 def test_an_unpinned_kubernetes_version_is_refused_by_name() -> None:
     refused = subprocess.run(
-        [sys.executable, "-m", "stack.versions", "kubectl-image", "1.99"],
+        [sys.executable, "-m", "model.versions", "kubectl-image", "1.99"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

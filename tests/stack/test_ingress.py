@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from components.aws.load_balancer import controller_policy, target_group_binding
-from stack import versions
+from model import versions
 from tests.crd_schema import crd_errors
 from tests.pulumi_mocks import ACCOUNT, RecordingMocks, StackRun, file_config, run_program
 

@@ -1,4 +1,4 @@
-"""Everything the stack installs is pinned, per Kubernetes version, in stack/versions.yaml."""
+"""Everything the stack installs is pinned, per Kubernetes version, in model/versions.yaml."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from components.aws.addons import NODE_ADDONS
-from stack import check, versions
+from model import versions
+from stack import check
 from tests.pulumi_mocks import STACKS, run_program, stack_file_config
 
 EKS_ADDONS = {"vpc-cni", "kube-proxy", "aws-ebs-csi-driver", *NODE_ADDONS}

@@ -23,9 +23,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from stack import versions
-from stack.model.aws import SYSTEM_NODE_GROUP, ClusterAutoscaler, Endpoint, SystemNodeGroup, Vpc
-from stack.model.base import (
+from model import versions
+from model.aws import SYSTEM_NODE_GROUP, ClusterAutoscaler, Endpoint, SystemNodeGroup, Vpc
+from model.base import (
     MISSING,
     Model,
     Rules,
@@ -37,10 +37,10 @@ from stack.model.base import (
     unique,
     with_rules,
 )
-from stack.model.gpu import DevicePlugin, EksGpuGroup, GpuGroup, OnpremGpuGroup
-from stack.model.kubeflow import UPSTREAM_EXAMPLE_PROFILE, Kubeflow
-from stack.naming import node_group_name
-from stack.versions import DEFAULT_KUBERNETES_VERSION, SUPPORTED_KUBERNETES_VERSIONS
+from model.gpu import DevicePlugin, EksGpuGroup, GpuGroup, OnpremGpuGroup
+from model.kubeflow import UPSTREAM_EXAMPLE_PROFILE, Kubeflow
+from model.naming import node_group_name
+from model.versions import DEFAULT_KUBERNETES_VERSION, SUPPORTED_KUBERNETES_VERSIONS
 
 PROJECT = "kubeflow-eks"
 # The value offline checks see for a secret that is set (its ciphertext cannot be read).

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from stack import catalog, versions
-from stack.model.base import (
+from model import catalog, versions
+from model.base import (
     MISSING,
     LabelKey,
     Labels,

@@ -102,10 +102,10 @@ def kubectl_image(kubernetes_version: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """``python3 -m stack.versions kubectl-image [MINOR]``: the build argument
+    """``python3 -m model.versions kubectl-image [MINOR]``: the build argument
     ``KUBECTL_IMAGE`` of ``images/notebook``, for building it by hand."""
     if len(argv) not in (1, 2) or argv[0] != "kubectl-image":
-        print("usage: python3 -m stack.versions kubectl-image [KUBERNETES_MINOR]", file=sys.stderr)
+        print("usage: python3 -m model.versions kubectl-image [KUBERNETES_MINOR]", file=sys.stderr)
         return 2
     version = argv[1] if len(argv) == 2 else DEFAULT_KUBERNETES_VERSION
     if version not in SUPPORTED_KUBERNETES_VERSIONS:

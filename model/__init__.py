@@ -8,8 +8,8 @@ and what to write instead, and never show a secret. Components receive these val
 values and do not check them again.
 """
 
-from stack.model.aws import ClusterAutoscaler, Endpoint, SystemNodeGroup, Vpc
-from stack.model.gpu import (
+from model.aws import ClusterAutoscaler, Endpoint, SystemNodeGroup, Vpc
+from model.gpu import (
     ACCELERATOR_LABEL,
     DEFAULT_GPU_TAINT,
     GPU_GROUP_LABEL,
@@ -21,8 +21,8 @@ from stack.model.gpu import (
     OnpremGpuGroup,
     Taint,
 )
-from stack.model.kubeflow import Kubeflow, Profile
-from stack.model.stacks import (
+from model.kubeflow import Kubeflow, Profile
+from model.stacks import (
     PROJECT,
     SECRET_PRESENT,
     EksStack,
