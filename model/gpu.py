@@ -201,8 +201,9 @@ class EksGpuGroup(GpuGroup):
     )
     instance_types: UniqueStrings = Field(
         min_length=1,
-        description="NVIDIA types of one GPU model and count (g4dn, g5, g5g, g6, g6e, gr6, "
-        "p4d, p4de, p5, p5e, p5en, p6-b200, p6-b300)",
+        # The families are the catalog's (gpu_instances.yaml), never a copy of them.
+        description="NVIDIA types of one GPU model and count "
+        f"({', '.join(catalog.gpu_families())})",
     )
     ami_type: GpuAmiType = Field(
         default_factory=lambda data: _default_gpu_ami(data.get("instance_types")),
