@@ -13,7 +13,7 @@ import pulumi
 from components.aws.data import ProfileData, ProfileDataArgs
 from components.aws.notebook_image import NotebookImage, NotebookImageArgs
 from components.aws.registry import ProfileRegistries, ProfileRegistriesArgs
-from components.kubeflow.access import Access, GatewayTls
+from components.kubeflow.access import Access
 from components.kubeflow.component import DeployInputs, Kubeflow, KubeflowPlan, plan_kubeflow
 from components.kubeflow.manifests import (
     ComponentSelectionError,
@@ -46,12 +46,8 @@ def access_of(cfg: EksStack | OnpremStack) -> Access:
         return Access(domain=kubeflow.domain, behind_load_balancer=True, gateway_sources=vpc)
     return Access(
         domain=kubeflow.domain,
-        gateway_tls=GatewayTls(
-            cluster_issuer=kubeflow.tls.cluster_issuer, secret_name=kubeflow.tls.secret_name
-        ),
-        service_type=kubeflow.load_balancer.service_type,
-        node_port=kubeflow.load_balancer.node_port,
-        allowed_cidrs=kubeflow.load_balancer.allowed_cidrs,
+        gateway_tls=kubeflow.tls,
+        gateway_service=kubeflow.load_balancer,
         gateway_sources=kubeflow.load_balancer.allowed_cidrs,
     )
 

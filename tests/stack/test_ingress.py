@@ -182,4 +182,5 @@ def test_the_gateway_admits_the_vpc_the_alb_sends_from(tmp_path: Path) -> None:
 def test_onprem_gateway_admits_exactly_the_allowed_ranges() -> None:
     access = _access(GOOD / "Pulumi.onprem-node-port-for-the-lab-network.yaml")
     assert access.gateway_sources == ("10.10.0.0/16", "192.168.50.0/24")
-    assert access.service_type == "NodePort"
+    assert access.gateway_service is not None
+    assert access.gateway_service.service_type == "NodePort"
