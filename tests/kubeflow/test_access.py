@@ -36,7 +36,7 @@ ONPREM = Access(
 def _objects(
     rendered: RenderedManifests, credentials: KubeflowCredentials, access: Access, **kw: Any
 ) -> list[dict[str, Any]]:
-    args = make_upstream_args(rendered.source_dir, access=access, http_mode=False, **kw)
+    args = make_upstream_args(rendered.source_dir, access=access, protocol="https", **kw)
     phases = build_phases(rendered.objects, args, credentials)
     return [dict(o) for phase in phases for o in phase.objects]
 

@@ -70,7 +70,9 @@ def test_every_builtin_fixture_object_validates_strictly(
     http_mode: bool,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    phases = build_phases(rendered.objects, make_args(http_mode=http_mode), credentials)
+    phases = build_phases(
+        rendered.objects, make_args(protocol="http" if http_mode else "https"), credentials
+    )
     objects = [o for phase in phases for o in phase.objects]
     custom = _assert_valid(objects, "1.34", capsys)
     assert {o["kind"] for o in custom} == {
