@@ -28,11 +28,7 @@ def build_stack(cfg: EksStack | OnpremStack) -> dict[str, Any]:
     if cfg.device_plugin.enabled and plugin_needed:
         NvidiaDevicePlugin(
             f"{cfg.cluster_name}-nvidia",
-            DevicePluginArgs(
-                gpu_groups=cfg.gpu_node_groups,
-                chart_version=cfg.device_plugin.chart_version,
-                time_slicing_replicas=cfg.device_plugin.time_slicing_replicas,
-            ),
+            DevicePluginArgs(cfg.device_plugin, gpu_groups=cfg.gpu_node_groups),
             opts=pulumi.ResourceOptions(providers=[platform.provider], depends_on=platform.ready),
         )
     if kubeflow is not None:
