@@ -29,7 +29,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from components.gpu.scheduling import gpu_groups_document
 from components.kubeflow.manifests import KubeObject
+from model import GpuGroup
 from model.kubeflow import UPSTREAM_EXAMPLE_PROFILE, Profile, Quota
 
 PROFILE_EDITOR_SA = "default-editor"
@@ -65,8 +67,8 @@ class NotebookSetup:
     registries: Mapping[str, str] = field(default_factory=dict)
     # Profile -> its data location (FNJOB_DATA_URL), e.g. s3://bucket/profile/.
     data_urls: Mapping[str, str] = field(default_factory=dict)
-    # fnjob's gpu-groups.json (components.gpu.scheduling.gpu_groups_document).
-    gpu_groups: Mapping[str, Any] = field(default_factory=dict)
+    # The stack's GPU groups, published to fnjob as gpu-groups.json.
+    gpu_groups: tuple[GpuGroup, ...] = ()
     # Jobs without their own timeout stop after this long (FNJOB_DEFAULT_TIMEOUT).
     job_timeout_seconds: int | None = None
 
@@ -159,7 +161,9 @@ def editor_pulling_with_credentials(profile_name: str) -> KubeObject:
     }
 
 
-def gpu_groups_config_map(profile_name: str, document: Mapping[str, Any]) -> KubeObject:
+def gpu_groups_config_map(profile_name: str, groups: tuple[GpuGroup, ...]) -> KubeObject:
+    """fnjob's gpu-groups.json (``FNJOB_GPU_GROUPS``), made from the stack's GPU groups."""
+    document = gpu_groups_document(groups)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -19,7 +19,6 @@ from typing import Any
 
 import yaml
 
-from components.gpu.scheduling import gpu_groups_document
 from components.kubeflow.access import NO_EXTERNAL_ACCESS, Access, apply_access
 from components.kubeflow.manifests import YAML_DUMPER, YAML_LOADER, KubeObject
 from components.kubeflow.objects import name_of, namespace_of, pod_config_refs, pod_template, ref
@@ -672,7 +671,7 @@ def transform_manifests(
     setup = (
         dataclasses.replace(
             notebooks,
-            gpu_groups=gpu_groups_document(args.gpu_groups),
+            gpu_groups=args.gpu_groups,
             job_timeout_seconds=kubeflow.job_timeout_hours * 3600,
         )
         if pod_defaults
