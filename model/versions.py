@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,22 +98,3 @@ def notebook_base(flavor: str) -> str:
 def kubectl_image(kubernetes_version: str) -> str:
     """The image whose kubectl the notebook image copies, for one Kubernetes minor version."""
     return f"{KUBECTL_REPOSITORY}:{pins(kubernetes_version).kubectl}"
-
-
-def main(argv: list[str]) -> int:
-    """``python3 -m model.versions kubectl-image [MINOR]``: the build argument
-    ``KUBECTL_IMAGE`` of ``images/notebook``, for building it by hand."""
-    if len(argv) not in (1, 2) or argv[0] != "kubectl-image":
-        print("usage: python3 -m model.versions kubectl-image [KUBERNETES_MINOR]", file=sys.stderr)
-        return 2
-    version = argv[1] if len(argv) == 2 else DEFAULT_KUBERNETES_VERSION
-    if version not in SUPPORTED_KUBERNETES_VERSIONS:
-        pinned = ", ".join(SUPPORTED_KUBERNETES_VERSIONS)
-        print(f"Kubernetes {version!r} is not pinned; pinned: {pinned}", file=sys.stderr)
-        return 2
-    print(kubectl_image(version))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

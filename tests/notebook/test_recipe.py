@@ -22,7 +22,7 @@ def test_kubectls_version_is_written_only_in_stack_versions() -> None:
     # What the READMEs tell a hand build to pass is what the stack passes.
     for minor in versions.SUPPORTED_KUBERNETES_VERSIONS:
         shown = subprocess.run(
-            [sys.executable, "-m", "model.versions", "kubectl-image", minor],
+            [sys.executable, "-m", "stack.versions", "kubectl-image", minor],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
@@ -33,7 +33,7 @@ def test_kubectls_version_is_written_only_in_stack_versions() -> None:
 
 def test_an_unpinned_kubernetes_version_is_refused_by_name() -> None:
     refused = subprocess.run(
-        [sys.executable, "-m", "model.versions", "kubectl-image", "1.99"],
+        [sys.executable, "-m", "stack.versions", "kubectl-image", "1.99"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
