@@ -341,6 +341,11 @@ class LoadBalancer(Model):
         description="onprem NodePort: the HTTPS node port (required; HTTP redirects to it)",
     )
 
+    @property
+    def internal(self) -> bool:
+        """eks: the ALB is reached from inside the VPC only."""
+        return self.scheme == "internal"
+
 
 class Tls(Model):
     """onprem: the certificate the Istio gateway serves for kubeflow.domain."""

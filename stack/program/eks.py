@@ -237,19 +237,15 @@ def kubeflow_load_balancer(
             tags=tags,
         ),
     )
-    internal = cfg.kubeflow.load_balancer.scheme == "internal"
     network = platform.network
+    internal = cfg.kubeflow.load_balancer.internal
     balancer = KubeflowLoadBalancer(
         f"{name}-kubeflow-lb",
         KubeflowLoadBalancerArgs(
-            domain=cfg.kubeflow.domain,
-            internal=internal,
-            allowed_cidrs=cfg.kubeflow.load_balancer.allowed_cidrs,
+            kubeflow=cfg.kubeflow,
             vpc_id=network.vpc_id,
             vpc_cidr=network.vpc_cidr,
             subnet_ids=network.private_subnet_ids if internal else network.public_subnet_ids,
-            hosted_zone_id=cfg.kubeflow.hosted_zone_id,
-            certificate_arn=cfg.kubeflow.certificate_arn,
             provider=platform.provider,
             binding_after=[controller, kubeflow],
             tags=tags,
