@@ -7,7 +7,7 @@ from typing import Any
 
 import pulumi
 
-from components.gpu.device_plugin import DevicePluginArgs, NvidiaDevicePlugin
+from components.gpu.device_plugin import DevicePluginArgs, NvidiaDevicePlugin, needs_device_plugin
 from model import EksStack, OnpremStack
 from stack.program.eks import build_eks
 from stack.program.kubeflow import build_kubeflow, kubeflow_args_from_config, plan
@@ -24,11 +24,11 @@ def build_stack(cfg: EksStack | OnpremStack) -> dict[str, Any]:
         platform, outputs = build_eks(cfg)
     else:
         platform, outputs = build_onprem(cfg)
-    plugin_needed = any(not g.bundles_device_plugin for g in cfg.gpu_node_groups)
-    if cfg.device_plugin.enabled and plugin_needed:
+    plugin = DevicePluginArgs(cfg.device_plugin, gpu_groups=cfg.gpu_node_groups)
+    if cfg.device_plugin.enabled and needs_device_plugin(plugin):
         NvidiaDevicePlugin(
             f"{cfg.cluster_name}-nvidia",
-            DevicePluginArgs(cfg.device_plugin, gpu_groups=cfg.gpu_node_groups),
+            plugin,
             opts=pulumi.ResourceOptions(providers=[platform.provider], depends_on=platform.ready),
         )
     if kubeflow is not None:
