@@ -1,5 +1,10 @@
 """The stack's one typed model: every key, default and rule, written once.
 
+The bottom floor of the program (tests/test_layering.py keeps it so): the stack types, the
+GPU instance catalog (``catalog``), the version table (``versions``) and the naming rules
+(``naming``). It imports nothing of ours; components take its types as their input, and
+``stack`` reads stack files into it and wires the components.
+
 A stack is ``EksStack`` (the stack creates the cluster on AWS) or ``OnpremStack`` (an existing
 cluster), told apart by ``mode``. Models are frozen and refuse unknown keys. Rules that span
 several fields are collected by ``Rules`` so every broken rule of an object is reported at
