@@ -99,7 +99,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench-render-"))
     source = choose_source(scratch / "upstream", argv)
     kubectl = kubectl_binary()
-    args = make_args(source=str(source), registry_access="none")
+    args = make_args(local_path=str(source), registry_access="none")
     credentials = placeholder_credentials()
     settings = kubectl_settings()
 

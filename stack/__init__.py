@@ -1,1 +1,2 @@
-"""The stack: its one typed model, the instance catalog, the program wiring and the CLIs."""
+"""The stack: reading and checking stack files into the model, the program wiring the
+components, and the CLIs."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stack.model import EksStack, OnpremStack
+from model import EksStack, OnpremStack
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from stack.model import EksGpuGroup, EksStack, OnpremStack, SystemNodeGroup
+from model import EksGpuGroup, EksStack, OnpremStack, SystemNodeGroup
 
 StackModel = EksStack | OnpremStack
 

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 
 import yaml
 
-from stack import versions
+from model import EksStack, versions
 from stack.budget import budget_warnings
 from stack.changes import stack_changes
 from stack.load import load_stack_file, unset_secrets
-from stack.model import EksStack
 from stack.problems import StackConfigError
 
 _USAGE = (

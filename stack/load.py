@@ -1,6 +1,6 @@
 """Read a stack's configuration, from the running Pulumi program or from its stack file.
 
-Both feed ``parse_stack_config``, which validates with the one model (``stack.model``) and
+Both feed ``parse_stack_config``, which validates with the one model (``model``) and
 raises ``StackConfigError`` listing every problem at once. Offline (from the file), secret
 values stay opaque: a set secret counts as present.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from stack.model import PROJECT, SECRET_PRESENT, EksStack, OnpremStack, StackBase, StackConfig
+from model import PROJECT, SECRET_PRESENT, EksStack, OnpremStack, StackBase, StackConfig
 from stack.problems import (
     Problem,
     StackConfigError,

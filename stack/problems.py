@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
-from stack.model import EksStack, OnpremStack, StackBase
+from model import EksStack, OnpremStack, StackBase
 
 # Keys whose values are never shown.
 SECRET_KEYS = StackBase.secret_keys

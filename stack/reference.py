@@ -25,8 +25,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from model import PROJECT, EksStack, OnpremStack, StackBase
 from stack.load import PER_PROFILE_SECRETS
-from stack.model import PROJECT, EksStack, OnpremStack, StackBase
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = ROOT / "stacks" / "stack-config.schema.json"

@@ -79,7 +79,7 @@ def render_to_directory(
     deploy: DeployInputs | None = None,
 ) -> RenderSummary:
     phases, from_cache = render_phases(args, deploy, cache_dir)
-    files = write_phases(phases, out_dir, args.source)
+    files = write_phases(phases, out_dir, args.kubeflow.source)
     return RenderSummary(files, tuple((p.name, len(p.objects)) for p in phases), from_cache)
 
 
@@ -103,7 +103,7 @@ def render_stack(
     """Write what the stack applies, phase by phase, exactly as `pulumi up` plans it."""
     args, kubeflow_plan = stack_plan(stack_file, source=source, cache_dir=cache_dir)
     phases = kubeflow_plan.phases
-    files = write_phases(phases, out_dir, args.source)
+    files = write_phases(phases, out_dir, args.kubeflow.source)
     return RenderSummary(
         files, tuple((p.name, len(p.objects)) for p in phases), kubeflow_plan.rendered.from_cache
     )

@@ -35,7 +35,7 @@ from components.kubeflow.manifests import (
 from components.kubeflow.phases import Phase, split_phases
 from components.kubeflow.transform import KubeflowConfigError, TransformError
 from components.kubeflow.upgrade import UpgradePlan, plan_upgrade
-from stack.model import EksStack, OnpremStack
+from model import EksStack, OnpremStack
 
 
 class SideError(ValueError):

@@ -68,7 +68,7 @@ def autoscaler_values(
         "cloudProvider": "aws",
         "awsRegion": region,
         "autoDiscovery": {"clusterName": cluster_name},
-        # The autoscaler's minor version must match the cluster's (stack/versions.yaml).
+        # The autoscaler's minor version must match the cluster's (model/versions.yaml).
         "image": {"tag": image_tag},
         "rbac": {
             "serviceAccount": {

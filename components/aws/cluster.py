@@ -12,6 +12,7 @@ import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
 from components.aws.iam import workload_role
+from model import Endpoint
 
 NODE_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
@@ -46,14 +47,14 @@ class EksClusterArgs:
     vpc_id: pulumi.Input[str]
     private_subnet_ids: pulumi.Input[Sequence[str]]
     public_subnet_ids: pulumi.Input[Sequence[str]]
-    public_access: bool
-    public_access_cidrs: Sequence[str]
+    # Who reaches the Kubernetes API (the stack's endpoint section).
+    endpoint: Endpoint
     control_plane_logs: Sequence[str] = ()
     secrets_encryption: bool = True
     admin_role_arns: Sequence[str] = ()
     viewer_role_arns: Sequence[str] = ()
     permissions_boundary: str | None = None
-    # Pinned EKS add-on versions (stack/versions.yaml), by add-on name.
+    # Pinned EKS add-on versions (model/versions.yaml), by add-on name.
     addon_versions: Mapping[str, str] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
 
@@ -150,8 +151,10 @@ class EksCluster(pulumi.ComponentResource):
             public_subnet_ids=args.public_subnet_ids,
             node_associate_public_ip_address=False,
             endpoint_private_access=True,
-            endpoint_public_access=args.public_access,
-            public_access_cidrs=list(args.public_access_cidrs) if args.public_access else None,
+            endpoint_public_access=args.endpoint.public_access,
+            public_access_cidrs=list(args.endpoint.public_access_cidrs)
+            if args.endpoint.public_access
+            else None,
             authentication_mode=eks.AuthenticationMode.API,
             access_entries=access_entries or None,
             create_oidc_provider=True,

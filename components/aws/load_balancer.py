@@ -31,6 +31,7 @@ from components.aws.iam import (
     pod_identity_trust,
     workload_role,
 )
+from model import Kubeflow
 
 CONTROLLER_NAMESPACE = "kube-system"
 CONTROLLER_SERVICE_ACCOUNT = "aws-load-balancer-controller"
@@ -167,18 +168,22 @@ class LoadBalancerController(pulumi.ComponentResource):
 
 @dataclass(frozen=True)
 class KubeflowLoadBalancerArgs:
-    domain: str
-    internal: bool
-    allowed_cidrs: Sequence[str]
+    # The stack's kubeflow section: domain, hostedZoneId or certificateArn, loadBalancer.
+    kubeflow: Kubeflow
     vpc_id: pulumi.Input[str]
     vpc_cidr: pulumi.Input[str]
+    # The private subnets for an internal ALB, else the public ones.
     subnet_ids: pulumi.Input[Sequence[str]]
-    hosted_zone_id: str | None
-    certificate_arn: str | None
     provider: k8s.Provider
     # The controller's release and the Istio gateway must exist before the binding.
     binding_after: Sequence[pulumi.Resource] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def domain(self) -> str:
+        # The model requires it with ingress: load-balancer, the only case with an ALB.
+        assert self.kubeflow.domain is not None
+        return self.kubeflow.domain
 
 
 class KubeflowLoadBalancer(pulumi.ComponentResource):
@@ -202,7 +207,7 @@ class KubeflowLoadBalancer(pulumi.ComponentResource):
                     protocol="tcp",
                     from_port=port,
                     to_port=port,
-                    cidr_blocks=list(args.allowed_cidrs),
+                    cidr_blocks=list(args.kubeflow.load_balancer.allowed_cidrs),
                 )
                 for port in (443, 80)
             ],
@@ -220,7 +225,7 @@ class KubeflowLoadBalancer(pulumi.ComponentResource):
         balancer = aws.lb.LoadBalancer(
             f"{name}-alb",
             load_balancer_type="application",
-            internal=args.internal,
+            internal=args.kubeflow.load_balancer.internal,
             subnets=args.subnet_ids,
             security_groups=[security_group.id],
             idle_timeout=IDLE_TIMEOUT_SECONDS,
@@ -267,10 +272,10 @@ class KubeflowLoadBalancer(pulumi.ComponentResource):
             ],
             opts=child,
         )
-        if args.hosted_zone_id is not None:
+        if args.kubeflow.hosted_zone_id is not None:
             aws.route53.Record(
                 f"{name}-alias",
-                zone_id=args.hosted_zone_id,
+                zone_id=args.kubeflow.hosted_zone_id,
                 name=args.domain,
                 type="A",
                 aliases=[
@@ -300,9 +305,10 @@ class KubeflowLoadBalancer(pulumi.ComponentResource):
         self, name: str, args: KubeflowLoadBalancerArgs, child: pulumi.ResourceOptions
     ) -> pulumi.Input[str]:
         """The given ACM certificate, or a new one validated through the Route53 zone."""
-        if args.certificate_arn is not None:
-            return args.certificate_arn
-        assert args.hosted_zone_id is not None  # the model requires one of the two
+        if args.kubeflow.certificate_arn is not None:
+            return args.kubeflow.certificate_arn
+        zone = args.kubeflow.hosted_zone_id
+        assert zone is not None  # the model requires one of the two
         certificate = aws.acm.Certificate(
             f"{name}-certificate",
             domain_name=args.domain,
@@ -313,7 +319,7 @@ class KubeflowLoadBalancer(pulumi.ComponentResource):
         option = certificate.domain_validation_options[0]
         record = aws.route53.Record(
             f"{name}-validation",
-            zone_id=args.hosted_zone_id,
+            zone_id=zone,
             name=option.resource_record_name,
             type=option.resource_record_type,
             records=[option.resource_record_value],

@@ -24,7 +24,7 @@ import pulumi_aws as aws
 
 from components.aws.iam import IrsaRole, IrsaRoleArgs
 from components.gpu.scheduling import union_tolerations
-from stack.model import GpuGroup
+from model import GpuGroup
 
 NODE_MONITORING_ADDON = "eks-node-monitoring-agent"
 CLOUDWATCH_ADDON = "amazon-cloudwatch-observability"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from stack.model import Vpc
+from model import Vpc
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Literal
 import pulumi
 import pulumi_aws as aws
 
-from stack.model import Taint
+from model import Taint
 
 _EKS_TAINT_EFFECTS = {
     "NoSchedule": "NO_SCHEDULE",

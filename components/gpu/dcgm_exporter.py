@@ -16,7 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.gpu.scheduling import groups_node_affinity, union_tolerations
-from stack.model import GpuGroup
+from model import GpuGroup
 
 DCGM_EXPORTER = "dcgm-exporter"
 DCGM_NAMESPACE = "nvidia-dcgm-exporter"

@@ -15,7 +15,7 @@ import yaml
 from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
 
 from components.gpu.scheduling import groups_node_affinity, union_tolerations
-from stack.model import GPU_RESOURCE, GpuGroup
+from model import GPU_RESOURCE, DevicePlugin, GpuGroup
 
 DEVICE_PLUGIN_CHART = "nvidia-device-plugin"
 DEVICE_PLUGIN_REPO = "https://nvidia.github.io/k8s-device-plugin"
@@ -25,12 +25,11 @@ TIME_SLICING_CONFIG_NAME = "time-slicing"
 
 @dataclass(frozen=True)
 class DevicePluginArgs:
-    """Which chart to install for which GPU groups; optional time-slicing (validated values)."""
+    """The stack's device plugin settings (chart, time-slicing) and the GPU groups it serves,
+    as the model validated them."""
 
+    plugin: DevicePlugin
     gpu_groups: tuple[GpuGroup, ...]
-    chart_version: str
-    # 0 = off; N >= 2 advertises each GPU N times (pods share it, with no memory isolation).
-    time_slicing_replicas: int = 0
 
     @property
     def served_groups(self) -> tuple[GpuGroup, ...]:
@@ -65,9 +64,11 @@ def device_plugin_values(args: DevicePluginArgs) -> dict[str, Any]:
         # Bottlerocket NVIDIA nodes are excluded simply by not being listed here.
         "affinity": groups_node_affinity(groups),
     }
-    if args.time_slicing_replicas:
+    # 0 = off; N >= 2 advertises each GPU N times (pods share it, with no memory isolation).
+    replicas = args.plugin.time_slicing_replicas
+    if replicas:
         values["config"] = {
-            "map": {TIME_SLICING_CONFIG_NAME: time_slicing_config(args.time_slicing_replicas)},
+            "map": {TIME_SLICING_CONFIG_NAME: time_slicing_config(replicas)},
             "default": TIME_SLICING_CONFIG_NAME,
         }
     return values
@@ -94,7 +95,7 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
                 f"{name}-chart",
                 ReleaseArgs(
                     chart=DEVICE_PLUGIN_CHART,
-                    version=args.chart_version,
+                    version=args.plugin.chart_version,
                     repository_opts=RepositoryOptsArgs(repo=DEVICE_PLUGIN_REPO),
                     namespace=DEVICE_PLUGIN_NAMESPACE,
                     create_namespace=True,

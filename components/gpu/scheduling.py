@@ -1,4 +1,4 @@
-"""Where GPU workloads may run, derived from the stack's GPU groups (``stack.model.GpuGroup``).
+"""Where GPU workloads may run, derived from the stack's GPU groups (``model.GpuGroup``).
 
 The device plugin, the notebook form and fnjob all place pods with these functions, so a
 taint or label is typed once, in the stack file, and never again.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from stack.model import GPU_GROUP_LABEL, GPU_RESOURCE, EksGpuGroup, GpuGroup, Taint
+from model import GPU_GROUP_LABEL, GPU_RESOURCE, EksGpuGroup, GpuGroup, Taint
 
 GPU_GROUPS_DOCUMENT_VERSION = 1
 

@@ -13,12 +13,13 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from components.kubeflow.manifests import YAML_DUMPER, YAML_LOADER, KubeObject
 from components.kubeflow.objects import name_of, namespace_of
+from model.kubeflow import LoadBalancer, Tls
 
 DEX_IN_CLUSTER = "http://dex.auth.svc.cluster.local:5556/dex"
 GATEWAY_NAMESPACE = "istio-system"
@@ -43,32 +44,19 @@ class AccessError(Exception):
 
 
 @dataclass(frozen=True)
-class GatewayTls:
-    """onprem: the certificate the Istio gateway serves (validated by the stack model)."""
-
-    cluster_issuer: str | None = None
-    secret_name: str | None = None
-
-    @property
-    def secret(self) -> str:
-        return self.secret_name or TLS_SECRET
-
-
-@dataclass(frozen=True)
 class Access:
     """How users reach Kubeflow. ``domain`` None: through ``kubectl port-forward`` only."""
 
     domain: str | None = None
     # EKS: an ALB ends TLS in front of the gateway and tells it the scheme.
     behind_load_balancer: bool = False
-    # onprem: the gateway serves TLS itself and is exposed as a Service.
-    gateway_tls: GatewayTls | None = None
-    service_type: Literal["LoadBalancer", "NodePort"] | None = None
-    node_port: int | None = None
-    allowed_cidrs: tuple[str, ...] = ()
+    # onprem: the gateway serves TLS itself (the stack's kubeflow.tls), and its Service is
+    # exposed as kubeflow.loadBalancer says.
+    gateway_tls: Tls | None = None
+    gateway_service: LoadBalancer | None = None
     # Addresses that connect to the gateway pods themselves: the VPC (the ALB's interfaces
-    # and its health checks), or on premises the clients (allowed_cidrs; the Service keeps
-    # their addresses with externalTrafficPolicy Local).
+    # and its health checks), or on premises the clients (the Service's allowed CIDRs; it
+    # keeps their addresses with externalTrafficPolicy Local).
     gateway_sources: tuple[str, ...] = ()
 
     @property
@@ -168,10 +156,12 @@ def serve_tls_at_gateway(objects: Sequence[KubeObject], access: Access) -> list[
     port that serves it (443, or the HTTPS node port); the certificate comes from a
     cert-manager ClusterIssuer or an existing Secret; the gateway Service is exposed as
     configured, keeping the clients' addresses (externalTrafficPolicy Local) so that the
-    gateway's NetworkPolicy can admit exactly ``allowed_cidrs``."""
+    gateway's NetworkPolicy can admit exactly the allowed CIDRs."""
     assert access.domain is not None and access.gateway_tls is not None
     tls = access.gateway_tls
-    node_port = access.node_port if access.service_type == "NodePort" else None
+    secret = tls.secret_name or TLS_SECRET
+    service = access.gateway_service
+    node_port = service.node_port if service and service.service_type == "NodePort" else None
     out: list[KubeObject] = []
     gateways = 0
     for obj in objects:
@@ -189,14 +179,14 @@ def serve_tls_at_gateway(objects: Sequence[KubeObject], access: Access) -> list[
                 {
                     "hosts": [access.domain],
                     "port": {"name": "https", "number": 443, "protocol": "HTTPS"},
-                    "tls": {"mode": "SIMPLE", "credentialName": tls.secret},
+                    "tls": {"mode": "SIMPLE", "credentialName": secret},
                 }
             )
             gateways += 1
-        elif _is_gateway(obj, "Service") and access.service_type is not None:
+        elif _is_gateway(obj, "Service") and service is not None:
             obj = _copy(obj)
             spec = obj["spec"]
-            spec["type"] = access.service_type
+            spec["type"] = service.service_type
             # Without it kube-proxy replaces a client's address by a node's, which no
             # ipBlock of client ranges admits (and which would hide who connects).
             spec["externalTrafficPolicy"] = "Local"
@@ -204,8 +194,8 @@ def serve_tls_at_gateway(objects: Sequence[KubeObject], access: Access) -> list[
                 for port in spec["ports"]:
                     if port["port"] == 443:
                         port["nodePort"] = node_port
-            if access.service_type == "LoadBalancer" and access.allowed_cidrs:
-                spec["loadBalancerSourceRanges"] = list(access.allowed_cidrs)
+            if service.service_type == "LoadBalancer" and service.allowed_cidrs:
+                spec["loadBalancerSourceRanges"] = list(service.allowed_cidrs)
         out.append(obj)
     if gateways != 1:
         raise AccessError("serving TLS by name needs kubeflow/kubeflow-gateway in the render")
@@ -218,7 +208,7 @@ def serve_tls_at_gateway(objects: Sequence[KubeObject], access: Access) -> list[
                 "kind": "Certificate",
                 "metadata": {"name": TLS_SECRET, "namespace": GATEWAY_NAMESPACE},
                 "spec": {
-                    "secretName": tls.secret,
+                    "secretName": secret,
                     "dnsNames": [access.domain],
                     "issuerRef": {
                         "group": "cert-manager.io",

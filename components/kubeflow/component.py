@@ -35,7 +35,6 @@ from components.kubeflow.references import (
 from components.kubeflow.transform import (
     KubeflowArgs,
     KubeflowCredentials,
-    ProfileSpec,
     TransformError,
     transform_manifests,
 )
@@ -45,7 +44,6 @@ __all__ = [
     "KubeflowArgs",
     "KubeflowCredentials",
     "KubeflowPlan",
-    "ProfileSpec",
     "ReferenceClosureError",
     "bcrypt_hash_with_seed",
     "build_phases",
@@ -169,7 +167,9 @@ def plan_kubeflow(
     shape, or a default credential survived) or `KubeflowConfigError`.
     """
     if rendered is None:
-        rendered = render_manifests(args.source, args.components, cache_dir=cache_dir)
+        rendered = render_manifests(
+            args.kubeflow.source, args.kubeflow.components, cache_dir=cache_dir
+        )
     deploy = deploy or DeployInputs()
     docker, notebooks = deploy.placeholders()
     try:
@@ -177,7 +177,7 @@ def plan_kubeflow(
         phases = build_phases(rendered.objects, args, credentials, notebooks)
     except ReferenceClosureError as err:
         source = str(rendered.source_dir)
-        chosen = set(args.components or upstream_components(rendered.source_dir))
+        chosen = set(args.kubeflow.components or upstream_components(rendered.source_dir))
         candidates = [e for e in upstream_components(rendered.source_dir) if e not in chosen]
         raise ReferenceClosureError(
             name_providing_entries(
@@ -360,7 +360,7 @@ class Kubeflow(pulumi.ComponentResource):
         ).apply(transform)
 
         legacy_prefixes = [f"{name}-{group.name}" for groups in groups_plan for group in groups]
-        stable_names = child_options(name, legacy_prefixes, set(args.allow_deletion))
+        stable_names = child_options(name, legacy_prefixes, set(args.kubeflow.allow_deletion))
         self.phase_groups: list[list[ConfigGroup]] = []
         previous: list[pulumi.Resource] = []
         for groups in groups_plan:

@@ -31,7 +31,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from components.gpu.scheduling import gpu_groups_document
 from components.kubeflow.manifests import KubeObject
+from model import GpuGroup
+from model.kubeflow import UPSTREAM_EXAMPLE_PROFILE, Profile, Quota
 
 PROFILE_EDITOR_SA = "default-editor"
 REGISTRY_SECRET = "registry-credentials"
@@ -57,18 +60,6 @@ REGISTRY_AUTH_FILE = "config.json"
 
 
 @dataclass(frozen=True)
-class ProfileSpec:
-    """A Kubeflow user namespace (Profile) and the email of the person who owns it."""
-
-    name: str
-    owner_email: str
-    # The namespace's ResourceQuota `hard` limits (the Profile's resourceQuotaSpec); {} none.
-    quota: Mapping[str, str] = field(default_factory=dict)
-    # (email, "edit" | "view") of each contributor besides the owner.
-    contributors: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
 class NotebookSetup:
     """What notebooks get for fnjob; values known at deploy time (digests, registry URLs)."""
 
@@ -80,8 +71,8 @@ class NotebookSetup:
     registries: Mapping[str, str] = field(default_factory=dict)
     # Profile -> its data location (FNJOB_DATA_URL), e.g. s3://bucket/profile/.
     data_urls: Mapping[str, str] = field(default_factory=dict)
-    # fnjob's gpu-groups.json (components.gpu.scheduling.gpu_groups_document).
-    gpu_groups: Mapping[str, Any] = field(default_factory=dict)
+    # The stack's GPU groups, published to fnjob as gpu-groups.json.
+    gpu_groups: tuple[GpuGroup, ...] = ()
     # Jobs without their own timeout stop after this long (FNJOB_DEFAULT_TIMEOUT).
     job_timeout_seconds: int | None = None
     # The stack's default ClusterTrainingRuntime (FNJOB_TRAINING_RUNTIME); None when
@@ -93,15 +84,15 @@ class NotebookSetup:
         return self.job_base_image or self.image
 
 
-def namespace(profile: ProfileSpec) -> KubeObject:
+def namespace(profile_name: str, owner: str) -> KubeObject:
     # The profile controller's own label, set from the start (the controller keeps a label
     # that exists): other profiles' isolation below selects on it.
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {
-            "name": profile.name,
-            "annotations": {"owner": profile.owner_email},
+            "name": profile_name,
+            "annotations": {"owner": owner},
             "labels": {PROFILE_NAMESPACE_LABEL: PROFILE_NAMESPACE_VALUE},
         },
     }
@@ -140,9 +131,10 @@ def isolation_policy(profile_name: str) -> KubeObject:
     }
 
 
-def profile(spec: ProfileSpec) -> KubeObject:
-    body: dict[str, Any] = {"owner": {"kind": "User", "name": spec.owner_email}}
-    body.update(quota_spec(spec.quota))
+def profile(spec: Profile, default_quota: Quota) -> KubeObject:
+    """The Profile; its quota is its own, else the stack's default one."""
+    body: dict[str, Any] = {"owner": {"kind": "User", "name": spec.owner}}
+    body.update(quota_spec((spec.quota or default_quota).hard()))
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "Profile",
@@ -176,7 +168,9 @@ def editor_pulling_with_credentials(profile_name: str) -> KubeObject:
     }
 
 
-def gpu_groups_config_map(profile_name: str, document: Mapping[str, Any]) -> KubeObject:
+def gpu_groups_config_map(profile_name: str, groups: tuple[GpuGroup, ...]) -> KubeObject:
+    """fnjob's gpu-groups.json (``FNJOB_GPU_GROUPS``), made from the stack's GPU groups."""
+    document = gpu_groups_document(groups)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -286,38 +280,42 @@ def contributor_objects(profile_name: str, email: str, role: str) -> list[KubeOb
 
 
 def profile_objects(
-    profiles: tuple[ProfileSpec, ...],
+    profiles: tuple[Profile, ...],
     *,
-    adopted: tuple[ProfileSpec, ...] = (),
+    default_quota: Quota,
+    adopted_owner: str | None = None,
     docker_configs: Mapping[str, str],
     notebooks: NotebookSetup | None,
 ) -> list[KubeObject]:
     """Profiles to create, and what every managed profile namespace gets.
 
-    ``adopted`` are profiles upstream's manifests already define (its example profile, now
-    the admin's): they get everything but a second Profile object. ``notebooks`` None means
+    ``adopted_owner``, when upstream's manifests define their example profile: its new owner
+    (the admin); it gets everything but a second Profile object. ``notebooks`` None means
     the notebook admission webhook (PodDefault) is not installed.
     """
-    objects: list[KubeObject] = [profile(p) for p in profiles]
-    for spec in (*profiles, *adopted):
-        objects += [namespace(spec), isolation_policy(spec.name)]
-        for email, role in spec.contributors:
-            objects += contributor_objects(spec.name, email, role)
-        docker = docker_configs.get(spec.name)
+    objects: list[KubeObject] = [profile(p, default_quota) for p in profiles]
+    managed = [(p.name, p.owner, p.contributors) for p in profiles]
+    if adopted_owner is not None:
+        managed.append((UPSTREAM_EXAMPLE_PROFILE, adopted_owner, ()))
+    for name, owner, contributors in managed:
+        objects += [namespace(name, owner), isolation_policy(name)]
+        for contributor in contributors:
+            objects += contributor_objects(name, contributor.email, contributor.role)
+        docker = docker_configs.get(name)
         if docker is not None:
             objects += [
-                registry_secret(spec.name, docker),
-                editor_pulling_with_credentials(spec.name),
+                registry_secret(name, docker),
+                editor_pulling_with_credentials(name),
             ]
         if notebooks is not None:
             objects += [
-                gpu_groups_config_map(spec.name, notebooks.gpu_groups),
+                gpu_groups_config_map(name, notebooks.gpu_groups),
                 fnjob_pod_default(
-                    spec.name,
-                    registry=notebooks.registries.get(spec.name),
+                    name,
+                    registry=notebooks.registries.get(name),
                     base_image=notebooks.base_image,
                     docker_config=docker is not None,
-                    data_url=notebooks.data_urls.get(spec.name),
+                    data_url=notebooks.data_urls.get(name),
                     job_timeout_seconds=notebooks.job_timeout_seconds,
                     training_runtime=notebooks.training_runtime,
                 ),

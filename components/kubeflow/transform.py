@@ -19,19 +19,18 @@ from typing import Any
 
 import yaml
 
-from components.gpu.scheduling import gpu_groups_document, union_tolerations
+from components.gpu.scheduling import union_tolerations
 from components.kubeflow.access import NO_EXTERNAL_ACCESS, Access, apply_access
 from components.kubeflow.manifests import YAML_DUMPER, YAML_LOADER, KubeObject
 from components.kubeflow.objects import name_of, namespace_of, pod_config_refs, pod_template, ref
 from components.kubeflow.profiles import (
     FNJOB_LABEL,
     NotebookSetup,
-    ProfileSpec,
     profile_objects,
     quota_spec,
 )
-from stack.model import GPU_RESOURCE, GpuGroup
-from stack.model.kubeflow import UPSTREAM_EXAMPLE_PROFILE, Culling, Sso, SsoConnector
+from model import GPU_RESOURCE, GpuGroup
+from model.kubeflow import UPSTREAM_EXAMPLE_PROFILE, Culling, Kubeflow, Sso, SsoConnector
 
 # Upstream's published defaults. Long ones are unambiguous and must not appear anywhere;
 # short ones only count as credentials inside a Secret.
@@ -89,36 +88,24 @@ class DefaultCredentialError(TransformError):
 
 @dataclass(frozen=True)
 class KubeflowArgs:
-    """What to install and how, as the stack model validated it (nothing is checked again).
+    """What to install and how: the stack's ``kubeflow`` section as the model validated it
+    (nothing is checked again), and what the rest of the stack decides for Kubeflow.
 
     Secrets are not here (``KubeflowCredentials``), nor values known only at deploy time
     (``NotebookSetup``).
     """
 
-    admin_email: str
-    # A release tag of kubeflow/manifests, or a local checkout.
-    source: str
-    # Entries of upstream example/kustomization.yaml `resources`; None = upstream's set.
-    components: tuple[str, ...] | None = None
-    http_mode: bool = False
+    kubeflow: Kubeflow
+    # The stack's GPU groups: the notebook form offers them, fnjob's PodDefault lists them.
     gpu_groups: tuple[GpuGroup, ...] = ()
-    notebook_images: tuple[str, ...] = ()
-    profiles: tuple[ProfileSpec, ...] = ()
-    registry_access: str = "none"
+    # How users reach Kubeflow (its ingress, and where the cluster runs).
     access: Access = NO_EXTERNAL_ACCESS
-    # Objects whose deletion the stack accepts (`Kind/[namespace/]name`); others are retained.
-    allow_deletion: tuple[str, ...] = ()
-    # ResourceQuota limits of profiles the stack adopts from upstream (its example profile).
-    default_quota: Mapping[str, str] = field(default_factory=dict)
-    # The notebook controller's idle culling; None leaves upstream's settings.
-    culling: Culling | None = None
-    # Identity providers Dex offers, and whether the static admin login stays.
-    sso: Sso | None = None
-    # fnjob's default deadline for jobs started from notebooks (FNJOB_DEFAULT_TIMEOUT).
-    job_timeout_seconds: int | None = None
-    # The ClusterTrainingRuntime multi-node jobs use (FNJOB_TRAINING_RUNTIME) when Trainer
-    # is rendered; None names none.
-    default_training_runtime: str | None = None
+
+    @property
+    def admin_email(self) -> str:
+        # The model requires it whenever Kubeflow is enabled.
+        assert self.kubeflow.admin_email is not None
+        return self.kubeflow.admin_email
 
 
 @dataclass(frozen=True)
@@ -708,11 +695,11 @@ def transform_manifests(
 ) -> list[KubeObject]:
     """All transformations in order; raises if an upstream default credential survives."""
     notebooks = notebooks or NotebookSetup()
-    out = apply_http_mode(objects, args.http_mode)
+    kubeflow = args.kubeflow
+    out = apply_http_mode(objects, kubeflow.http_mode)
     out = apply_credentials(out, args.admin_email, credentials)
     out = apply_access(out, args.access)
-    if args.sso is not None:
-        out = apply_sso(out, args.sso, args.access.issuer, credentials.sso_client_secrets)
+    out = apply_sso(out, kubeflow.sso, args.access.issuer, credentials.sso_client_secrets)
     # PodDefaults need the notebook admission webhook's CRD; without it there are none.
     pod_defaults = any(
         o.get("kind") == "CustomResourceDefinition" and name_of(o) == "poddefaults.kubeflow.org"
@@ -721,48 +708,45 @@ def transform_manifests(
     out = apply_spawner_config(
         out,
         args.gpu_groups,
-        args.notebook_images,
+        kubeflow.notebook_images,
         stack_image=notebooks.image,
         default_configurations=(FNJOB_LABEL,) if pod_defaults else (),
     )
     taken = {name_of(o) for o in out if o.get("kind") == "Profile"}
-    clashes = sorted(p.name for p in args.profiles if p.name in taken)
+    clashes = sorted(p.name for p in kubeflow.profiles if p.name in taken)
     if clashes:
         raise KubeflowConfigError(f"profiles {clashes} are already defined by upstream manifests")
     # Upstream's example profile now belongs to the admin; it is managed like the others.
-    adopted = (
-        (ProfileSpec(UPSTREAM_EXAMPLE_PROFILE, args.admin_email, quota=args.default_quota),)
-        if UPSTREAM_EXAMPLE_PROFILE in taken
-        else ()
-    )
-    if adopted and args.default_quota:
+    adopted = UPSTREAM_EXAMPLE_PROFILE in taken
+    default_quota = kubeflow.default_quota.hard()
+    if adopted and default_quota:
         out, _ = _rewrite(
             out,
             lambda o: _is(o, "Profile") and name_of(o) == UPSTREAM_EXAMPLE_PROFILE,
-            lambda o: o.setdefault("spec", {}).update(quota_spec(args.default_quota)),
+            lambda o: o.setdefault("spec", {}).update(quota_spec(default_quota)),
         )
-    if args.culling is not None:
-        out = apply_culling(out, args.culling)
+    out = apply_culling(out, kubeflow.culling)
     runtimes = training_runtime_names(out)
-    runtime = args.default_training_runtime if runtimes else None
+    runtime = kubeflow.training.default_runtime if runtimes else None
     if runtime is not None and runtime not in runtimes:
         raise TrainingRuntimeError(runtime, runtimes)
     out = apply_training_runtimes(out, args.gpu_groups)
     setup = (
         dataclasses.replace(
             notebooks,
-            gpu_groups=gpu_groups_document(args.gpu_groups),
-            job_timeout_seconds=args.job_timeout_seconds,
+            gpu_groups=args.gpu_groups,
+            job_timeout_seconds=kubeflow.job_timeout_hours * 3600,
             training_runtime=runtime,
         )
         if pod_defaults
         else None
     )
     out += profile_objects(
-        args.profiles,
-        adopted=adopted,
+        kubeflow.profiles,
+        default_quota=kubeflow.default_quota,
+        adopted_owner=args.admin_email if adopted else None,
         docker_configs=credentials.docker_configs
-        if args.registry_access == "docker-config"
+        if kubeflow.registry_access == "docker-config"
         else {},
         notebooks=setup,
     )

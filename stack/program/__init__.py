@@ -8,9 +8,8 @@ from typing import Any
 import pulumi
 
 from components.gpu.dcgm_exporter import DcgmExporter, DcgmExporterArgs
-from components.gpu.device_plugin import DevicePluginArgs, NvidiaDevicePlugin
-from stack import versions
-from stack.model import EksStack, OnpremStack
+from components.gpu.device_plugin import DevicePluginArgs, NvidiaDevicePlugin, needs_device_plugin
+from model import EksStack, OnpremStack, versions
 from stack.program.eks import build_eks
 from stack.program.kubeflow import build_kubeflow, kubeflow_args_from_config, plan
 from stack.program.onprem import build_onprem
@@ -26,15 +25,11 @@ def build_stack(cfg: EksStack | OnpremStack) -> dict[str, Any]:
         platform, outputs = build_eks(cfg)
     else:
         platform, outputs = build_onprem(cfg)
-    plugin_needed = any(not g.bundles_device_plugin for g in cfg.gpu_node_groups)
-    if cfg.device_plugin.enabled and plugin_needed:
+    plugin = DevicePluginArgs(cfg.device_plugin, gpu_groups=cfg.gpu_node_groups)
+    if cfg.device_plugin.enabled and needs_device_plugin(plugin):
         NvidiaDevicePlugin(
             f"{cfg.cluster_name}-nvidia",
-            DevicePluginArgs(
-                gpu_groups=cfg.gpu_node_groups,
-                chart_version=cfg.device_plugin.chart_version,
-                time_slicing_replicas=cfg.device_plugin.time_slicing_replicas,
-            ),
+            plugin,
             opts=pulumi.ResourceOptions(providers=[platform.provider], depends_on=platform.ready),
         )
     # On EKS the CloudWatch add-on collects GPU metrics (stack.program.eks).

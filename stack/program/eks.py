@@ -26,10 +26,9 @@ from components.aws.monitoring import (
 from components.aws.network import Network, NetworkArgs
 from components.aws.node_groups import ManagedNodeGroup, ManagedNodeGroupArgs
 from components.aws.storage import EbsStorage, EbsStorageArgs
-from stack import versions
-from stack.model import EksStack, SystemNodeGroup
-from stack.model.aws import SYSTEM_NODE_GROUP, SYSTEM_NODE_LABEL
-from stack.naming import node_group_name
+from model import EksStack, SystemNodeGroup, versions
+from model.aws import SYSTEM_NODE_GROUP, SYSTEM_NODE_LABEL
+from model.naming import node_group_name
 from stack.program.platform import Platform
 
 
@@ -117,8 +116,7 @@ def build_eks(cfg: EksStack) -> tuple[Platform, dict[str, Any]]:
             vpc_id=network.vpc_id,
             private_subnet_ids=network.private_subnet_ids,
             public_subnet_ids=network.public_subnet_ids,
-            public_access=cfg.endpoint.public_access,
-            public_access_cidrs=cfg.endpoint.public_access_cidrs,
+            endpoint=cfg.endpoint,
             control_plane_logs=cfg.control_plane_logs,
             secrets_encryption=cfg.secrets_encryption,
             admin_role_arns=cfg.admin_role_arns,
@@ -267,19 +265,15 @@ def kubeflow_load_balancer(
             tags=tags,
         ),
     )
-    internal = cfg.kubeflow.load_balancer.scheme == "internal"
     network = platform.network
+    internal = cfg.kubeflow.load_balancer.internal
     balancer = KubeflowLoadBalancer(
         f"{name}-kubeflow-lb",
         KubeflowLoadBalancerArgs(
-            domain=cfg.kubeflow.domain,
-            internal=internal,
-            allowed_cidrs=cfg.kubeflow.load_balancer.allowed_cidrs,
+            kubeflow=cfg.kubeflow,
             vpc_id=network.vpc_id,
             vpc_cidr=network.vpc_cidr,
             subnet_ids=network.private_subnet_ids if internal else network.public_subnet_ids,
-            hosted_zone_id=cfg.kubeflow.hosted_zone_id,
-            certificate_arn=cfg.kubeflow.certificate_arn,
             provider=platform.provider,
             binding_after=[controller, kubeflow],
             tags=tags,

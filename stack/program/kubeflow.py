@@ -13,7 +13,7 @@ import pulumi
 from components.aws.data import ProfileData, ProfileDataArgs
 from components.aws.notebook_image import NotebookImage, NotebookImageArgs
 from components.aws.registry import ProfileRegistries, ProfileRegistriesArgs
-from components.kubeflow.access import Access, GatewayTls
+from components.kubeflow.access import Access
 from components.kubeflow.component import DeployInputs, Kubeflow, KubeflowPlan, plan_kubeflow
 from components.kubeflow.manifests import (
     ComponentSelectionError,
@@ -21,12 +21,10 @@ from components.kubeflow.manifests import (
     render_manifests,
 )
 from components.kubeflow.objects import name_of
-from components.kubeflow.profiles import ProfileSpec
 from components.kubeflow.references import ReferenceClosureError
 from components.kubeflow.transform import KubeflowArgs, TrainingRuntimeError
-from stack import versions
-from stack.model import EksStack, OnpremStack
-from stack.model.kubeflow import UPSTREAM_EXAMPLE_PROFILE
+from model import EksStack, OnpremStack, versions
+from model.kubeflow import UPSTREAM_EXAMPLE_PROFILE
 from stack.problems import Problem, StackConfigError, show
 from stack.program.eks import kubeflow_load_balancer, stack_tags
 from stack.program.platform import Platform
@@ -47,44 +45,14 @@ def access_of(cfg: EksStack | OnpremStack) -> Access:
         return Access(domain=kubeflow.domain, behind_load_balancer=True, gateway_sources=vpc)
     return Access(
         domain=kubeflow.domain,
-        gateway_tls=GatewayTls(
-            cluster_issuer=kubeflow.tls.cluster_issuer, secret_name=kubeflow.tls.secret_name
-        ),
-        service_type=kubeflow.load_balancer.service_type,
-        node_port=kubeflow.load_balancer.node_port,
-        allowed_cidrs=kubeflow.load_balancer.allowed_cidrs,
+        gateway_tls=kubeflow.tls,
+        gateway_service=kubeflow.load_balancer,
         gateway_sources=kubeflow.load_balancer.allowed_cidrs,
     )
 
 
 def kubeflow_args_from_config(cfg: EksStack | OnpremStack) -> KubeflowArgs:
-    kubeflow = cfg.kubeflow
-    assert kubeflow.admin_email is not None  # the model requires it when Kubeflow is on
-    return KubeflowArgs(
-        admin_email=kubeflow.admin_email,
-        source=kubeflow.source,
-        components=kubeflow.components,
-        http_mode=kubeflow.http_mode,
-        gpu_groups=cfg.gpu_node_groups,
-        notebook_images=kubeflow.notebook_images,
-        profiles=tuple(
-            ProfileSpec(
-                p.name,
-                p.owner,
-                quota=(p.quota or kubeflow.default_quota).hard(),
-                contributors=tuple((c.email, c.role) for c in p.contributors),
-            )
-            for p in kubeflow.profiles
-        ),
-        registry_access=kubeflow.registry_access,
-        access=access_of(cfg),
-        allow_deletion=kubeflow.allow_deletion,
-        default_quota=kubeflow.default_quota.hard(),
-        culling=kubeflow.culling,
-        sso=kubeflow.sso,
-        job_timeout_seconds=kubeflow.job_timeout_hours * 3600,
-        default_training_runtime=kubeflow.training.default_runtime,
-    )
+    return KubeflowArgs(cfg.kubeflow, gpu_groups=cfg.gpu_node_groups, access=access_of(cfg))
 
 
 def managed_profiles(cfg: EksStack | OnpremStack, rendered: RenderedManifests) -> list[str]:
@@ -150,12 +118,15 @@ def plan(
     """
     args = kubeflow_args_from_config(cfg)
     if source is not None:
-        args = dataclasses.replace(args, source=source)
-    given = show(list(args.components or ()))
-    kubeflow = cfg.kubeflow
+        # Another tree of the same release: only where the manifests come from changes.
+        args = dataclasses.replace(
+            args, kubeflow=args.kubeflow.model_copy(update={"local_path": source})
+        )
+    kubeflow = args.kubeflow
+    given = show(list(kubeflow.components or ()))
     has_image = kubeflow.notebook_image.build or kubeflow.notebook_image.image is not None
     try:
-        rendered = render_manifests(args.source, args.components, cache_dir=cache_dir)
+        rendered = render_manifests(kubeflow.source, kubeflow.components, cache_dir=cache_dir)
         profiles = managed_profiles(cfg, rendered)
         shape = deploy_inputs(
             cfg,

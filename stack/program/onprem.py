@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from stack.model import OnpremStack
+from model import OnpremStack
 from stack.program.platform import Platform
 
 

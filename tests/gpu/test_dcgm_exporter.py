@@ -7,7 +7,7 @@ from typing import Any
 import kubernetes_validate
 
 from components.gpu.dcgm_exporter import DcgmExporterArgs, dcgm_exporter_objects
-from stack.model import OnpremGpuGroup, Taint
+from model import OnpremGpuGroup, Taint
 
 IMAGE = "nvcr.io/nvidia/k8s/dcgm-exporter:4.5.3-4.8.2-distroless"
 DGX = OnpremGpuGroup(

@@ -14,7 +14,7 @@ from components.gpu.device_plugin import (
     device_plugin_values,
     needs_device_plugin,
 )
-from stack.model import EksGpuGroup, OnpremGpuGroup, Taint
+from model import DevicePlugin, EksGpuGroup, OnpremGpuGroup, Taint
 from tests.kubeflow.conftest import GPU_A10, GPU_BOTTLEROCKET
 from tests.pulumi_mocks import RecordingMocks, run_program
 
@@ -31,7 +31,7 @@ GPU_H100 = EksGpuGroup(
 
 def _args(*groups: Any, replicas: int = 0) -> DevicePluginArgs:
     return DevicePluginArgs(
-        gpu_groups=groups, chart_version="0.20.0", time_slicing_replicas=replicas
+        DevicePlugin(chart_version="0.20.0", time_slicing_replicas=replicas), gpu_groups=groups
     )
 
 

@@ -21,9 +21,9 @@ import yaml
 
 from components.kubeflow.component import bcrypt_hash_with_seed
 from components.kubeflow.manifests import RenderedManifests, render_manifests
-from components.kubeflow.profiles import ProfileSpec
 from components.kubeflow.transform import KubeflowArgs, KubeflowCredentials
-from stack.model import EksGpuGroup, Taint
+from model import EksGpuGroup, Taint
+from model.kubeflow import Kubeflow, Profile, Quota
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_SOURCE = REPO_ROOT / "tests" / "fixtures" / "kubeflow-manifests"
@@ -74,17 +74,21 @@ GPU_BOTTLEROCKET = EksGpuGroup(
 
 
 def make_args(**overrides: object) -> KubeflowArgs:
+    """The unit tests' arguments: keywords of the model's ``Kubeflow`` (the stack file's
+    kubeflow section), and ``gpu_groups`` and ``access`` of ``KubeflowArgs``."""
+    outer: dict[str, object] = {"gpu_groups": (GPU_A10, GPU_BOTTLEROCKET)}
+    outer.update({k: overrides.pop(k) for k in ("gpu_groups", "access") if k in overrides})
     values: dict[str, object] = {
         "admin_email": ADMIN_EMAIL,
-        "source": str(FIXTURE_SOURCE),
-        "http_mode": True,
-        "gpu_groups": (GPU_A10, GPU_BOTTLEROCKET),
+        "local_path": str(FIXTURE_SOURCE),
+        "protocol": "http",
         "notebook_images": ("registry.corp.example/notebooks/torch:2.5",),
-        "profiles": (ProfileSpec("team-vision", "lin@research.example.org"),),
+        "profiles": (Profile(name="team-vision", owner="lin@research.example.org"),),
         "registry_access": "docker-config",
+        "default_quota": Quota(),
     }
     values.update(overrides)
-    return KubeflowArgs(**values)  # type: ignore[arg-type]
+    return KubeflowArgs(Kubeflow(**values), **outer)  # type: ignore[arg-type]
 
 
 # --- upstream's real release ----------------------------------------------------------------
@@ -176,4 +180,4 @@ def upstream_example_objects(upstream: UpstreamRelease) -> list[dict[str, object
 
 def make_upstream_args(source: Path, **overrides: object) -> KubeflowArgs:
     """The unit-test arguments, pointed at the real release."""
-    return make_args(source=str(source), **overrides)
+    return make_args(local_path=str(source), **overrides)

@@ -12,11 +12,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components.kubeflow.access import Access, AccessError, GatewayTls, apply_access
+from components.kubeflow.access import Access, AccessError, apply_access
 from components.kubeflow.component import build_phases
 from components.kubeflow.manifests import RenderedManifests
 from components.kubeflow.phases import is_builtin
 from components.kubeflow.transform import KubeflowCredentials
+from model.kubeflow import LoadBalancer, Tls
 from tests.crd_schema import crd_errors
 from tests.kubeflow.conftest import make_upstream_args
 
@@ -24,10 +25,10 @@ DOMAIN = "kubeflow.example.org"
 EKS = Access(domain=DOMAIN, behind_load_balancer=True, gateway_sources=("10.40.0.0/16",))
 ONPREM = Access(
     domain=DOMAIN,
-    gateway_tls=GatewayTls(cluster_issuer="letsencrypt"),
-    service_type="NodePort",
-    node_port=30443,
-    allowed_cidrs=("203.0.113.0/24",),
+    gateway_tls=Tls(cluster_issuer="letsencrypt"),
+    gateway_service=LoadBalancer(
+        service_type="NodePort", node_port=30443, allowed_cidrs=("203.0.113.0/24",)
+    ),
     gateway_sources=("203.0.113.0/24",),
 )
 
@@ -35,7 +36,7 @@ ONPREM = Access(
 def _objects(
     rendered: RenderedManifests, credentials: KubeflowCredentials, access: Access, **kw: Any
 ) -> list[dict[str, Any]]:
-    args = make_upstream_args(rendered.source_dir, access=access, http_mode=False, **kw)
+    args = make_upstream_args(rendered.source_dir, access=access, protocol="https", **kw)
     phases = build_phases(rendered.objects, args, credentials)
     return [dict(o) for phase in phases for o in phase.objects]
 
@@ -135,9 +136,8 @@ def test_an_existing_tls_secret_needs_no_certificate(
 ) -> None:
     access = Access(
         domain=DOMAIN,
-        gateway_tls=GatewayTls(secret_name="corp-wildcard"),
-        service_type="LoadBalancer",
-        allowed_cidrs=("10.0.0.0/8",),
+        gateway_tls=Tls(secret_name="corp-wildcard"),
+        gateway_service=LoadBalancer(service_type="LoadBalancer", allowed_cidrs=("10.0.0.0/8",)),
     )
     objects = _objects(upstream_rendered, credentials, access)
     assert not [o for o in objects if o["kind"] == "Certificate" and "kubeflow-tls" in str(o)]

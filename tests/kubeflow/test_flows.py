@@ -31,8 +31,8 @@ from components.kubeflow.reachability import (
     workload_pods,
 )
 from fnjob.manifest import JobOptions, build_job_manifest
+from model import EksStack, StackConfig
 from stack.load import load_stack_file
-from stack.model import EksStack, StackConfig
 from stack.render import stack_plan
 from tests.kubeflow.conftest import REPO_ROOT, UpstreamRelease
 

@@ -61,6 +61,8 @@ def test_every_profile_gets_fnjobs_settings_by_default(
         # Jobs start from the notebook's own image: the same Python, so pickles load.
         "FNJOB_BASE_IMAGE": IMAGE,
         "FNJOB_GPU_GROUPS": "/etc/fnjob/gpu-groups.json",
+        # kubeflow.jobTimeoutHours, 24 by default.
+        "FNJOB_DEFAULT_TIMEOUT": "86400",
     }
     # ECR: credentials come from Pod Identity, nothing is mounted for docker.
     mounts = {m["mountPath"] for m in pod_default["spec"]["volumeMounts"]}

@@ -1,4 +1,4 @@
-"""The release table (stack/kubeflow_releases.yaml): every entry complete and true to its tree."""
+"""The release table (model/kubeflow_releases.yaml): every entry complete and true to its tree."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
-import stack.model.kubeflow as kubeflow_model
+import model.kubeflow as kubeflow_model
 from components.kubeflow.manifests import KUSTOMIZE_VERSION, upstream_components
-from stack import versions
-from stack.model.kubeflow import ReleaseTableError, kubeflow_releases
+from model import versions
+from model.kubeflow import ReleaseTableError, kubeflow_releases
 from tests.kubeflow.conftest import UpstreamRelease, load_example_output
 
 

@@ -32,7 +32,9 @@ def test_render_writes_phase_files_in_apply_order(tmp_path: Path) -> None:
     # Exactly what the stack applies (with placeholder secrets), in the same order.
     expected = [
         o
-        for phase in build_phases(_render(args.source, tmp_path), args, placeholder_credentials())
+        for phase in build_phases(
+            _render(args.kubeflow.source, tmp_path), args, placeholder_credentials()
+        )
         for o in phase.objects
     ]
     assert rendered == expected

@@ -17,7 +17,7 @@ from components.kubeflow.component import build_phases
 from components.kubeflow.manifests import RenderedManifests
 from components.kubeflow.objects import is_builtin
 from components.kubeflow.transform import KubeflowCredentials
-from stack.versions import SUPPORTED_KUBERNETES_VERSIONS
+from model.versions import SUPPORTED_KUBERNETES_VERSIONS
 from tests.kubeflow.conftest import UpstreamRelease, make_args, make_upstream_args
 
 
@@ -70,7 +70,9 @@ def test_every_builtin_fixture_object_validates_strictly(
     http_mode: bool,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    phases = build_phases(rendered.objects, make_args(http_mode=http_mode), credentials)
+    phases = build_phases(
+        rendered.objects, make_args(protocol="http" if http_mode else "https"), credentials
+    )
     objects = [o for phase in phases for o in phase.objects]
     custom = _assert_valid(objects, "1.34", capsys)
     assert {o["kind"] for o in custom} == {

@@ -11,9 +11,8 @@ import yaml
 from components.kubeflow.access import Access
 from components.kubeflow.component import build_phases
 from components.kubeflow.manifests import RenderedManifests
-from components.kubeflow.profiles import ProfileSpec
 from components.kubeflow.transform import KubeflowCredentials, sso_secret_variable
-from stack.model.kubeflow import Sso
+from model.kubeflow import Contributor, Profile, Sso
 from tests.crd_schema import crd_errors
 from tests.kubeflow.conftest import UpstreamRelease, make_upstream_args
 
@@ -39,10 +38,13 @@ SSO = Sso.model_validate(
         ],
     }
 )
-VISION = ProfileSpec(
-    "team-vision",
-    "lin@example.org",
-    contributors=(("ana@example.org", "edit"), ("auditor@example.org", "view")),
+VISION = Profile(
+    name="team-vision",
+    owner="lin@example.org",
+    contributors=(
+        Contributor(email="ana@example.org", role="edit"),
+        Contributor(email="auditor@example.org", role="view"),
+    ),
 )
 
 
@@ -53,6 +55,9 @@ def _objects(
         upstream.source,
         profiles=(VISION,),
         sso=SSO,
+        ingress="load-balancer",
+        domain="kubeflow.example.org",
+        protocol="https",
         access=Access(domain="kubeflow.example.org", behind_load_balancer=True),
     )
     with_sso = KubeflowCredentials(**{**credentials.__dict__, "sso_client_secrets": SECRETS})

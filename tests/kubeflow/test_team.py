@@ -6,16 +6,15 @@ from typing import Any
 
 from components.kubeflow.component import build_phases
 from components.kubeflow.manifests import RenderedManifests
-from components.kubeflow.profiles import ProfileSpec
 from components.kubeflow.transform import CONFIG_DIGEST_ANNOTATION, KubeflowCredentials
-from stack.model.kubeflow import Culling, Quota
+from model.kubeflow import Culling, Profile, Quota
 from tests.crd_schema import crd_errors
 from tests.kubeflow.conftest import UpstreamRelease, make_upstream_args
 
-VISION = ProfileSpec(
-    "team-vision", "lin@research.example.org", quota=Quota(gpus=8, storage="2Ti").hard()
+VISION = Profile(
+    name="team-vision", owner="lin@research.example.org", quota=Quota(gpus=8, storage="2Ti")
 )
-NLP = ProfileSpec("team-nlp", "ana@research.example.org", quota=Quota(gpus=2).hard())
+NLP = Profile(name="team-nlp", owner="ana@research.example.org", quota=Quota(gpus=2))
 
 
 def _objects(
@@ -37,7 +36,7 @@ def test_every_profile_carries_its_quota_valid_for_the_profile_crd(
     upstream_rendered: RenderedManifests,
     credentials: KubeflowCredentials,
 ) -> None:
-    objects = _objects(upstream, upstream_rendered, credentials, default_quota=Quota(gpus=4).hard())
+    objects = _objects(upstream, upstream_rendered, credentials, default_quota=Quota(gpus=4))
     crd = _find(objects, "CustomResourceDefinition", "profiles.kubeflow.org")
     quotas = {}
     for profile in (o for o in objects if o["kind"] == "Profile"):

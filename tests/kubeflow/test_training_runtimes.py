@@ -28,9 +28,9 @@ from components.kubeflow.transform import (
     apply_training_runtimes,
     transform_manifests,
 )
+from model import StackConfig, Taint
+from model.kubeflow import kubeflow_releases
 from stack.load import load_stack_file
-from stack.model import StackConfig, Taint
-from stack.model.kubeflow import kubeflow_releases
 from stack.problems import StackConfigError
 from stack.program.kubeflow import plan
 from stack.render import stack_plan

@@ -20,12 +20,12 @@ from components.kubeflow.transform import (
     DefaultCredentialError,
     KubeflowConfigError,
     KubeflowCredentials,
-    ProfileSpec,
     find_default_credentials,
     secret_values,
     transform_manifests,
 )
-from stack.model import OnpremGpuGroup, Taint
+from model import OnpremGpuGroup, Taint
+from model.kubeflow import Profile
 from tests.kubeflow.conftest import (
     ADMIN_DOCKER_CONFIG,
     ADMIN_EMAIL,
@@ -73,7 +73,7 @@ def spawner(objects: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def test_http_mode_turns_secure_cookies_off(
     rendered: RenderedManifests, credentials: KubeflowCredentials
 ) -> None:
-    out = transform_manifests(rendered.objects, make_args(http_mode=True), credentials)
+    out = transform_manifests(rendered.objects, make_args(protocol="http"), credentials)
     for app in WEB_APPS:
         assert env_of(find(out, "Deployment", app, "kubeflow"))["APP_SECURE_COOKIES"] == "false"
     params = find(out, "ConfigMap", "oauth2-proxy-parameters", "oauth2-proxy")
@@ -83,7 +83,7 @@ def test_http_mode_turns_secure_cookies_off(
 def test_https_mode_keeps_every_cookie_secure(
     rendered: RenderedManifests, credentials: KubeflowCredentials
 ) -> None:
-    out = transform_manifests(rendered.objects, make_args(http_mode=False), credentials)
+    out = transform_manifests(rendered.objects, make_args(protocol="https"), credentials)
     for app in WEB_APPS:
         assert env_of(find(out, "Deployment", app, "kubeflow"))["APP_SECURE_COOKIES"] == "true"
     # Upstream ships oauth2-proxy with FORCE_HTTPS=false; HTTPS mode makes its cookie secure.
@@ -292,9 +292,12 @@ def test_a_profile_without_credentials_gets_no_pull_secret(
 def test_profile_clashing_with_upstreams_is_rejected(
     rendered: RenderedManifests, credentials: KubeflowCredentials
 ) -> None:
-    args = make_args(profiles=(ProfileSpec("kubeflow-user-example-com", "x@y.org"),))
-    with pytest.raises(KubeflowConfigError, match="kubeflow-user-example-com"):
-        transform_manifests(rendered.objects, args, credentials)
+    # The model refuses upstream's example profile by name; a local manifests tree may
+    # define other profiles.
+    theirs = {"apiVersion": "kubeflow.org/v1", "kind": "Profile", "metadata": {"name": "team-x"}}
+    args = make_args(profiles=(Profile(name="team-x", owner="x@y.org"),))
+    with pytest.raises(KubeflowConfigError, match="team-x"):
+        transform_manifests([*rendered.objects, theirs], args, credentials)
 
 
 def test_generated_credentials_are_checked_and_never_shown(
@@ -370,7 +373,7 @@ def test_upstream_secure_cookies_follow_the_protocol(
     credentials: KubeflowCredentials,
     http_mode: bool,
 ) -> None:
-    args = make_upstream_args(upstream.source, http_mode=http_mode)
+    args = make_upstream_args(upstream.source, protocol="http" if http_mode else "https")
     out = transform_manifests(upstream_rendered.objects, args, credentials)
     secure = "false" if http_mode else "true"
     # The KServe models web app reads its settings from a ConfigMap (envFrom).
@@ -423,7 +426,7 @@ OTHER_HASH = bcrypt_hash_with_seed("another-long-password", "seed-1", rounds=4)
             {},
             ("jupyter-web-app-deployment", "kubeflow"),
         ),
-        ({"http_mode": False}, {}, ("oauth2-proxy", "oauth2-proxy")),
+        ({"protocol": "https"}, {}, ("oauth2-proxy", "oauth2-proxy")),
         ({}, {"admin_password_hash": OTHER_HASH}, ("dex", "auth")),
         ({"admin_email": "grace@research.example.org"}, {}, ("dex", "auth")),
     ],

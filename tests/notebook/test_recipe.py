@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stack import versions
+from model import versions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RECIPE = REPO_ROOT / "images" / "notebook"

@@ -30,7 +30,7 @@ import yaml
 from kubernetes import client
 
 from components.gpu.scheduling import gpu_groups_document
-from stack.model import EksGpuGroup, Taint
+from model import EksGpuGroup, Taint
 from tests.crd_schema import pruned
 from tests.kubeflow.conftest import UPSTREAM_DATA, UPSTREAM_EXAMPLE_OUTPUT
 

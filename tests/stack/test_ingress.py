@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from components.aws.load_balancer import controller_policy, target_group_binding
-from stack import versions
+from model import versions
 from tests.crd_schema import crd_errors
 from tests.pulumi_mocks import ACCOUNT, RecordingMocks, StackRun, file_config, run_program
 
@@ -182,4 +182,5 @@ def test_the_gateway_admits_the_vpc_the_alb_sends_from(tmp_path: Path) -> None:
 def test_onprem_gateway_admits_exactly_the_allowed_ranges() -> None:
     access = _access(GOOD / "Pulumi.onprem-node-port-for-the-lab-network.yaml")
     assert access.gateway_sources == ("10.10.0.0/16", "192.168.50.0/24")
-    assert access.service_type == "NodePort"
+    assert access.gateway_service is not None
+    assert access.gateway_service.service_type == "NodePort"

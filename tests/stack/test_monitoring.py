@@ -15,9 +15,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from stack import versions
+from model import Monitoring, versions
 from stack.load import load_stack_file, parse_stack_config
-from stack.model import Monitoring
 from stack.problems import StackConfigError
 from tests.pulumi_mocks import (
     ROOT,

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from components.aws.registry import PULL_ACTIONS
-from stack import versions
+from model import versions
 from tests.pulumi_mocks import ACCOUNT, RecordingMocks, StackRun, file_config, reveal, run_program
 
 CASE = "notebook-image-built"

@@ -12,7 +12,7 @@ import yaml
 
 from components.aws.network import plan_subnets
 from components.aws.storage import default_storage_class
-from stack import versions
+from model import versions
 from stack.load import load_stack_file
 from tests.pulumi_mocks import (
     STACKS,

@@ -1,4 +1,4 @@
-"""Everything the stack installs is pinned, per Kubernetes version, in stack/versions.yaml."""
+"""Everything the stack installs is pinned, per Kubernetes version, in model/versions.yaml."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import yaml
 
 from components.aws.addons import NODE_ADDONS
 from components.aws.monitoring import CLOUDWATCH_ADDON, NODE_MONITORING_ADDON
-from stack import check, versions
+from model import versions
+from stack import check
 from tests.pulumi_mocks import STACKS, RecordingMocks, run_program, stack_file_config
 
 K8S = "kubeflow-eks:kubernetesVersion"
@@ -115,7 +116,7 @@ def test_a_missing_or_wrong_ami_pin_is_named_by_version_and_family(
     with pytest.raises(versions.VersionTableError) as caught:
         versions.node_ami_releases("1.35", node_amis)
     assert message in str(caught.value)
-    assert str(caught.value).startswith("stack/versions.yaml: kubernetes.1.35.nodeAmis")
+    assert str(caught.value).startswith("model/versions.yaml: kubernetes.1.35.nodeAmis")
 
 
 def _node_releases(mocks: RecordingMocks) -> dict[str, str]:

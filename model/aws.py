@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from stack import catalog, versions
-from stack.model.base import MISSING, CidrV4, Model, Rules, UniqueStrings, matches
+from model import catalog, versions
+from model.base import MISSING, CidrV4, Model, Rules, UniqueStrings, matches
 
 AZ_PATTERN = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$")
 SUBNET_PATTERN = re.compile(r"^subnet-[0-9a-f]{8,17}$")
@@ -21,7 +21,7 @@ SYSTEM_AMI_TYPES: dict[SystemAmiType, catalog.Architecture] = {
     "AL2023_ARM_64_STANDARD": "arm64",
 }
 SYSTEM_NODE_LABEL = "kubeflow-eks.io/node-role"
-# The system node group's name (``stack.naming.node_group_name``); no GPU group may take it.
+# The system node group's name (``model.naming.node_group_name``); no GPU group may take it.
 SYSTEM_NODE_GROUP = "system"
 
 
@@ -185,7 +185,7 @@ class SystemNodeGroup(Model):
     ami_release_version: str | None = Field(
         default=None,
         description="the group's EKS AMI release, e.g. 1.35.6-20260714 (default: "
-        "nodeAmiReleases, then the release stack/versions.yaml pins)",
+        "nodeAmiReleases, then the release model/versions.yaml pins)",
     )
 
     @model_validator(mode="after")
@@ -221,7 +221,7 @@ class SystemNodeGroup(Model):
 
 
 class ClusterAutoscaler(Model):
-    """cluster-autoscaler, pinned per Kubernetes version in stack/versions.yaml."""
+    """cluster-autoscaler, pinned per Kubernetes version in model/versions.yaml."""
 
     enabled: bool = Field(
         default=True,

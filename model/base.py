@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic.alias_generators import to_camel
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from stack.naming import is_dns_label, is_email, is_label_key, is_label_value
+from model.naming import is_dns_label, is_email, is_label_key, is_label_value
 
 # --------------------------------------------------------------------------- rule helpers
 

@@ -13,8 +13,8 @@ from pydantic import AfterValidator, Field, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from stack import versions
-from stack.model.base import (
+from model import versions
+from model.base import (
     MISSING,
     CidrV4,
     Model,
@@ -51,7 +51,7 @@ RESERVED_NAMESPACE_PREFIXES = ("kube-", "kubeflow-", "istio-", "knative-")
 UPSTREAM_DEFAULT_USER = "user@example.com"
 # Upstream's example profile; the stack gives it to the admin.
 UPSTREAM_EXAMPLE_PROFILE = "kubeflow-user-example-com"
-_RELEASES_FILE = Path(__file__).parent.parent / "kubeflow_releases.yaml"
+_RELEASES_FILE = Path(__file__).with_name("kubeflow_releases.yaml")
 _DOMAIN = r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 _BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 _KEY_PREFIX = r"^([A-Za-z0-9_.-]+/)*$"
@@ -366,6 +366,11 @@ class LoadBalancer(Model):
         le=32767,
         description="onprem NodePort: the HTTPS node port (required; HTTP redirects to it)",
     )
+
+    @property
+    def internal(self) -> bool:
+        """eks: the ALB is reached from inside the VPC only."""
+        return self.scheme == "internal"
 
 
 class Tls(Model):

@@ -1,5 +1,10 @@
 """The stack's one typed model: every key, default and rule, written once.
 
+The bottom floor of the program (tests/test_layering.py keeps it so): the stack types, the
+GPU instance catalog (``catalog``), the version table (``versions``) and the naming rules
+(``naming``). It imports nothing of ours; components take its types as their input, and
+``stack`` reads stack files into it and wires the components.
+
 A stack is ``EksStack`` (the stack creates the cluster on AWS) or ``OnpremStack`` (an existing
 cluster), told apart by ``mode``. Models are frozen and refuse unknown keys. Rules that span
 several fields are collected by ``Rules`` so every broken rule of an object is reported at
@@ -8,8 +13,8 @@ and what to write instead, and never show a secret. Components receive these val
 values and do not check them again.
 """
 
-from stack.model.aws import ClusterAutoscaler, Endpoint, SystemNodeGroup, Vpc
-from stack.model.gpu import (
+from model.aws import ClusterAutoscaler, Endpoint, SystemNodeGroup, Vpc
+from model.gpu import (
     ACCELERATOR_LABEL,
     DEFAULT_GPU_TAINT,
     GPU_GROUP_LABEL,
@@ -21,9 +26,9 @@ from stack.model.gpu import (
     OnpremGpuGroup,
     Taint,
 )
-from stack.model.kubeflow import Kubeflow, Profile
-from stack.model.monitoring import Monitoring
-from stack.model.stacks import (
+from model.kubeflow import Kubeflow, Profile
+from model.monitoring import Monitoring
+from model.stacks import (
     PROJECT,
     SECRET_PRESENT,
     EksStack,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from stack.model.base import Model
+from model.base import Model
 
 
 class Monitoring(Model):
-    """Node health and GPU metrics; both on by default, each pinned in stack/versions.yaml."""
+    """Node health and GPU metrics; both on by default, each pinned in model/versions.yaml."""
 
     gpu_metrics: bool = Field(
         default=True,

@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from stack import catalog, versions
-from stack.model.aws import ami_release_rule
-from stack.model.base import (
+from model import catalog, versions
+from model.aws import ami_release_rule
+from model.base import (
     MISSING,
     LabelKey,
     Labels,
@@ -202,8 +202,9 @@ class EksGpuGroup(GpuGroup):
     )
     instance_types: UniqueStrings = Field(
         min_length=1,
-        description="NVIDIA types of one GPU model and count (g4dn, g5, g5g, g6, g6e, gr6, "
-        "p4d, p4de, p5, p5e, p5en, p6-b200, p6-b300)",
+        # The families are the catalog's (gpu_instances.yaml), never a copy of them.
+        description="NVIDIA types of one GPU model and count "
+        f"({', '.join(catalog.gpu_families())})",
     )
     ami_type: GpuAmiType = Field(
         default_factory=lambda data: _default_gpu_ami(data.get("instance_types")),
@@ -237,7 +238,7 @@ class EksGpuGroup(GpuGroup):
     ami_release_version: str | None = Field(
         default=None,
         description="the group's EKS AMI release, e.g. 1.35.6-20260714 (default: "
-        "nodeAmiReleases, then the release stack/versions.yaml pins)",
+        "nodeAmiReleases, then the release model/versions.yaml pins)",
     )
 
     @model_validator(mode="after")

@@ -23,9 +23,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from stack import versions
-from stack.model.aws import SYSTEM_NODE_GROUP, ClusterAutoscaler, Endpoint, SystemNodeGroup, Vpc
-from stack.model.base import (
+from model import versions
+from model.aws import SYSTEM_NODE_GROUP, ClusterAutoscaler, Endpoint, SystemNodeGroup, Vpc
+from model.base import (
     MISSING,
     Model,
     Rules,
@@ -37,11 +37,11 @@ from stack.model.base import (
     unique,
     with_rules,
 )
-from stack.model.gpu import DevicePlugin, EksGpuGroup, GpuGroup, OnpremGpuGroup
-from stack.model.kubeflow import UPSTREAM_EXAMPLE_PROFILE, Kubeflow
-from stack.model.monitoring import Monitoring
-from stack.naming import node_group_name
-from stack.versions import DEFAULT_KUBERNETES_VERSION, SUPPORTED_KUBERNETES_VERSIONS
+from model.gpu import DevicePlugin, EksGpuGroup, GpuGroup, OnpremGpuGroup
+from model.kubeflow import UPSTREAM_EXAMPLE_PROFILE, Kubeflow
+from model.monitoring import Monitoring
+from model.naming import node_group_name
+from model.versions import DEFAULT_KUBERNETES_VERSION, SUPPORTED_KUBERNETES_VERSIONS
 
 PROJECT = "kubeflow-eks"
 # The value offline checks see for a secret that is set (its ciphertext cannot be read).
@@ -323,7 +323,7 @@ class EksStack(StackBase):
     node_ami_releases: Mapping[versions.AmiFamily, str] = Field(
         default_factory=dict,
         description="EKS AMI release of every node group of an AMI family (AL2023, "
-        "BOTTLEROCKET) instead of the one stack/versions.yaml pins, e.g. "
+        "BOTTLEROCKET) instead of the one model/versions.yaml pins, e.g. "
         "{AL2023: 1.35.6-20260714}",
     )
 
@@ -413,7 +413,7 @@ class EksStack(StackBase):
 
     def node_ami_release(self, group: SystemNodeGroup | EksGpuGroup) -> str:
         """The AMI release a node group runs: its own amiReleaseVersion, else the stack's
-        nodeAmiReleases for its family, else the one stack/versions.yaml pins."""
+        nodeAmiReleases for its family, else the one model/versions.yaml pins."""
         family = versions.ami_family(group.ami_type)
         release = (
             group.ami_release_version
@@ -638,7 +638,7 @@ def _node_ami_releases(
             rules.add(
                 f"{at}.amiReleaseVersion",
                 MISSING,
-                f"set it (or nodeAmiReleases.{family}): stack/versions.yaml pins no verified "
+                f"set it (or nodeAmiReleases.{family}): model/versions.yaml pins no verified "
                 f"{family} release for Kubernetes {kubernetes_version}, and an unpinned group "
                 "takes whatever release is newest when EKS creates or updates it",
             )
