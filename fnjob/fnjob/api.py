@@ -24,6 +24,7 @@ from fnjob.build import AppendBuilder, BuiltImage, DockerBuilder
 from fnjob.deploy_job import JobDeployer
 from fnjob.deploy_local import LocalDeployer, LocalOptions
 from fnjob.deploy_local_ranks import LocalRanksDeployer
+from fnjob.deploy_ranks_job import RanksJobDeployer
 from fnjob.gpugroups import GpuGroups, gpu_groups_from_environment
 from fnjob.manifest import JobOptions, build_job_manifest
 from fnjob.manifest_ranks import build_headless_service, build_indexed_job, build_train_job
@@ -380,7 +381,9 @@ class Job:
             return AppendBuilder(**common)
         return DockerBuilder(**common)
 
-    def _deployer(self) -> JobDeployer | LocalDeployer | LocalRanksDeployer:
+    def _deployer(
+        self,
+    ) -> JobDeployer | LocalDeployer | LocalRanksDeployer | RanksJobDeployer:
         options = self._deployer_options()
         if isinstance(options, LocalOptions):
             if self.nodes > 1:
@@ -388,11 +391,18 @@ class Job:
                     options, nodes=self.nodes, rendezvous_timeout=self.lifecycle.rendezvous_timeout
                 )
             return LocalDeployer(options)
-        if self.nodes > 1:
+        if self.nodes > 1 and self.training_runtime is not None:
             raise ValueError(
-                f"nodes={self.nodes} with deployer='job': fnjob renders the multi-node objects "
-                "(Job.distributed_manifests) but does not run them on a cluster yet; run "
-                "them locally with deployer='local'"
+                f"training_runtime={self.training_runtime!r}: fnjob renders the TrainJob "
+                "(Job.distributed_manifests) but does not follow it on a cluster yet; pass "
+                "training_runtime=None for an indexed Job"
+            )
+        if self.nodes > 1:
+            return RanksJobDeployer(
+                options,
+                nodes=self.nodes,
+                rendezvous_timeout=self.lifecycle.rendezvous_timeout,
+                api_client=self.api_client,
             )
         return JobDeployer(options, api_client=self.api_client)
 

@@ -196,6 +196,14 @@ class Cluster:
             ),
         )
 
+    def create_service(self, manifest: dict[str, Any]) -> Any:
+        return self._call(
+            f"create the run's Service in namespace {self.namespace!r}",
+            lambda: self._core.create_namespaced_service(
+                self.namespace, manifest, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
     def create_secret(self, manifest: dict[str, Any]) -> Any:
         return self._call(
             f"create the run's Secret in namespace {self.namespace!r}",
