@@ -181,7 +181,7 @@ class _RanksFollower:
             self._drain()
             self._check_pods(pods)
             if not self.outcomes.done:
-                self._check_job()
+                self._check_job(pods)
             if not self.outcomes.done:
                 time.sleep(self.lifecycle.poll_interval)
                 self._drain()
@@ -267,16 +267,19 @@ class _RanksFollower:
             ),
         )
 
-    def _check_job(self) -> None:
+    def _check_job(self, pods: dict[int | None, Any]) -> None:
         job = self.cluster.read_job(self.job.name)
         for condition in (job.status and job.status.conditions) or []:
             if condition.type != "Failed" or condition.status != "True":
                 continue
-            # The Job failed because a pod did: that pod's own outcome, still in its log
-            # stream, is the better error.
-            for followed in self.nodes.values():
-                followed.streamed.wait(timeout=self.lifecycle.log_stall_timeout or 30.0)
+            # The Job failed because a pod did: that pod's own outcome (still in its log
+            # stream) or its reason is the better error.
+            for node, followed in self.nodes.items():
+                pod = pods.get(node)
+                if pod is None or _terminated(pod) is not None:
+                    followed.streamed.wait(timeout=self.lifecycle.log_stall_timeout or 30.0)
             self._drain()
+            self._check_pods(pods)
             kind = JobTimeout if condition.reason == "DeadlineExceeded" else JobFailed
             self.outcomes.node_failed(
                 -1,

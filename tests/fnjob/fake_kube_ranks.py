@@ -65,6 +65,10 @@ class FakeIndexedJobApi(FakeKubeApi):
         self._start_lock = threading.Lock()
         self._homes: list[tempfile.TemporaryDirectory[str]] = []
 
+    def __enter__(self) -> FakeIndexedJobApi:
+        super().__enter__()
+        return self
+
     def __exit__(self, *exc: object) -> None:
         self._kill_all()
         super().__exit__(*exc)
@@ -279,7 +283,9 @@ class FakeIndexedJobApi(FakeKubeApi):
                 process = self.processes.get(index)
                 log = self.logs.get(index)
                 pump = self.pumps.get(index)
-                done = process is None or (process.poll() is not None and not pump.is_alive())
+                done = process is None or (
+                    process.poll() is not None and (pump is None or not pump.is_alive())
+                )
                 lines = _complete_lines(log, done=done)
                 for line in lines[sent:]:
                     chunk = f"{_rfc3339(time.time_ns())} {line}\n".encode()
