@@ -391,17 +391,12 @@ class Job:
                     options, nodes=self.nodes, rendezvous_timeout=self.lifecycle.rendezvous_timeout
                 )
             return LocalDeployer(options)
-        if self.nodes > 1 and self.training_runtime is not None:
-            raise ValueError(
-                f"training_runtime={self.training_runtime!r}: fnjob renders the TrainJob "
-                "(Job.distributed_manifests) but does not follow it on a cluster yet; pass "
-                "training_runtime=None for an indexed Job"
-            )
         if self.nodes > 1:
             return RanksJobDeployer(
                 options,
                 nodes=self.nodes,
                 rendezvous_timeout=self.lifecycle.rendezvous_timeout,
+                training_runtime=self.training_runtime,
                 api_client=self.api_client,
             )
         return JobDeployer(options, api_client=self.api_client)

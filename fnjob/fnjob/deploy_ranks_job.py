@@ -1,14 +1,19 @@
-"""Run a distributed function on a cluster without Trainer: an indexed Job, N pods.
+"""Run a distributed function on a cluster: N pods of an indexed Job, or of a TrainJob.
 
-One run: the indexed Job (``fnjob.manifest_ranks``) is created, then its headless Service
-and the run's Secret, both owned by the Job. Each pod's log is streamed in its own thread
-(lines arrive prefixed ``[rank R]`` by the launcher); each pod's signed outcome names its
-rank (``fnjob.ranks.RankOutcomes``). The run ends at the first failure, a pod that ended
-without an outcome (its reason: ``OOMKilled``, ``Error``...), a pod that vanished (lost
-node, eviction) or the Job's own ``Failed`` condition (``DeadlineExceeded``), or once every
-node reported; then the Job is deleted with Foreground propagation, which stops every
-other pod and removes the Service and the Secret too (also on Ctrl-C, SIGTERM, SIGHUP and
-interpreter exit).
+Without a training runtime, the indexed Job (``fnjob.manifest_ranks``) is created, then its
+headless Service and the run's Secret, both owned by the Job. With one, the TrainJob is
+created on it, then the run's Secret owned by the TrainJob; its pods are the ones Trainer's
+JobSet labels with the TrainJob's name and the run id (their outcomes are signed with the
+run's key, so a pod planted with those labels can add log lines, never a value).
+
+Each pod's log is streamed in its own thread (lines arrive prefixed ``[rank R]`` by the
+launcher); each pod's signed outcome names its rank (``fnjob.ranks.RankOutcomes``). The run
+ends at the first failure: a rank's exception, a pod that ended without an outcome (its
+reason: ``OOMKilled``, ``Error``...), a pod that vanished (lost node, eviction), the Job's or
+TrainJob's own ``Failed`` condition, or the deadline (the Job's ``activeDeadlineSeconds``; a
+TrainJob has none, so fnjob's own clock); or once every node reported. Then the Job or
+TrainJob is deleted with Foreground propagation, which stops every other pod and removes
+what it owns (also on Ctrl-C, SIGTERM, SIGHUP and interpreter exit).
 """
 
 from __future__ import annotations
@@ -24,8 +29,20 @@ from fnjob import interrupts
 from fnjob.cluster import Cluster, ClusterError, connect, current_namespace
 from fnjob.errors import JobFailed, JobTimeout
 from fnjob.follow import CreatedJob, LogSink, StatusSink
-from fnjob.manifest import JobOptions, build_job_manifest, build_run_secret
-from fnjob.manifest_ranks import build_headless_service, build_indexed_job
+from fnjob.manifest import (
+    CONTAINER_NAME,
+    RUN_ID_LABEL,
+    JobOptions,
+    build_job_manifest,
+    build_run_secret,
+)
+from fnjob.manifest_ranks import (
+    TRAINER_API_VERSION,
+    TRAINER_NODE_JOB,
+    build_headless_service,
+    build_indexed_job,
+    build_train_job,
+)
 from fnjob.protocol import OutcomeReader, new_run_id, new_run_key
 from fnjob.ranks import RankOutcomes, nproc_per_node
 
@@ -33,10 +50,13 @@ __all__ = ["COMPLETION_INDEX", "RanksJobDeployer"]
 
 # Set by the Job controller on an indexed Job's pods (annotation; a label from 1.28 on).
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+# JobSet's label naming the JobSet (Trainer names it after the TrainJob) on every pod.
+JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
 
 
 class RanksJobDeployer:
-    """Runs an image on ``nodes`` pods of an indexed Job; returns rank 0's value."""
+    """Runs an image on ``nodes`` pods (an indexed Job, or a TrainJob on
+    ``training_runtime``); returns rank 0's value."""
 
     def __init__(
         self,
@@ -44,12 +64,14 @@ class RanksJobDeployer:
         *,
         nodes: int,
         rendezvous_timeout: float,
+        training_runtime: str | None = None,
         api_client: Any = None,
     ) -> None:
         self.options = options
         self.nodes = nodes
         self.nproc = nproc_per_node(options.resources.gpus)
         self.rendezvous_timeout = rendezvous_timeout
+        self.training_runtime = training_runtime
         self._api_client = api_client
 
     def run(
@@ -67,8 +89,8 @@ class RanksJobDeployer:
         Raises ``RankFailed`` (the first failing rank's error and traceback),
         ``RendezvousTimeout`` naming the ranks that never joined, ``JobFailed`` for a pod that
         ended without an outcome or vanished, ``JobTimeout`` past ``timeout``, and
-        ``ClusterError`` for the API. The Job (its pods, Service and Secret) is deleted
-        whatever happens.
+        ``ClusterError`` for the API. The Job or TrainJob (its pods, and what it owns) is
+        deleted whatever happens.
         """
         from fnjob import cleanup
 
@@ -78,70 +100,168 @@ class RanksJobDeployer:
         if options.placement is not None:
             status(options.placement.describe())
         run_id, key = new_run_id(), new_run_key()
-        manifest = build_indexed_job(
-            build_job_manifest(
-                image=image,
-                function_name=function_name,
-                run_id=run_id,
-                namespace=cluster.namespace,
-                options=options,
-                caller=cleanup.caller_identity(),
-            ),
+        single = build_job_manifest(
+            image=image,
+            function_name=function_name,
             run_id=run_id,
-            nodes=self.nodes,
-            nproc=self.nproc,
-            rendezvous_timeout=self.rendezvous_timeout,
+            namespace=cluster.namespace,
+            options=options,
+            caller=cleanup.caller_identity(),
         )
         with interrupts.signals_raise():
-            try:
-                created = cluster.create_job(manifest)
-            except ClusterError:
-                raise
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    cluster.delete_jobs_of_run(run_id)
-                raise
-            job = CreatedJob(name=created.metadata.name, uid=created.metadata.uid)
-            status(f"indexed job {job.name} created for {self.nodes} nodes")
-            delete = _Deleter(cluster, job, status)
-            with interrupts.on_exit(delete):
+            source = self._create(cluster, single, run_id, status)
+            with interrupts.on_exit(source.delete):
                 try:
-                    cluster.create_service(
-                        build_headless_service(manifest, run_id=run_id, job_uid=job.uid)
-                    )
-                    cluster.create_secret(
-                        build_run_secret(
-                            run_id=run_id,
-                            namespace=cluster.namespace,
-                            job_name=job.name,
-                            job_uid=job.uid,
-                            call=call,
-                            key=key,
-                        )
-                    )
-                    follower = _RanksFollower(cluster, job, self, key=key, on_log=on_log)
+                    for manifest in source.owned(call, key):
+                        if manifest["kind"] == "Service":
+                            cluster.create_service(manifest)
+                        else:
+                            cluster.create_secret(manifest)
+                    follower = _RanksFollower(source, self, key=key, on_log=on_log)
                     outcomes = follower.follow()
                 finally:
-                    delete()
+                    source.delete()
         return outcomes.result()
 
-
-class _Deleter:
-    """Deletes the run's Job once (Foreground: its pods, Service and Secret go too)."""
-
-    def __init__(self, cluster: Cluster, job: CreatedJob, status: StatusSink) -> None:
-        self._cluster, self._job, self._status = cluster, job, status
-        self._done = False
-
-    def __call__(self) -> None:
-        if self._done:
-            return
-        self._done = True
+    def _create(
+        self, cluster: Cluster, single: dict[str, Any], run_id: str, status: StatusSink
+    ) -> _IndexedJob | _TrainJob:
+        shape: dict[str, Any] = {
+            "run_id": run_id,
+            "nodes": self.nodes,
+            "nproc": self.nproc,
+            "rendezvous_timeout": self.rendezvous_timeout,
+        }
         try:
-            if self._cluster.delete_job(self._job.name):
-                self._status(f"job {self._job.name} deleted with its pods")
+            if self.training_runtime is not None:
+                manifest = build_train_job(single, runtime=self.training_runtime, **shape)
+                created = cluster.create_train_job(manifest)
+                metadata = created["metadata"]
+                status(f"TrainJob {metadata['name']} created on {self.training_runtime}")
+                return _TrainJob(cluster, metadata["name"], metadata["uid"], run_id, status)
+            manifest = build_indexed_job(single, **shape)
+            job = cluster.create_job(manifest)
+        except ClusterError:
+            raise
+        except BaseException:
+            # Interrupted while the request was in flight: find what it made by run id.
+            with contextlib.suppress(Exception):
+                cluster.delete_jobs_of_run(run_id)
+            raise
+        created_job = CreatedJob(name=job.metadata.name, uid=job.metadata.uid)
+        status(f"indexed job {created_job.name} created for {self.nodes} nodes")
+        return _IndexedJob(cluster, created_job, manifest, run_id, status)
+
+
+class _IndexedJob:
+    """The indexed Job of a run: its pods, its end, its deletion."""
+
+    container = CONTAINER_NAME
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        job: CreatedJob,
+        manifest: dict[str, Any],
+        run_id: str,
+        status: StatusSink,
+    ) -> None:
+        self.cluster, self.job, self.manifest = cluster, job, manifest
+        self.run_id, self.status = run_id, status
+        self.name = job.name
+        self._deleted = False
+
+    def owned(self, call: bytes, key: bytes) -> list[dict[str, Any]]:
+        job = self.job
+        return [
+            build_headless_service(self.manifest, run_id=self.run_id, job_uid=job.uid),
+            build_run_secret(
+                run_id=self.run_id,
+                namespace=self.cluster.namespace,
+                job_name=job.name,
+                job_uid=job.uid,
+                call=call,
+                key=key,
+            ),
+        ]
+
+    def pods(self) -> dict[int | None, Any]:
+        return {_node_of(pod): pod for pod in self.cluster.job_pods(self.job.uid)}
+
+    def failed(self) -> Any:
+        job = self.cluster.read_job(self.name)
+        return _failed_condition((job.status and job.status.conditions) or [])
+
+    def delete(self) -> None:
+        if self._deleted:
+            return
+        self._deleted = True
+        try:
+            if self.cluster.delete_job(self.name):
+                self.status(f"job {self.name} deleted with its pods")
         except ClusterError as error:
-            self._status(f"could not delete job {self._job.name}: {error}")
+            self.status(f"could not delete job {self.name}: {error}")
+
+
+class _TrainJob:
+    """The TrainJob of a run: its pods (Trainer's JobSet's), its end, its deletion."""
+
+    container = TRAINER_NODE_JOB
+
+    def __init__(
+        self, cluster: Cluster, name: str, uid: str, run_id: str, status: StatusSink
+    ) -> None:
+        self.cluster, self.name, self.uid = cluster, name, uid
+        self.run_id, self.status = run_id, status
+        self._deleted = False
+
+    def owned(self, call: bytes, key: bytes) -> list[dict[str, Any]]:
+        return [
+            build_run_secret(
+                run_id=self.run_id,
+                namespace=self.cluster.namespace,
+                job_name=self.name,
+                job_uid=self.uid,
+                call=call,
+                key=key,
+                owner=(TRAINER_API_VERSION, "TrainJob"),
+            )
+        ]
+
+    def pods(self) -> dict[int | None, Any]:
+        selector = f"{JOBSET_NAME_LABEL}={self.name},{RUN_ID_LABEL}={self.run_id}"
+        return {_node_of(pod): pod for pod in self.cluster.labelled_pods(selector)}
+
+    def failed(self) -> Any:
+        train_job = self.cluster.read_train_job(self.name)
+        conditions = (train_job.get("status") or {}).get("conditions") or []
+        return _failed_condition([_Condition(**_condition_fields(c)) for c in conditions])
+
+    def delete(self) -> None:
+        if self._deleted:
+            return
+        self._deleted = True
+        try:
+            if self.cluster.delete_train_job(self.name):
+                self.status(f"TrainJob {self.name} deleted with its pods")
+        except ClusterError as error:
+            self.status(f"could not delete TrainJob {self.name}: {error}")
+
+
+@dataclass(frozen=True)
+class _Condition:
+    type: str
+    status: str
+    reason: str | None = None
+    message: str | None = None
+
+
+def _condition_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    return {key: raw.get(key) for key in ("type", "status", "reason", "message")}
+
+
+def _failed_condition(conditions: list[Any]) -> Any:
+    return next((c for c in conditions if c.type == "Failed" and c.status == "True"), None)
 
 
 @dataclass
@@ -154,29 +274,31 @@ class _Node:
 
 
 class _RanksFollower:
-    """Follows the indexed Job's pods until a failure or every node's outcome."""
+    """Follows the run's pods until a failure, the deadline or every node's outcome."""
 
     def __init__(
         self,
-        cluster: Cluster,
-        job: CreatedJob,
+        source: _IndexedJob | _TrainJob,
         deployer: RanksJobDeployer,
         *,
         key: bytes,
         on_log: LogSink,
     ) -> None:
-        self.cluster = cluster
-        self.job = job
+        self.source = source
+        self.cluster = source.cluster
         self.key = key
         self.on_log = on_log
         self.lifecycle = deployer.options.lifecycle
+        timeout = deployer.options.timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.timeout = timeout
         self.outcomes = RankOutcomes(nodes=deployer.nodes, nproc=deployer.nproc)
         self.nodes: dict[int, _Node] = {}
         self.lines: queue.Queue[tuple[int, str]] = queue.Queue()
 
     def follow(self) -> RankOutcomes:
         while not self.outcomes.done:
-            pods = {_node_of(pod): pod for pod in self.cluster.job_pods(self.job.uid)}
+            pods = self.source.pods()
             self._start_streams(pods)
             self._drain()
             self._check_pods(pods)
@@ -203,7 +325,9 @@ class _RanksFollower:
         rest = b""
         try:
             for chunk in self.cluster.follow_log(
-                followed.pod_name, stall_seconds=self.lifecycle.log_stall_timeout
+                followed.pod_name,
+                stall_seconds=self.lifecycle.log_stall_timeout,
+                container=self.source.container,
             ):
                 *whole, rest = (rest + chunk).split(b"\n")
                 for raw in whole:
@@ -259,7 +383,7 @@ class _RanksFollower:
         self.outcomes.node_failed(
             node,
             JobFailed(
-                f"{self.job.name} (node {node}, pod {followed.pod_name})",
+                f"{self.source.name} (node {node}, pod {followed.pod_name})",
                 reason=reason,
                 message=message,
                 exit_code=exit_code,
@@ -268,27 +392,35 @@ class _RanksFollower:
         )
 
     def _check_job(self, pods: dict[int | None, Any]) -> None:
-        job = self.cluster.read_job(self.job.name)
-        for condition in (job.status and job.status.conditions) or []:
-            if condition.type != "Failed" or condition.status != "True":
-                continue
-            # The Job failed because a pod did: that pod's own outcome (still in its log
-            # stream) or its reason is the better error.
-            for node, followed in self.nodes.items():
-                pod = pods.get(node)
-                if pod is None or _terminated(pod) is not None:
-                    followed.streamed.wait(timeout=self.lifecycle.log_stall_timeout or 30.0)
-            self._drain()
-            self._check_pods(pods)
-            kind = JobTimeout if condition.reason == "DeadlineExceeded" else JobFailed
-            self.outcomes.node_failed(
-                -1,
-                kind(
-                    self.job.name,
-                    reason=condition.reason or "Failed",
-                    message=condition.message or "",
-                ),
-            )
+        condition = self.source.failed()
+        if condition is None:
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                self.outcomes.node_failed(
+                    -1,
+                    JobTimeout(
+                        self.source.name,
+                        reason="DeadlineExceeded",
+                        message=f"still running after {self.timeout} s; stopped",
+                    ),
+                )
+            return
+        # It failed because a pod did: that pod's own outcome (still in its log stream) or
+        # its reason is the better error.
+        for node, followed in self.nodes.items():
+            pod = pods.get(node)
+            if pod is None or _terminated(pod) is not None:
+                followed.streamed.wait(timeout=self.lifecycle.log_stall_timeout or 30.0)
+        self._drain()
+        self._check_pods(pods)
+        kind = JobTimeout if condition.reason == "DeadlineExceeded" else JobFailed
+        self.outcomes.node_failed(
+            -1,
+            kind(
+                self.source.name,
+                reason=condition.reason or "Failed",
+                message=condition.message or "",
+            ),
+        )
 
 
 def _node_of(pod: Any) -> int | None:
@@ -299,7 +431,7 @@ def _node_of(pod: Any) -> int | None:
 
 def _container(pod: Any) -> Any:
     statuses = (pod.status and pod.status.container_statuses) or []
-    return statuses[0] if statuses else None
+    return next((c for c in statuses if c.name in (CONTAINER_NAME, TRAINER_NODE_JOB)), None)
 
 
 def _started(pod: Any) -> bool:

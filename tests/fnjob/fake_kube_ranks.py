@@ -57,6 +57,7 @@ class FakeIndexedJobApi(FakeKubeApi):
         self.entry = entry
         self.faults = dict(faults or {})
         self.services: dict[str, dict[str, Any]] = {}
+        self.train_jobs: dict[str, dict[str, Any]] = {}
         self.port = free_port()
         self.logs: dict[int, ContainerLog] = {}
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
@@ -93,6 +94,8 @@ class FakeIndexedJobApi(FakeKubeApi):
         if method == "DELETE" and parts[:3] == ["apis", "batch", "v1"]:
             self._kill_all()
             self.services.clear()
+        if parts[:2] == ["apis", "trainer.kubeflow.org"]:
+            return self._train_jobs(handler, method, parts)
         if method == "GET" and parts[-1] == "pods":
             with self._lock:
                 self.requests.append(RecordedRequest(method, url.path, parse_qs(url.query), None))
@@ -115,6 +118,39 @@ class FakeIndexedJobApi(FakeKubeApi):
         job["metadata"].update(namespace=namespace, uid="uid-indexed", creationTimestamp=CREATED)
         self.jobs[job["metadata"]["name"]] = job
         _send(handler, 201, job)
+
+    # -- TrainJobs: Trainer's JobSet makes an indexed Job "node" of numNodes pods ------
+
+    def _train_jobs(self, handler: BaseHTTPRequestHandler, method: str, parts: list[str]) -> None:
+        import json
+
+        if method == "POST":
+            length = int(handler.headers.get("Content-Length") or 0)
+            body = json.loads(handler.rfile.read(length))
+            with self._lock:
+                self.requests.append(RecordedRequest(method, handler.path, {}, body))
+            body["metadata"].update(namespace=parts[4], uid="uid-trainjob")
+            self.train_jobs[body["metadata"]["name"]] = body
+            self.jobs[body["metadata"]["name"]] = _as_indexed_job(body)
+            return _send(handler, 201, body)
+        name = parts[6]
+        if name not in self.train_jobs:
+            message = f'trainjobs.trainer.kubeflow.org "{name}" not found'
+            return _send(handler, 404, _status(404, "NotFound", message))
+        if method == "DELETE":
+            with self._lock:
+                self.requests.append(RecordedRequest(method, handler.path, {}, None))
+            self._kill_all()
+            del self.train_jobs[name], self.jobs[name]
+            return _send(handler, 200, _status(200, "", "", status="Success"))
+        nodes = self.jobs[name]["spec"]["completions"]
+        phases = [self._container_state(i)[0] for i in range(nodes)]
+        conditions = []
+        if "Failed" in phases:
+            conditions.append(_condition("Failed", "JobSetFailed", "a node failed"))
+        elif all(phase == "Succeeded" for phase in phases):
+            conditions.append(_condition("Complete", "", ""))
+        _send(handler, 200, {**self.train_jobs[name], "status": {"conditions": conditions}})
 
     # -- pods --------------------------------------------------------------------------
 
@@ -142,8 +178,17 @@ class FakeIndexedJobApi(FakeKubeApi):
         for item in container.get("env") or []:
             if "value" in item:
                 env[item["name"]] = item["value"]
-        # Cluster DNS and the pod network, on this host.
-        env.update(FNJOB_MASTER_ADDR="127.0.0.1", FNJOB_MASTER_PORT=str(self.port - 1))
+        # Cluster DNS and the pod network, on this host; Trainer gives its PET_ variables.
+        if job["metadata"]["name"] in self.train_jobs:
+            env.pop("JOB_COMPLETION_INDEX")
+            env.update(
+                PET_NODE_RANK=str(index),
+                PET_MASTER_ADDR="127.0.0.1",
+                PET_MASTER_PORT=str(self.port - 1),
+                PET_NNODES=str(job["spec"]["completions"]),
+            )
+        else:
+            env.update(FNJOB_MASTER_ADDR="127.0.0.1", FNJOB_MASTER_PORT=str(self.port - 1))
         home = tempfile.TemporaryDirectory(prefix="fake-pod-")
         self._homes.append(home)
         volumes = {v["name"]: v for v in pod.get("volumes") or []}
@@ -311,3 +356,34 @@ def _complete_lines(log: ContainerLog | None, *, done: bool) -> list[str]:
     if not done and lines and not log.ends_line():
         lines.pop()
     return [] if lines == [""] else lines
+
+
+def _as_indexed_job(train_job: dict[str, Any]) -> dict[str, Any]:
+    """The indexed Job Trainer's JobSet makes for a TrainJob's nodes (as this fake needs it)."""
+    spec = train_job["spec"]
+    [override] = spec.get("podTemplateOverrides") or [{}]
+    override_spec = override.get("spec") or {}
+    [node] = override_spec.get("containers") or [{"name": "node"}]
+    labels = {
+        **(override.get("metadata") or {}).get("labels", {}),
+        "jobset.sigs.k8s.io/jobset-name": train_job["metadata"]["name"],
+    }
+    return {
+        "metadata": dict(train_job["metadata"]),
+        "spec": {
+            "completions": spec["trainer"]["numNodes"],
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "node",
+                            "env": spec["trainer"].get("env") or [],
+                            "volumeMounts": node.get("volumeMounts") or [],
+                        }
+                    ],
+                    "volumes": override_spec.get("volumes") or [],
+                },
+            },
+        },
+    }

@@ -18,12 +18,18 @@ from tests.fnjob.run_fixtures import api_client_for
 ENTRY = "module:tests.fnjob.rank_payloads:{}"
 
 
-def run(fake: FakeIndexedJobApi, nodes: int = 2, rendezvous_timeout: float = 60) -> Any:
+def run(
+    fake: FakeIndexedJobApi,
+    nodes: int = 2,
+    rendezvous_timeout: float = 60,
+    training_runtime: str | None = None,
+) -> Any:
     logs: list[str] = []
     deployer = RanksJobDeployer(
         JobOptions(namespace="team-a", lifecycle=Lifecycle(poll_interval=0.05)),
         nodes=nodes,
         rendezvous_timeout=rendezvous_timeout,
+        training_runtime=training_runtime,
         api_client=api_client_for(fake),
     )
     value = deployer.run(
@@ -83,3 +89,25 @@ def test_a_node_that_never_joins_times_the_rendezvous_out_naming_its_rank() -> N
         with pytest.raises(RendezvousTimeout, match=r"rank 1 \(node 1 of 2\) never joined"):
             run(fake, rendezvous_timeout=1)
         assert fake.jobs == {}
+
+
+def test_with_a_runtime_the_trainjob_nodes_meet_and_rank_zero_value_comes_back() -> None:
+    with FakeIndexedJobApi(ENTRY.format("rank_of_process")) as fake:
+        value, logs = run(fake, nodes=2, training_runtime="fnjob-torch")
+        [created] = fake.requests_to("POST", "/trainjobs")
+        secret = fake.requests_to("POST", "/secrets")[0].body
+        deleted = fake.requests_to("DELETE", "/trainjobs/")
+    assert value == 0
+    assert sorted(logs) == ["[rank 0] I am rank 0 of 2", "[rank 1] I am rank 1 of 2"]
+    assert created.body["spec"]["runtimeRef"]["name"] == "fnjob-torch"
+    # The Secret goes with the TrainJob, which is deleted at the end.
+    assert secret["metadata"]["ownerReferences"][0]["kind"] == "TrainJob"
+    assert len(deleted) == 1
+
+
+def test_an_exception_on_a_trainjob_rank_comes_back_with_its_rank() -> None:
+    with FakeIndexedJobApi(ENTRY.format("fail_on_rank_one")) as fake:
+        with pytest.raises(RankFailed) as caught:
+            run(fake, training_runtime="fnjob-torch")
+        assert fake.train_jobs == {}
+    assert caught.value.rank == 1
