@@ -274,6 +274,8 @@ class Job:
             backoff_limit=self.lifecycle.backoff_limit,
             istio_sidecar=self.lifecycle.istio_sidecar,
             training_runtime=runtime,
+            keep_job=self.keep_job,
+            secret_env_secrets=self.secret_env.secrets,
         )
 
     # -- the pieces ------------------------------------------------------------------------

@@ -55,6 +55,8 @@ def check_nodes(
     backoff_limit: int,
     istio_sidecar: bool,
     training_runtime: str | None,
+    keep_job: bool = False,
+    secret_env_secrets: tuple[str, ...] = (),
 ) -> None:
     """Refuse what a run on ``nodes`` cannot do, naming the option (``ValueError``)."""
     if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
@@ -80,6 +82,23 @@ def check_nodes(
         raise ValueError(
             f"lifecycle.istio_sidecar=True cannot apply with nodes={nodes}: the sidecar "
             "breaks the rendezvous between pods (kubeflow/trainer#2794)"
+        )
+    _check_cluster_options(nodes, keep_job, training_runtime, secret_env_secrets)
+
+
+def _check_cluster_options(
+    nodes: int, keep_job: bool, training_runtime: str | None, secret_env_secrets: tuple[str, ...]
+) -> None:
+    if keep_job:
+        raise ValueError(
+            f"keep_job=True cannot apply with nodes={nodes}: a distributed run's pods are "
+            "always deleted at its end (their logs were streamed, prefixed by rank)"
+        )
+    if training_runtime is not None and secret_env_secrets:
+        raise ValueError(
+            f"secret_env.secrets={list(secret_env_secrets)} cannot apply to a TrainJob "
+            f"(training_runtime={training_runtime!r}): its API takes single variables only; "
+            "use secret_env.keys, or training_runtime=None for an indexed Job"
         )
 
 

@@ -57,3 +57,10 @@ def die_on_rank_one() -> int:
         os._exit(137)
     while True:
         time.sleep(1)
+
+
+def print_then_wait() -> int:
+    """Every rank says it is up, then waits for ever (to be interrupted)."""
+    print(f"rank {os.environ['RANK']} is up", flush=True)
+    while True:
+        time.sleep(1)

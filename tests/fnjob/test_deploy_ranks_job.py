@@ -111,3 +111,31 @@ def test_an_exception_on_a_trainjob_rank_comes_back_with_its_rank() -> None:
             run(fake, training_runtime="fnjob-torch")
         assert fake.train_jobs == {}
     assert caught.value.rank == 1
+
+
+@pytest.mark.parametrize("runtime", [None, "fnjob-torch"])
+def test_ctrl_c_deletes_the_job_or_trainjob_and_stops_every_pod(runtime: str | None) -> None:
+    seen: list[str] = []
+
+    def interrupt_once_both_are_up(line: str) -> None:
+        seen.append(line)
+        if sum("is up" in text for text in seen) == 2:
+            raise KeyboardInterrupt
+
+    with FakeIndexedJobApi(ENTRY.format("print_then_wait")) as fake:
+        deployer = RanksJobDeployer(
+            JobOptions(namespace="team-a", lifecycle=Lifecycle(poll_interval=0.05)),
+            nodes=2,
+            rendezvous_timeout=60,
+            training_runtime=runtime,
+            api_client=api_client_for(fake),
+        )
+        with pytest.raises(KeyboardInterrupt):
+            deployer.run(
+                "reg/fnjob@sha256:" + "a" * 64,
+                encode_call(),
+                function_name="train",
+                on_log=interrupt_once_both_are_up,
+            )
+        assert fake.jobs == {} and fake.train_jobs == {}
+        assert all(process.returncode is not None for process in fake.processes.values())

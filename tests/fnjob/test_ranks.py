@@ -3,13 +3,14 @@ of two ranks (two podman containers on one network, torch.distributed with gloo 
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fnjob import Job, Lifecycle, RankFailed, RendezvousTimeout
+from fnjob import Job, Lifecycle, RankFailed, RendezvousTimeout, SecretEnv
 from fnjob.protocol import Outcome, ResultMissing, parse_outcome
 from fnjob.ranks import RankOutcomes
 from tests.fnjob import rank_payloads
@@ -148,10 +149,15 @@ def test_only_rank_zero_value_is_the_result_and_a_misplaced_rank_is_refused() ->
         ({"nodes": 2, "lifecycle": Lifecycle(backoff_limit=1)}, "lifecycle.backoff_limit=1"),
         ({"nodes": 2, "lifecycle": Lifecycle(istio_sidecar=True)}, "lifecycle.istio_sidecar"),
         ({"nodes": 2, "deployer": "local", "training_runtime": "torch"}, "training_runtime="),
+        ({"nodes": 2, "keep_job": True}, "keep_job=True cannot apply with nodes=2"),
+        (
+            {"nodes": 2, "training_runtime": "t", "secret_env": SecretEnv(secrets=("wandb",))},
+            "secret_env.secrets=['wandb'] cannot apply to a TrainJob",
+        ),
     ],
 )
 def test_bad_distributed_settings_name_the_option(settings: dict[str, Any], words: str) -> None:
-    with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(ValueError, match=re.escape(words)):
         Job(base_image="b", registry="127.0.0.1:5000", **settings)
 
 
@@ -213,3 +219,62 @@ def test_an_exception_on_local_rank_one_comes_back_and_rank_zero_is_stopped(
     # Rank 0 was waiting for ever: fnjob stopped it, and nothing is left behind.
     assert "[rank 0] rank 0 waits" in logs
     assert fnjob_containers(podman_env) == []
+
+
+def plain_job(registry: Any, python_base: str, podman_env: dict[str, str], **settings: Any) -> Job:
+    """Two local ranks on the plain Python base (functions that need no torch)."""
+    return Job(
+        base_image=python_base,
+        registry=registry.host,
+        image_name="tests/ranks-plain",
+        deployer="local",
+        engine="podman",
+        engine_env=podman_env,
+        nodes=2,
+        timeout=600,
+        progress=False,
+        **settings,
+    )
+
+
+def fnjob_networks(podman_env: dict[str, str]) -> list[str]:
+    import subprocess
+
+    listed = subprocess.run(
+        ["podman", "network", "ls", "--format", "{{.Name}}"],
+        env=podman_env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [name for name in listed.stdout.split() if name.startswith("fnjob-")]
+
+
+@pytest.mark.real
+def test_a_local_rank_that_dies_fails_the_run_with_its_rank(
+    registry: Any, python_base: str, podman_env: dict[str, str]
+) -> None:
+    job = plain_job(registry, python_base, podman_env, on_log=lambda _line: None)
+    with pytest.raises(RankFailed) as caught:
+        job.run(rank_payloads.die_on_rank_one)
+    assert caught.value.rank == 1
+    assert "rank 1 exited with code 137" in str(caught.value)
+    assert fnjob_containers(podman_env) == []
+
+
+@pytest.mark.real
+def test_ctrl_c_during_a_local_distributed_run_removes_every_container_and_the_network(
+    registry: Any, python_base: str, podman_env: dict[str, str]
+) -> None:
+    seen: list[str] = []
+
+    def interrupt_once_both_are_up(line: str) -> None:
+        seen.append(line)
+        if sum("is up" in text for text in seen) == 2:
+            raise KeyboardInterrupt
+
+    job = plain_job(registry, python_base, podman_env, on_log=interrupt_once_both_are_up)
+    with pytest.raises(KeyboardInterrupt):
+        job.run(rank_payloads.print_then_wait)
+    assert fnjob_containers(podman_env) == []
+    assert fnjob_networks(podman_env) == []
