@@ -295,6 +295,8 @@ class _RanksFollower:
         self.outcomes = RankOutcomes(nodes=deployer.nodes, nproc=deployer.nproc)
         self.nodes: dict[int, _Node] = {}
         self.lines: queue.Queue[tuple[int, str]] = queue.Queue()
+        self.started = time.monotonic()
+        self.expected = deployer.nodes
 
     def follow(self) -> RankOutcomes:
         while not self.outcomes.done:
@@ -302,6 +304,8 @@ class _RanksFollower:
             self._start_streams(pods)
             self._drain()
             self._check_pods(pods)
+            if not self.outcomes.done:
+                self._check_waiting(pods)
             if not self.outcomes.done:
                 self._check_job(pods)
             if not self.outcomes.done:
@@ -377,6 +381,39 @@ class _RanksFollower:
                     exit_code=terminated.exit_code,
                 )
 
+    def _check_waiting(self, pods: dict[int | None, Any]) -> None:
+        """Bounds for nodes that never start: pods not created within
+        ``pod_creation_timeout``, a pod no node can take for ``unschedulable_timeout``."""
+        waited = time.monotonic() - self.started
+        created = [node for node in pods if node is not None]
+        limit = self.lifecycle.pod_creation_timeout
+        if limit is not None and waited >= limit and len(created) < self.expected:
+            missing = sorted(set(range(self.expected)) - set(created))
+            self.outcomes.node_failed(
+                missing[0],
+                JobFailed(
+                    self.source.name,
+                    reason="FailedCreate",
+                    message=f"the pods of nodes {missing} were not created within {limit:g} s",
+                ),
+            )
+            return
+        limit = self.lifecycle.unschedulable_timeout
+        if limit is None or waited < limit:
+            return
+        for node, pod in pods.items():
+            message = _unschedulable(pod)
+            if node is not None and node not in self.nodes and message is not None:
+                self.outcomes.node_failed(
+                    node,
+                    JobFailed(
+                        f"{self.source.name} (node {node}, pod {pod.metadata.name})",
+                        reason="Unschedulable",
+                        message=message,
+                    ),
+                )
+                return
+
     def _node_failed(
         self, node: int, followed: _Node, reason: str, message: str, exit_code: int | None = None
     ) -> None:
@@ -432,6 +469,18 @@ def _node_of(pod: Any) -> int | None:
 def _container(pod: Any) -> Any:
     statuses = (pod.status and pod.status.container_statuses) or []
     return next((c for c in statuses if c.name in (CONTAINER_NAME, TRAINER_NODE_JOB)), None)
+
+
+def _unschedulable(pod: Any) -> str | None:
+    """The scheduler's message when no node can take the pod, else None."""
+    for condition in (pod.status and pod.status.conditions) or []:
+        if (
+            condition.type == "PodScheduled"
+            and condition.status == "False"
+            and condition.reason == "Unschedulable"
+        ):
+            return str(condition.message or "no node fits the pod")
+    return None
 
 
 def _started(pod: Any) -> bool:

@@ -8,7 +8,8 @@ rewritten as DNS and the pod network would). Logs stream while the runners run. 
 the Job kills every runner still running, as the kubelet stops a deleted Job's pods.
 
 ``faults`` make a node fail as a cluster would: ``"OOMKilled"`` (the container is killed
-with 137 and that reason, no output) or ``"Lost"`` (the pod vanishes: node lost, eviction).
+with 137 and that reason, no output), ``"Lost"`` (the pod vanishes: node lost, eviction),
+``"Unschedulable"`` (no node can take the pod) or ``"Pending"`` (it never starts its runner).
 """
 
 from __future__ import annotations
@@ -219,6 +220,8 @@ class FakeIndexedJobApi(FakeKubeApi):
 
     def _container_state(self, index: int) -> tuple[str, dict[str, Any]]:
         fault = self.faults.get(index)
+        if fault == "Unschedulable":
+            return "Pending", {"waiting": {"reason": "ContainerCreating"}}
         if fault == "OOMKilled":
             return "Failed", {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}
         process = self.processes.get(index)
@@ -256,6 +259,7 @@ class FakeIndexedJobApi(FakeKubeApi):
             },
             "spec": {"containers": [{"name": "fnjob", "image": "x"}], "nodeName": "node-a"},
             "status": {
+                **_scheduling(self.faults.get(index)),
                 "phase": phase,
                 "containerStatuses": [
                     {
@@ -387,3 +391,15 @@ def _as_indexed_job(train_job: dict[str, Any]) -> dict[str, Any]:
             },
         },
     }
+
+
+def _scheduling(fault: str | None) -> dict[str, Any]:
+    if fault != "Unschedulable":
+        return {}
+    condition = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+    }
+    return {"conditions": [condition]}

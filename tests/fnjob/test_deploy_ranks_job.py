@@ -23,10 +23,11 @@ def run(
     nodes: int = 2,
     rendezvous_timeout: float = 60,
     training_runtime: str | None = None,
+    lifecycle: Lifecycle | None = None,
 ) -> Any:
     logs: list[str] = []
     deployer = RanksJobDeployer(
-        JobOptions(namespace="team-a", lifecycle=Lifecycle(poll_interval=0.05)),
+        JobOptions(namespace="team-a", lifecycle=lifecycle or Lifecycle(poll_interval=0.05)),
         nodes=nodes,
         rendezvous_timeout=rendezvous_timeout,
         training_runtime=training_runtime,
@@ -139,3 +140,13 @@ def test_ctrl_c_deletes_the_job_or_trainjob_and_stops_every_pod(runtime: str | N
             )
         assert fake.jobs == {} and fake.train_jobs == {}
         assert all(process.returncode is not None for process in fake.processes.values())
+
+
+def test_a_node_no_gpu_node_can_take_fails_the_run_with_the_schedulers_message() -> None:
+    lifecycle = Lifecycle(poll_interval=0.05, unschedulable_timeout=0.5)
+    with FakeIndexedJobApi(ENTRY.format("rank_of_process"), faults={1: "Unschedulable"}) as fake:
+        with pytest.raises(JobFailed) as caught:
+            run(fake, lifecycle=lifecycle)
+        assert fake.jobs == {}
+    assert caught.value.reason == "Unschedulable"
+    assert "node 1" in str(caught.value) and "Insufficient nvidia.com/gpu" in str(caught.value)
