@@ -18,8 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fnjob.errors import FnJobError
-from fnjob.protocol import Outcome, RankFailed, ResultMissing
+from fnjob.protocol import Outcome, ResultMissing
 from fnjob.runner import (
     DEFAULT_MASTER_PORT,
     NNODES_ENV,
@@ -190,8 +189,3 @@ class RankOutcomes:
         if missing:
             raise ResultMissing(f"node(s) {missing} ended without reporting an outcome")
         return self._values[0].unwrap()
-
-
-def node_error(node: int, nproc: int, message: str) -> FnJobError:
-    """An error for a node that ended without an outcome (killed, lost)."""
-    return RankFailed(node * nproc, "fnjob.RankDied", message, "")
