@@ -23,8 +23,11 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 from fnjob.build import AppendBuilder, BuiltImage, DockerBuilder
 from fnjob.deploy_job import JobDeployer
 from fnjob.deploy_local import LocalDeployer, LocalOptions
+from fnjob.deploy_local_ranks import LocalRanksDeployer
+from fnjob.deploy_ranks_job import RanksJobDeployer
 from fnjob.gpugroups import GpuGroups, gpu_groups_from_environment
 from fnjob.manifest import JobOptions, build_job_manifest
+from fnjob.manifest_ranks import build_headless_service, build_indexed_job, build_train_job
 from fnjob.options import (
     Build,
     Lifecycle,
@@ -42,6 +45,7 @@ from fnjob.options import (
 from fnjob.package import CodePackage, package_function
 from fnjob.progress import ProgressEvent
 from fnjob.protocol import encode_call
+from fnjob.ranks import check_nodes, nproc_per_node, training_runtime_from_environment
 
 DEPLOYERS = ("job", "local")
 # Defaults for ``registry`` / ``base_image`` (a Kubeflow notebook of this stack sets both).
@@ -114,6 +118,16 @@ class Job:
       ``lifecycle.ttl_seconds_after_finished`` removes kept ones eventually);
     - ``lifecycle``: retries, clean-up and wait bounds (``Lifecycle``).
 
+    Distributed (see docs/distributed-training.md):
+
+    - ``nodes``: run the function once per process on this many pods (containers locally),
+      ``max(gpus, 1)`` processes each, under torch.distributed's conventions (``RANK``,
+      ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` in the environment);
+      rank 0's value comes back, and the first rank to fail raises ``RankFailed``;
+    - ``training_runtime``: with ``nodes > 1`` on a cluster, the ClusterTrainingRuntime of a
+      Trainer TrainJob (default ``$FNJOB_TRAINING_RUNTIME``, which the stack sets when it
+      deploys Trainer); None: an indexed Job with a headless Service.
+
     Shorthands (keyword only): ``cpu``, ``memory``, ``gpus`` build ``resources`` and
     ``gpu_group``, ``gpu_tolerations``, ``gpu_node_selector`` build ``scheduling``, so
     ``Job(gpus=1, gpu_group="gpu-spot")`` is ``Job(resources=Resources(gpus=1),
@@ -139,6 +153,8 @@ class Job:
     keep_job: bool = False
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     gpu_groups: GpuGroups | None = None
+    nodes: int = 1
+    training_runtime: str | None = None
     # Local deployer only: "podman"/"docker" (None: podman, else docker) and extra
     # environment for the engine itself (e.g. CONTAINERS_CONF).
     engine: str | None = None
@@ -231,6 +247,7 @@ class Job:
         )
         if self.gpu_groups is not None and not isinstance(self.gpu_groups, GpuGroups):
             raise ValueError(f"gpu_groups={self.gpu_groups!r} must be fnjob.GpuGroups or None")
+        self._check_nodes()
         check_timeout(self.timeout)
         if self.timeout is None:
             object.__setattr__(self, "timeout", default_timeout())
@@ -245,6 +262,21 @@ class Job:
         # construction.
         self._deployer_options()
         self._builder()
+
+    def _check_nodes(self) -> None:
+        runtime = self.training_runtime
+        if runtime is None and self.deployer == "job" and self.nodes != 1:
+            runtime = training_runtime_from_environment()
+            object.__setattr__(self, "training_runtime", runtime)
+        check_nodes(
+            self.nodes,
+            deployer=self.deployer,
+            backoff_limit=self.lifecycle.backoff_limit,
+            istio_sidecar=self.lifecycle.istio_sidecar,
+            training_runtime=runtime,
+            keep_job=self.keep_job,
+            secret_env_secrets=self.secret_env.secrets,
+        )
 
     # -- the pieces ------------------------------------------------------------------------
 
@@ -299,6 +331,33 @@ class Job:
             options=options,
         )
 
+    def distributed_manifests(
+        self, image: str, *, function_name: str = "function"
+    ) -> list[dict[str, Any]]:
+        """The objects a ``nodes > 1`` cluster run of ``image`` is made of, to review: a
+        TrainJob on ``training_runtime``, or without one an indexed Job and its headless
+        Service (the Service's owner uid is a placeholder's). Run id as ``job_manifest``."""
+        if self.nodes < 2:
+            raise ValueError(f"distributed_manifests needs nodes > 1, not nodes={self.nodes}")
+        run_id = "000000000000"
+        job = self.job_manifest(image, function_name=function_name)
+        nproc = nproc_per_node(self.resources.gpus)
+        timeout = self.lifecycle.rendezvous_timeout
+        if self.training_runtime is not None:
+            train_job = build_train_job(
+                job,
+                run_id=run_id,
+                runtime=self.training_runtime,
+                nodes=self.nodes,
+                nproc=nproc,
+                rendezvous_timeout=timeout,
+            )
+            return [train_job]
+        indexed = build_indexed_job(
+            job, run_id=run_id, nodes=self.nodes, nproc=nproc, rendezvous_timeout=timeout
+        )
+        return [indexed, build_headless_service(indexed, run_id=run_id, job_uid="placeholder")]
+
     def _reporter(self) -> Reporter | None:
         """``reporter``, else the notebook's default one (see ``progress``)."""
         if self.reporter is not None or self.progress is False:
@@ -324,10 +383,24 @@ class Job:
             return AppendBuilder(**common)
         return DockerBuilder(**common)
 
-    def _deployer(self) -> JobDeployer | LocalDeployer:
+    def _deployer(
+        self,
+    ) -> JobDeployer | LocalDeployer | LocalRanksDeployer | RanksJobDeployer:
         options = self._deployer_options()
         if isinstance(options, LocalOptions):
+            if self.nodes > 1:
+                return LocalRanksDeployer(
+                    options, nodes=self.nodes, rendezvous_timeout=self.lifecycle.rendezvous_timeout
+                )
             return LocalDeployer(options)
+        if self.nodes > 1:
+            return RanksJobDeployer(
+                options,
+                nodes=self.nodes,
+                rendezvous_timeout=self.lifecycle.rendezvous_timeout,
+                training_runtime=self.training_runtime,
+                api_client=self.api_client,
+            )
         return JobDeployer(options, api_client=self.api_client)
 
     # -- public operations -----------------------------------------------------------------
@@ -386,7 +459,7 @@ class Job:
         reporter = self._reporter()
         status = reporter.status if reporter else None
         deployer = self._deployer()
-        if isinstance(deployer, LocalDeployer) and self.on_stderr is not None:
+        if isinstance(deployer, LocalDeployer | LocalRanksDeployer) and self.on_stderr is not None:
             return deployer.run(
                 image,
                 call,

@@ -210,6 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("FNJOB_NAMESPACE"),
         help="default: the pod's own namespace, else the kubeconfig context's",
     )
+    run.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="run on this many pods (containers with --local), max(--gpus, 1) processes "
+        "each, under torch.distributed; rank 0's value comes back",
+    )
+    run.add_argument(
+        "--training-runtime",
+        help="with --nodes > 1: the ClusterTrainingRuntime of a TrainJob (default "
+        "$FNJOB_TRAINING_RUNTIME; without one, an indexed Job and a headless Service)",
+    )
     run.add_argument("--local", action="store_true", help="run with podman/docker here")
     run.add_argument("--engine", choices=("podman", "docker"), help="with --local")
     run.add_argument(
@@ -437,6 +449,8 @@ def _job(args: argparse.Namespace, reporter: RichReporter) -> Job:
             engine=args.engine,
             timeout=args.timeout,
             keep_job=args.keep_job,
+            nodes=args.nodes,
+            training_runtime=args.training_runtime,
             lifecycle=(
                 Lifecycle()
                 if args.pod_creation_timeout is None

@@ -41,6 +41,8 @@ REQUEST_TIMEOUT = (10.0, 60.0)
 # Bytes asked for per read of a log stream.
 LOG_READ_BYTES = 1 << 16
 T = TypeVar("T")
+# (group, version, plural) of Trainer's TrainJobs (the 26.03 release serves v1alpha1).
+TRAIN_JOBS = ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
 
 
 class ClusterError(FnJobError):
@@ -172,6 +174,7 @@ class Cluster:
         # Typed as Any: the generated models make every field Optional.
         self._batch: Any = client.BatchV1Api(api_client)
         self._core: Any = client.CoreV1Api(api_client)
+        self._custom: Any = client.CustomObjectsApi(api_client)
         # Per Job uid, the pods its controller's events named.
         self._confirmed_pods: dict[str, set[str]] = {}
 
@@ -194,6 +197,76 @@ class Cluster:
             lambda: self._batch.create_namespaced_job(
                 self.namespace, manifest, _request_timeout=REQUEST_TIMEOUT
             ),
+        )
+
+    def create_service(self, manifest: dict[str, Any]) -> Any:
+        return self._call(
+            f"create the run's Service in namespace {self.namespace!r}",
+            lambda: self._core.create_namespaced_service(
+                self.namespace, manifest, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    def create_train_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        created: dict[str, Any] = self._call(
+            f"create a TrainJob in namespace {self.namespace!r}",
+            lambda: self._custom.create_namespaced_custom_object(
+                *TRAIN_JOBS[:2],
+                self.namespace,
+                TRAIN_JOBS[2],
+                manifest,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+        return created
+
+    def read_train_job(self, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = self._call(
+            f"read TrainJob {name}",
+            lambda: self._custom.get_namespaced_custom_object(
+                TRAIN_JOBS[0],
+                TRAIN_JOBS[1],
+                self.namespace,
+                TRAIN_JOBS[2],
+                name,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+        return found
+
+    def delete_train_job(self, name: str) -> bool:
+        """Delete the TrainJob and, through Foreground propagation, its JobSet, pods and
+        Secret. Returns False when it was already gone."""
+        try:
+            self._call(
+                f"delete TrainJob {name}",
+                lambda: self._custom.delete_namespaced_custom_object(
+                    TRAIN_JOBS[0],
+                    TRAIN_JOBS[1],
+                    self.namespace,
+                    TRAIN_JOBS[2],
+                    name,
+                    propagation_policy="Foreground",
+                    _request_timeout=REQUEST_TIMEOUT,
+                ),
+            )
+        except ClusterError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def labelled_pods(self, label_selector: str) -> list[Any]:
+        """The namespace's pods carrying these labels."""
+        return list(
+            self._call(
+                "list the run's pods",
+                lambda: self._core.list_namespaced_pod(
+                    self.namespace,
+                    label_selector=label_selector,
+                    _request_timeout=REQUEST_TIMEOUT,
+                ),
+            ).items
         )
 
     def create_secret(self, manifest: dict[str, Any]) -> Any:
@@ -336,7 +409,12 @@ class Cluster:
         return str(events[-1].message) if events else None
 
     def follow_log(
-        self, pod_name: str, *, stall_seconds: float | None, since_seconds: int | None = None
+        self,
+        pod_name: str,
+        *,
+        stall_seconds: float | None,
+        since_seconds: int | None = None,
+        container: str = CONTAINER_NAME,
     ) -> Iterator[bytes]:
         """The container's log as it is written, each line after the kubelet's timestamp
         (``timestamps=true``), chunk by chunk, until it ends.
@@ -353,7 +431,7 @@ class Cluster:
             lambda: self._core.read_namespaced_pod_log(
                 pod_name,
                 self.namespace,
-                container=CONTAINER_NAME,
+                container=container,
                 follow=True,
                 timestamps=True,
                 since_seconds=since_seconds,

@@ -225,7 +225,7 @@ class LocalDeployer:
         )
         reader = OutcomeReader(key)
         timed_out = threading.Event()
-        remove = _Remover(engine, container_name, engine_env)
+        remove = ContainerRemover(engine, container_name, engine_env)
         try:
             with interrupts.signals_raise(), run_directory(call, key) as run_dir:
                 command = build_run_command(
@@ -302,23 +302,28 @@ class LocalDeployer:
                 exit_code=exit_code,
                 output=last_lines,
             )
-        message = (
-            "SIGKILL: out of memory, or stopped from outside"
-            if exit_code == 137
-            else "the container ended without reporting an outcome"
+        raise died_without_outcome(container_name, exit_code, reader)
+
+
+def died_without_outcome(container_name: str, exit_code: int, reader: OutcomeReader) -> JobFailed:
+    """The error for a container that ended without a signed outcome."""
+    message = (
+        "SIGKILL: out of memory, or stopped from outside"
+        if exit_code == 137
+        else "the container ended without reporting an outcome"
+    )
+    if reader.unsigned_lines:
+        message += (
+            f" ({reader.unsigned_lines} line(s) of its output looked like an outcome but "
+            "were not signed with this run's key)"
         )
-        if reader.unsigned_lines:
-            message += (
-                f" ({reader.unsigned_lines} line(s) of its output looked like an outcome but "
-                "were not signed with this run's key)"
-            )
-        raise JobFailed(
-            container_name,
-            reason="Killed" if exit_code == 137 else "Error",
-            message=message,
-            exit_code=exit_code,
-            last_logs=last_lines,
-        )
+    return JobFailed(
+        container_name,
+        reason="Killed" if exit_code == 137 else "Error",
+        message=message,
+        exit_code=exit_code,
+        last_logs=tuple(reader.last_lines),
+    )
 
 
 def _merged_lines(process: subprocess.Popen[bytes]) -> Iterator[tuple[str, str]]:
@@ -352,7 +357,7 @@ def _merged_lines(process: subprocess.Popen[bytes]) -> Iterator[tuple[str, str]]
         yield item
 
 
-class _Remover:
+class ContainerRemover:
     """Force-removes the container once (Ctrl-C, errors, timeout), quietly."""
 
     def __init__(self, engine: str, container_name: str, env: Mapping[str, str]) -> None:

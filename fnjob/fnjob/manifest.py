@@ -269,9 +269,17 @@ def build_job_manifest(
 
 
 def build_run_secret(
-    *, run_id: str, namespace: str, job_name: str, job_uid: str, call: bytes, key: bytes
+    *,
+    run_id: str,
+    namespace: str,
+    job_name: str,
+    job_uid: str,
+    call: bytes,
+    key: bytes,
+    owner: tuple[str, str] = ("batch/v1", "Job"),
 ) -> dict[str, Any]:
-    """The run's Secret: ``call`` and ``key`` for the runner, owned by (deleted with) the Job."""
+    """The run's Secret: ``call`` and ``key`` for the runner, owned by (deleted with) the Job
+    (or the ``owner`` (apiVersion, kind) named ``job_name``, e.g. a TrainJob)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -280,7 +288,7 @@ def build_run_secret(
             "namespace": namespace,
             "labels": {MANAGED_BY_LABEL: "fnjob", RUN_ID_LABEL: run_id},
             "ownerReferences": [
-                {"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job_uid}
+                {"apiVersion": owner[0], "kind": owner[1], "name": job_name, "uid": job_uid}
             ],
         },
         "type": "Opaque",

@@ -668,7 +668,9 @@ class Lifecycle:
     - ``log_stall_timeout``: a log stream that sends nothing for this long is reconnected
       from where it was (a quiet function costs one reconnect per period); None never;
     - ``istio_sidecar``: let Istio inject its sidecar (off: it never exits, so the Job would
-      never complete).
+      never complete);
+    - ``rendezvous_timeout``: with ``nodes > 1``, seconds every node has to join node 0 once
+      started; past it the run fails naming the ranks that never joined.
     """
 
     backoff_limit: int = 0
@@ -678,6 +680,7 @@ class Lifecycle:
     poll_interval: float = 1.0
     log_stall_timeout: float | None = 120.0
     istio_sidecar: bool = False
+    rendezvous_timeout: float = 600.0
 
     def __post_init__(self) -> None:
         if (
@@ -695,6 +698,7 @@ class Lifecycle:
         _positive_seconds("unschedulable_timeout", self.unschedulable_timeout)
         _positive_seconds("poll_interval", self.poll_interval, optional=False)
         _positive_seconds("log_stall_timeout", self.log_stall_timeout)
+        _positive_seconds("rendezvous_timeout", self.rendezvous_timeout, optional=False)
 
 
 def check_pieces(owner: object, **kinds: type) -> None:

@@ -38,6 +38,7 @@ from fnjob.runner import (
     MAX_POD_RESULT_BYTES,
     OUTCOME_PREFIX,
     PICKLE_PROTOCOL,
+    RENDEZVOUS_TIMEOUT_TYPE,
     RESULT_TOO_LARGE,
     RUN_DIR,
 )
@@ -52,7 +53,9 @@ __all__ = [
     "CallNotEncodable",
     "Outcome",
     "OutcomeReader",
+    "RankFailed",
     "RemoteError",
+    "RendezvousTimeout",
     "ResultMissing",
     "ResultNotLoadable",
     "ResultTooLarge",
@@ -129,6 +132,39 @@ class RemoteError(FnJobError):
         self.remote_traceback = remote_traceback
 
 
+class RankFailed(FnJobError):
+    """One rank of a distributed run failed; the others were stopped.
+
+    ``rank`` is the failing process's rank, ``type_name`` what it raised (``module.QualName``;
+    ``fnjob.RankDied`` when the process died without an outcome), ``remote_message`` its
+    message and ``remote_traceback`` the traceback printed on that rank. ``error`` is the
+    rank's own exception when it can be rebuilt here (also this error's ``__cause__``).
+    """
+
+    def __init__(
+        self,
+        rank: int,
+        type_name: str,
+        message: str,
+        remote_traceback: str,
+        error: BaseException | None = None,
+    ) -> None:
+        text = f"rank {rank} failed: {type_name}: {message}"
+        if remote_traceback:
+            text += f"\n\nRemote traceback (rank {rank}):\n{remote_traceback}"
+        super().__init__(text)
+        self.rank = rank
+        self.type_name = type_name
+        self.remote_message = message
+        self.remote_traceback = remote_traceback
+        self.error = error
+
+
+class RendezvousTimeout(RankFailed):
+    """Not every rank of a distributed run joined within ``Lifecycle.rendezvous_timeout``;
+    the message names the ranks that never joined."""
+
+
 class _RemoteTraceback(Exception):
     """Carries the remote traceback text as the ``__cause__`` of a re-raised exception."""
 
@@ -153,6 +189,8 @@ class Outcome:
     pickled_error: bytes | None = None
     # (pickled size, limit) when the runner refused to print a too large result.
     too_large: tuple[int, int] | None = None
+    # The rank whose outcome this is, in a distributed run (None: a single process).
+    rank: int | None = None
 
     def unwrap(self) -> Any:
         """Return the remote return value, or raise the remote exception.
@@ -168,6 +206,11 @@ class Outcome:
         if self.too_large is not None:
             raise ResultTooLarge(result_bytes=self.too_large[0], limit=self.too_large[1])
         error = self._rebuild_error()
+        if self.rank is not None:
+            kind = RendezvousTimeout if self.error_type == RENDEZVOUS_TIMEOUT_TYPE else RankFailed
+            raise kind(
+                self.rank, self.error_type, self.error_message, self.remote_traceback, error
+            ) from error
         if error is None:
             raise RemoteError(self.error_type, self.error_message, self.remote_traceback)
         error.add_note(f"Remote traceback:\n{self.remote_traceback}")
@@ -248,8 +291,11 @@ def _outcome_from_blob(blob: bytes) -> Outcome:
     header = json.loads(header_text)
     if not isinstance(header, dict):
         raise ValueError("the outcome header is not a JSON object")
+    rank = header.get("rank")
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int)):
+        raise ValueError(f"the outcome's rank {rank!r} is not a number")
     if header.get("ok") is True:
-        return Outcome(ok=True, pickled_value=data)
+        return Outcome(ok=True, pickled_value=data, rank=rank)
     too_large = None
     if header.get("type") == RESULT_TOO_LARGE:
         too_large = (int(header["result_bytes"]), int(header["limit"]))
@@ -260,6 +306,7 @@ def _outcome_from_blob(blob: bytes) -> Outcome:
         remote_traceback=str(header.get("traceback", "")),
         pickled_error=data if header.get("exception") else None,
         too_large=too_large,
+        rank=rank,
     )
 
 

@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -292,6 +293,26 @@ def cached_base_layout() -> Path:
     return cached_debian_layout("layout", PYTHON_BASE)
 
 
+# The Python base with PyTorch for CPU (gloo) in /usr/local/lib/python3.11/dist-packages, for
+# the distributed tests: pip installs it from the host into the new root (the host is Python
+# 3.11 like bookworm's, and pip uses the machine's index configuration). About 750 MB
+# unpacked, so it is built once and cached like the base.
+TORCH_REQUIREMENT = "torch==2.13.0+cpu"
+TORCH_BASE = DebianImage(
+    tag=BASE_TAG,
+    packages=("python3",),
+    customize=(
+        f"{sys.executable} -m pip install --quiet --no-compile --disable-pip-version-check "
+        '--target "$1/usr/local/lib/python3.11/dist-packages" ' + TORCH_REQUIREMENT,
+    ),
+)
+
+
+def cached_torch_layout() -> Path:
+    """The cached OCI layout of the Python base with CPU PyTorch (built on first use)."""
+    return cached_debian_layout(f"torch-{TORCH_REQUIREMENT.split('==')[1]}", TORCH_BASE)
+
+
 @pytest.fixture(scope="session")
 def base_layout() -> Path:
     return cached_base_layout()
@@ -324,6 +345,12 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServe
 def python_base(registry: RegistryServer, base_layout: Path) -> str:
     """``127.0.0.1:PORT/fnjob-base/python:3.11`` (OCI media types, Python 3.11, no pip)."""
     return copy_base_into(base_layout, registry.host, BASE_REPOSITORY)
+
+
+@pytest.fixture(scope="session")
+def torch_base(registry: RegistryServer) -> str:
+    """``127.0.0.1:PORT/fnjob-base/torch:3.11``: the Python base with CPU PyTorch."""
+    return copy_base_into(cached_torch_layout(), registry.host, "fnjob-base/torch")
 
 
 @pytest.fixture(scope="session")

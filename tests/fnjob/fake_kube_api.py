@@ -698,6 +698,11 @@ class ContainerLog:
         with self._lock:
             self._data += pending
 
+    def ends_line(self) -> bool:
+        """True when what was written so far ends with a newline (or is nothing)."""
+        with self._lock:
+            return not self._data or self._data.endswith(b"\n")
+
     def lines(self) -> list[str]:
         text = self._data.decode("utf-8", errors="replace")
         lines = text.split("\n")

@@ -118,6 +118,11 @@ def test_an_unwritable_output_file_is_a_usage_error_before_anything_runs(
         (["--label", "team name=ml"], "labels: key 'team name' is not a label key"),
         (["--label", "team=ml/vision"], "labels['team']='ml/vision' is not a label value"),
         (["--env", f"DATA={'x' * 200_000}"], "env['DATA'] is 200,005 bytes"),
+        (["--nodes", "0"], "nodes=0 must be a whole number >= 1"),
+        (
+            ["--nodes", "2", "--local", "--training-runtime", "torch"],
+            "training_runtime='torch' needs deployer='job'",
+        ),
     ],
 )
 def test_bad_run_options_are_usage_errors_naming_the_value(

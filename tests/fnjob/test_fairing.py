@@ -86,11 +86,26 @@ def test_gpu_namespace_and_cleanup_map_to_the_job(facade: FairingConfig) -> None
     assert description.image_name == "fairing-job"
 
 
+def test_the_pytorchjob_deployer_is_a_distributed_run_on_master_and_workers(
+    facade: FairingConfig,
+) -> None:
+    facade.set_builder("append", registry=REGISTRY, base_image="python:3.11")
+    facade.set_deployer("pytorchjob", master_count=1, worker_count=3)
+    description = facade.job()
+    assert (description.deployer, description.nodes) == ("job", 4)
+    with pytest.raises(FairingConfigError, match="master_count=2"):
+        facade.set_deployer("pytorchjob", master_count=2, worker_count=1)
+    with pytest.raises(FairingConfigError, match="worker_count=-1"):
+        facade.set_deployer("pytorchjob", worker_count=-1)
+
+
 def test_unknown_builder_and_deployer_list_the_allowed_ones(facade: FairingConfig) -> None:
     allowed_builders = "builder 'cluster' is not supported in fnjob; use one of: append, docker"
     with pytest.raises(FairingConfigError, match=allowed_builders):
         facade.set_builder("cluster", registry=REGISTRY)
-    allowed_deployers = "deployer 'tfjob' is not supported in fnjob; use one of: job, local"
+    allowed_deployers = (
+        "deployer 'tfjob' is not supported in fnjob; use one of: job, local, pytorchjob"
+    )
     with pytest.raises(FairingConfigError, match=allowed_deployers):
         facade.set_deployer("tfjob")
     with pytest.raises(FairingConfigError, match="does not take dockerfile_path"):

@@ -21,6 +21,9 @@ Preprocessors: ``'function'`` (what ``fn`` uses; ``input_files`` ship as extra f
 cells run by ``config.run()``). A ``requirements.txt`` among ``input_files``, or
 ``requirements=``, is installed into the image at build time.
 
+Fairing's ``pytorchjob`` deployer maps to a distributed run: ``set_deployer('pytorchjob',
+worker_count=3)`` is ``Job(nodes=4)`` (see docs/distributed-training.md).
+
 What Fairing had and fnjob does not (the ``cluster`` builder, ``tfjob``/``serving``
 deployers, ``TrainJob``, cloud helpers, ...) raises ``FairingNotSupported`` naming what to use
 instead, never ``AttributeError``.
@@ -41,7 +44,7 @@ from fnjob.options import Build, Resources, Security
 from fnjob.package import CodePackage, package_file, package_notebook
 
 FAIRING_BUILDERS = ("append", "docker")
-FAIRING_DEPLOYERS = ("job", "local")
+FAIRING_DEPLOYERS = ("job", "local", "pytorchjob")
 FAIRING_PREPROCESSORS = ("function", "python", "notebook", "full_notebook")
 _BUILDER_OPTIONS = (
     "image_name",
@@ -60,8 +63,8 @@ _PREPROCESSOR_OPTIONS = {
 # What Fairing users reach for that fnjob does not have, and what to use instead.
 _ALTERNATIVES = {
     "cluster": "set_builder('append') (no daemon, no kaniko) or set_builder('docker')",
-    "tfjob": "fnjob runs plain Kubernetes Jobs: set_deployer('job')",
-    "pytorchjob": "fnjob runs plain Kubernetes Jobs: set_deployer('job')",
+    "tfjob": "fnjob runs plain Kubernetes Jobs, or PyTorch across nodes: "
+    "set_deployer('job') or set_deployer('pytorchjob', worker_count=...)",
     "serving": "serve models with KServe; fnjob only runs functions as Jobs",
     "TrainJob": "fnjob.Job(base_image=..., registry=...).run(train)",
     "PredictionEndpoint": "serve models with KServe; fnjob only runs functions as Jobs",
@@ -87,6 +90,9 @@ _DEPLOYER_OPTIONS = {
     ),
     "local": ("pod_spec_mutators", "engine", "engine_env", "env", "timeout", "stream_log"),
 }
+# Fairing's PyTorchJob deployer: one master and ``worker_count`` workers become
+# ``Job(nodes=1 + worker_count)`` (torch.distributed's variables are set the same way).
+_DEPLOYER_OPTIONS["pytorchjob"] = (*_DEPLOYER_OPTIONS["job"], "master_count", "worker_count")
 
 
 class FairingConfigError(FnJobError):
@@ -182,6 +188,18 @@ class _DeployerSettings:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+def _check_pytorchjob_counts(options: Mapping[str, Any]) -> None:
+    master = options.get("master_count", 1)
+    workers = options.get("worker_count", 1)
+    if master != 1:
+        raise FairingConfigError(
+            f"master_count={master!r}: fnjob runs rank 0 on exactly one node; use "
+            "master_count=1 and worker_count for the others"
+        )
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise FairingConfigError(f"worker_count={workers!r} must be a whole number >= 0")
+
+
 def _check_options(kind: str, name: str, given: Mapping[str, Any], allowed: Sequence[str]) -> None:
     unknown = sorted(set(given) - set(allowed))
     if unknown:
@@ -244,6 +262,8 @@ class FairingConfig:
                 + (f" ({_ALTERNATIVES[name]})" if name in _ALTERNATIVES else "")
             )
         _check_options("deployer", name, options, _DEPLOYER_OPTIONS[name])
+        if name == "pytorchjob":
+            _check_pytorchjob_counts(options)
         for mutator in options.get("pod_spec_mutators") or ():
             if not isinstance(mutator, ResourceMutator):
                 raise FairingConfigError(
@@ -325,6 +345,10 @@ class FairingConfig:
         }
         if "cleanup" in options:
             settings["keep_job"] = not options["cleanup"]
+        deployer = self._deployer.name
+        if deployer == "pytorchjob":
+            deployer = "job"
+            settings["nodes"] = 1 + options.get("worker_count", 1)
         identity = {
             key: options[key] for key in ("service_account", "image_pull_secrets") if key in options
         }
@@ -343,7 +367,7 @@ class FairingConfig:
                 extra_files=preprocessor.input_files if preprocessor.name == "function" else (),
                 requirements=preprocessor.requirements,
             ),
-            deployer=self._deployer.name,
+            deployer=deployer,
             resources=Resources(cpu=cpu, memory=memory, gpus=gpus),
             on_log=on_log,
             api_client=api_client,
