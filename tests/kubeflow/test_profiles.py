@@ -63,6 +63,8 @@ def test_every_profile_gets_fnjobs_settings_by_default(
         "FNJOB_GPU_GROUPS": "/etc/fnjob/gpu-groups.json",
         # kubeflow.jobTimeoutHours, 24 by default.
         "FNJOB_DEFAULT_TIMEOUT": "86400",
+        # Trainer is in the render: multi-node runs use kubeflow.training.defaultRuntime.
+        "FNJOB_TRAINING_RUNTIME": "torch-distributed",
     }
     # ECR: credentials come from Pod Identity, nothing is mounted for docker.
     mounts = {m["mountPath"] for m in pod_default["spec"]["volumeMounts"]}
