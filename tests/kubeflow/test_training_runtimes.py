@@ -206,10 +206,9 @@ def test_notebooks_are_told_the_default_runtime(
 def test_without_trainer_notebooks_are_told_no_runtime(
     rendered: RenderedManifests, credentials: KubeflowCredentials
 ) -> None:
-    # Our small fixture has the notebook webhook (PodDefaults) but no Trainer.
-    objects = transform_manifests(
-        rendered.objects, make_args(default_training_runtime="torch-distributed"), credentials
-    )
+    # Our small fixture has the notebook webhook (PodDefaults) but no Trainer; the model's
+    # default runtime (torch-distributed) is named but nothing ships it.
+    objects = transform_manifests(rendered.objects, make_args(), credentials)
     assert not [o for o in objects if o.get("kind") == "ClusterTrainingRuntime"]
     pod_defaults = [o for o in objects if o.get("kind") == "PodDefault"]
     assert pod_defaults
