@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 
-from fnjob.auth import Credentials
-from fnjob.deploy_local import LocalOptions
-from fnjob.manifest import JobOptions, build_job_manifest
+from fnjob.image.auth import Credentials
 from fnjob.options import (
     MAX_ENV_VARIABLE_BYTES,
     Build,
@@ -24,6 +22,8 @@ from fnjob.options import (
     Security,
     Volumes,
 )
+from fnjob.run.local import LocalOptions
+from fnjob.run.manifest import JobOptions, build_job_manifest
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1 @@
+"""Running it: the Job and local deployers, manifests, logs, the outcome protocol, the runner."""
