@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, InitVar, dataclass, field
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
-from fnjob.image.builders import AppendBuilder, BuiltImage, DockerBuilder
+from fnjob.image.builders import BUILDER_TYPES, Builder, BuiltImage
 from fnjob.image.package import CodePackage, package_function
 from fnjob.options import (
     Build,
@@ -37,6 +37,7 @@ from fnjob.options import (
     frozen_str_mapping,
 )
 from fnjob.progress import ProgressEvent
+from fnjob.run import Deployer
 from fnjob.run.gpugroups import GpuGroups, gpu_groups_from_environment
 from fnjob.run.job import JobDeployer
 from fnjob.run.local import LocalDeployer, LocalOptions
@@ -366,7 +367,7 @@ class Job:
 
         return notebook_reporter()
 
-    def _builder(self, reporter: Reporter | None = None) -> AppendBuilder | DockerBuilder:
+    def _builder(self, reporter: Reporter | None = None) -> Builder:
         progress = reporter.progress if reporter else None
         building = self.building
         common: dict[str, Any] = {
@@ -379,13 +380,9 @@ class Job:
             "registry_timeout": building.registry_timeout,
             "progress": progress,
         }
-        if building.builder == "append":
-            return AppendBuilder(**common)
-        return DockerBuilder(**common)
+        return BUILDER_TYPES[building.builder](**common)
 
-    def _deployer(
-        self,
-    ) -> JobDeployer | LocalDeployer | LocalRanksDeployer | RanksJobDeployer:
+    def _deployer(self) -> Deployer:
         options = self._deployer_options()
         if isinstance(options, LocalOptions):
             if self.nodes > 1:
@@ -458,22 +455,13 @@ class Job:
         """Run a built image with an encoded call (``fnjob.run.protocol.encode_call``)."""
         reporter = self._reporter()
         status = reporter.status if reporter else None
-        deployer = self._deployer()
-        if isinstance(deployer, LocalDeployer | LocalRanksDeployer) and self.on_stderr is not None:
-            return deployer.run(
-                image,
-                call,
-                function_name=function_name,
-                on_log=self.on_log or print_log_line,
-                on_status=status,
-                on_stderr=self.on_stderr,
-            )
-        return deployer.run(
+        return self._deployer().run(
             image,
             call,
             function_name=function_name,
             on_log=self.on_log or print_log_line,
             on_status=status,
+            on_stderr=self.on_stderr,
         )
 
     def remote(self, func: Callable[P, R]) -> RemoteFunction[P, R]:

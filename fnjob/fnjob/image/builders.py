@@ -14,6 +14,7 @@ Both check the base image's Python against the package before building anything.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -22,7 +23,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from fnjob.errors import FnJobError
 from fnjob.image.auth import Credentials, find_credentials
@@ -281,9 +282,17 @@ def _report_python(progress: ProgressCallback | None, base: BaseImage, python: B
     )
 
 
+class Builder(Protocol):
+    """What makes an image: ``AppendBuilder`` (no daemon) or ``DockerBuilder``."""
+
+    def build(self, package: CodePackage, target: str) -> BuiltImage:
+        """Build ``package`` onto the base, push it to ``target``, return its reference."""
+        ...
+
+
 @dataclass(frozen=True)
-class AppendBuilder:
-    """Build by appending one code layer to ``base_image`` directly in the registry.
+class _BaseImageSettings:
+    """What every builder needs to know about the base image and the registries it uses.
 
     - ``base_image``: e.g. ``registry.example.com/ml/python:3.11`` (tag or ``@sha256:``);
     - ``base_python``: the base's Python ``MAJOR.MINOR`` when you know it; skips reading the
@@ -296,7 +305,6 @@ class AppendBuilder:
     - ``cache_dir``: where base Python versions are cached (``~/.cache/fnjob``);
     - ``registry_timeout``: seconds one registry operation may wait in total, retries
       included (default ``$FNJOB_REGISTRY_TIMEOUT`` or 30); ``retry``: how retries back off;
-    - ``upload_chunk_size``: bytes per upload request (progress is reported per chunk);
     - ``progress``: called with ``ProgressEvent``s; never printed.
     """
 
@@ -308,7 +316,6 @@ class AppendBuilder:
     cache_dir: Path | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     registry_timeout: float | None = None
-    upload_chunk_size: int = DEFAULT_CHUNK_SIZE
     progress: ProgressCallback | None = None
 
     def __post_init__(self) -> None:
@@ -321,9 +328,25 @@ class AppendBuilder:
         check_registry_timeout(self.registry_timeout)
         if self.registry_timeout is None:
             object.__setattr__(self, "registry_timeout", timeout_from_env())
+        object.__setattr__(self, "insecure_registries", tuple(self.insecure_registries))
+
+
+@dataclass(frozen=True)
+class AppendBuilder(_BaseImageSettings):
+    """Build by appending one code layer to ``base_image`` directly in the registry.
+
+    Takes the base image settings (see ``_BaseImageSettings``: ``base_image``,
+    ``base_python``, ``platform``, ``insecure_registries``, ``credentials``, ``cache_dir``,
+    ``retry``, ``registry_timeout``, ``progress``) and ``upload_chunk_size``, the bytes per
+    upload request (progress is reported per chunk).
+    """
+
+    upload_chunk_size: int = DEFAULT_CHUNK_SIZE
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.upload_chunk_size < 1:
             raise ValueError(f"upload_chunk_size: {self.upload_chunk_size} must be >= 1 byte")
-        object.__setattr__(self, "insecure_registries", tuple(self.insecure_registries))
 
     def _access(self) -> _RegistryAccess:
         assert self.registry_timeout is not None  # resolved in __post_init__
@@ -508,35 +531,16 @@ _PUSHED_DIGEST = re.compile(r"digest: (sha256:[a-f0-9]{64})")
 
 
 @dataclass(frozen=True)
-class DockerBuilder:
+class DockerBuilder(_BaseImageSettings):
     """Build with a Docker-compatible daemon from a generated Dockerfile, then push.
 
-    ``docker_host`` overrides ``DOCKER_HOST`` and ``timeout`` is the daemon's; the base
-    image's Python is checked through its registry first, like ``AppendBuilder`` (same
-    ``base_python`` and ``registry_timeout``).
+    Takes the base image settings like ``AppendBuilder`` (its Python is checked through the
+    registry first); ``docker_host`` overrides ``DOCKER_HOST`` and ``timeout`` is the
+    daemon's.
     """
 
-    base_image: str
-    base_python: str | None = None
-    platform: str = "linux/amd64"
-    insecure_registries: tuple[str, ...] = ()
-    credentials: Mapping[str, Credentials] | None = None
-    cache_dir: Path | None = None
     docker_host: str | None = None
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    registry_timeout: float | None = None
     timeout: float = 600.0
-    progress: ProgressCallback | None = None
-
-    def __post_init__(self) -> None:
-        try:
-            parse_reference(self.base_image)
-        except ValueError as error:
-            raise ValueError(f"base_image: {error}") from error
-        check_platform(self.platform)
-        check_base_python(self.base_python)
-        check_registry_timeout(self.registry_timeout)
-        object.__setattr__(self, "insecure_registries", tuple(self.insecure_registries))
 
     def _client(self) -> Any:
         import docker  # the docker SDK is only needed when this builder is used
@@ -564,15 +568,7 @@ class DockerBuilder:
         target_ref = parse_reference(target)
         client = self._client()
         appender = AppendBuilder(
-            self.base_image,
-            base_python=self.base_python,
-            platform=self.platform,
-            insecure_registries=self.insecure_registries,
-            credentials=self.credentials,
-            cache_dir=self.cache_dir,
-            retry=self.retry,
-            registry_timeout=self.registry_timeout,
-            progress=self.progress,
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(_BaseImageSettings)}
         )
         _, python = appender.resolve_base()
         check_python(package, python.version, self.base_image)
@@ -642,3 +638,10 @@ class DockerBuilder:
             python_found_in=python.found_in,
             base_bytes_read=python.bytes_read,
         )
+
+
+# ``Build(builder=...)``: the builder each name stands for (``fnjob.options.BUILDERS``).
+BUILDER_TYPES: Mapping[str, type[AppendBuilder] | type[DockerBuilder]] = {
+    "append": AppendBuilder,
+    "docker": DockerBuilder,
+}

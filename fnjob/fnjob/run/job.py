@@ -46,6 +46,7 @@ class JobDeployer:
         function_name: str,
         on_log: LogSink,
         on_status: StatusSink | None = None,
+        on_stderr: LogSink | None = None,
     ) -> Any:
         """Create the Job, stream its logs to ``on_log``, return the function's value.
 

@@ -82,6 +82,7 @@ class RanksJobDeployer:
         function_name: str,
         on_log: LogSink,
         on_status: StatusSink | None = None,
+        on_stderr: LogSink | None = None,
     ) -> Any:
         """Create the run's objects, stream every pod's log to ``on_log``, return rank 0's
         value.
