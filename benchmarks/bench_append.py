@@ -36,8 +36,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "fnjob"), str(REPO_ROOT)]
 
-from fnjob.build import AppendBuilder, docker_context  # noqa: E402
-from fnjob.package import CodePackage, package_function  # noqa: E402
+from fnjob.image.builders import AppendBuilder, docker_context  # noqa: E402
+from fnjob.image.package import CodePackage, package_function  # noqa: E402
 from fnjob.progress import ProgressEvent  # noqa: E402
 from tests.fnjob.conftest import (  # noqa: E402
     BASE_REPOSITORY,
@@ -122,8 +122,8 @@ def _storage(root: Path, registry: RegistryServer) -> Iterator[PodmanConfig]:
 def _detection_bytes(base: str, registry_host: str, workdir: Path) -> tuple[int, int, float]:
     """(bytes read by reading every layer to its end, bytes read by fnjob's scan, its
     seconds) for finding base's Python; both measured, nothing cached."""
-    from fnjob.auth import Credentials
-    from fnjob.registry import RegistryClient, parse_reference
+    from fnjob.image.auth import Credentials
+    from fnjob.image.registry import RegistryClient, parse_reference
 
     reference = parse_reference(base)
     manifest = json.loads(
@@ -156,9 +156,9 @@ def _stacked_base(registry: RegistryServer) -> str:
     import gzip
     import hashlib
 
-    from fnjob.auth import Credentials
-    from fnjob.image import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, sha256_digest
-    from fnjob.registry import RegistryClient
+    from fnjob.image.auth import Credentials
+    from fnjob.image.layer import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, sha256_digest
+    from fnjob.image.registry import RegistryClient
 
     manifest = registry.manifest(BASE_REPOSITORY, "3.11").json()
     with RegistryClient(registry.host, BASE_REPOSITORY, credentials=Credentials()) as source:

@@ -55,8 +55,8 @@ SHARD = 64 * MiB
 _BUILD = """
 import json, re, sys, time
 sys.path[:0] = [sys.argv[1]]
-from fnjob.build import AppendBuilder
-from fnjob.package import package_function
+from fnjob.image.builders import AppendBuilder
+from fnjob.image.package import package_function
 import bench_payload_job
 
 def peak():

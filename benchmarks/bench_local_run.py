@@ -32,9 +32,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "fnjob"), str(REPO_ROOT)]
 
 from fnjob import Build, Job  # noqa: E402
-from fnjob.deploy_local import run_directory  # noqa: E402
 from fnjob.options import RUN_DIR  # noqa: E402
-from fnjob.protocol import encode_call, new_run_key  # noqa: E402
+from fnjob.run.local import run_directory  # noqa: E402
+from fnjob.run.protocol import encode_call, new_run_key  # noqa: E402
 from tests.fnjob import run_payloads  # noqa: E402
 from tests.fnjob.conftest import (  # noqa: E402
     BASE_REPOSITORY,

@@ -28,11 +28,11 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "fnjob"), str(REPO_ROOT)]
 
-from fnjob.auth import Credentials  # noqa: E402
-from fnjob.build import AppendBuilder  # noqa: E402
-from fnjob.image import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, sha256_digest  # noqa: E402
-from fnjob.pythonversion import PYTHON_LABEL  # noqa: E402
-from fnjob.registry import RegistryClient  # noqa: E402
+from fnjob.image.auth import Credentials  # noqa: E402
+from fnjob.image.builders import AppendBuilder  # noqa: E402
+from fnjob.image.layer import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, sha256_digest  # noqa: E402
+from fnjob.image.pythonversion import PYTHON_LABEL  # noqa: E402
+from fnjob.image.registry import RegistryClient  # noqa: E402
 from tests.fnjob.conftest import (  # noqa: E402
     BASE_REPOSITORY,
     RegistryServer,

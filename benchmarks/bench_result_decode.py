@@ -1,7 +1,7 @@
 """Decoding a function's result from its container log, at 16 and 64 MiB.
 
 Prints figures, asserts nothing. The log is what the caller receives from the kubelet: the
-runner's outcome (``fnjob.runner.outcome_lines``, signed with a fresh key) with a timestamp
+runner's outcome (``fnjob.run.runner.outcome_lines``, signed with a fresh key) with a timestamp
 before each line (``timestamps=true``), in reads of ``LOG_READ_BYTES``. It is decoded the
 way ``JobFollower`` does (line splitting, timestamp dedup, signature check, unpickling).
 
@@ -39,13 +39,13 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "fnjob"), str(REPO_ROOT)]
 
-from fnjob.cluster import LOG_READ_BYTES  # noqa: E402
-from fnjob.deploy_job import JobDeployer  # noqa: E402
-from fnjob.follow import _LineSplitter, _LogPosition  # noqa: E402
-from fnjob.manifest import JobOptions  # noqa: E402
 from fnjob.options import Lifecycle  # noqa: E402
-from fnjob.protocol import OutcomeReader, encode_call, new_run_key  # noqa: E402
-from fnjob.runner import outcome_lines  # noqa: E402
+from fnjob.run.cluster import LOG_READ_BYTES  # noqa: E402
+from fnjob.run.follow import _LineSplitter, _LogPosition  # noqa: E402
+from fnjob.run.job import JobDeployer  # noqa: E402
+from fnjob.run.manifest import JobOptions  # noqa: E402
+from fnjob.run.protocol import OutcomeReader, encode_call, new_run_key  # noqa: E402
+from fnjob.run.runner import outcome_lines  # noqa: E402
 from tests.fnjob.fake_kube_api import FakeKubeApi, JobScenario  # noqa: E402
 from tests.fnjob.run_fixtures import api_client_for  # noqa: E402
 from tests.fnjob.run_payloads import random_bytes  # noqa: E402

@@ -54,8 +54,8 @@ def counted(self, method, url, *args, **kwargs):
         seen.append((f"{method} {kind}", time.perf_counter() - started))
 
 requests.Session.request = counted
-from fnjob.build import AppendBuilder
-from fnjob.package import package_function
+from fnjob.image.builders import AppendBuilder
+from fnjob.image.package import package_function
 import bench_small_job
 
 from pathlib import Path

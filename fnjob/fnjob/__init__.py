@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fnjob.api import DEPLOYERS, Job, RemoteFunction, Reporter, job
-    from fnjob.auth import AuthError, Credentials
-    from fnjob.build import (
+    from fnjob.errors import FnJobError, JobFailed, JobTimeout, PodNotCreated
+    from fnjob.image.auth import AuthError, Credentials
+    from fnjob.image.builders import (
         AppendBuilder,
         BaseImageNotFound,
         BuiltImage,
@@ -26,25 +27,15 @@ if TYPE_CHECKING:
         DockerBuildFailed,
         DockerDaemonUnavailable,
     )
-    from fnjob.cluster import (
-        ClusterAccessDenied,
-        ClusterConfigError,
-        ClusterError,
-        ClusterUnreachable,
-        LogStreamStalled,
+    from fnjob.image.layer import ImageFormatError
+    from fnjob.image.package import CodePackage, UnshippableFunction
+    from fnjob.image.pythonversion import PythonVersionMismatch
+    from fnjob.image.registry import (
+        RegistryError,
+        RegistryServerError,
+        RegistryUnreachable,
+        RetryPolicy,
     )
-    from fnjob.deploy_job import JobDeployer
-    from fnjob.deploy_local import (
-        ContainerEngineError,
-        ContainerEngineNotFound,
-        LocalDeployer,
-        LocalOptions,
-    )
-    from fnjob.errors import FnJobError, JobFailed, JobTimeout, PodNotCreated
-    from fnjob.gpugroups import GpuGroup, GpuGroups, GpuGroupsFileError, load_gpu_groups
-    from fnjob.image import ImageFormatError
-    from fnjob.interrupts import Terminated
-    from fnjob.manifest import JobOptions
     from fnjob.options import (
         BUILDERS,
         Build,
@@ -57,9 +48,25 @@ if TYPE_CHECKING:
         Security,
         Volumes,
     )
-    from fnjob.package import CodePackage, UnshippableFunction
     from fnjob.progress import ProgressEvent
-    from fnjob.protocol import (
+    from fnjob.run.cluster import (
+        ClusterAccessDenied,
+        ClusterConfigError,
+        ClusterError,
+        ClusterUnreachable,
+        LogStreamStalled,
+    )
+    from fnjob.run.gpugroups import GpuGroup, GpuGroups, GpuGroupsFileError, load_gpu_groups
+    from fnjob.run.interrupts import Terminated
+    from fnjob.run.job import JobDeployer
+    from fnjob.run.local import (
+        ContainerEngineError,
+        ContainerEngineNotFound,
+        LocalDeployer,
+        LocalOptions,
+    )
+    from fnjob.run.manifest import JobOptions
+    from fnjob.run.protocol import (
         CallNotEncodable,
         RankFailed,
         RemoteError,
@@ -68,71 +75,69 @@ if TYPE_CHECKING:
         ResultNotLoadable,
         ResultTooLarge,
     )
-    from fnjob.pythonversion import PythonVersionMismatch
-    from fnjob.registry import RegistryError, RegistryServerError, RegistryUnreachable, RetryPolicy
 
 # Each public name and the module defining it, imported on first use: ``fnjob --help`` and
 # ``import fnjob`` stay fast, and a local run never loads the Kubernetes client.
 _EXPORTS = {
-    "AppendBuilder": "fnjob.build",
-    "AuthError": "fnjob.auth",
+    "AppendBuilder": "fnjob.image.builders",
+    "AuthError": "fnjob.image.auth",
     "BUILDERS": "fnjob.options",
-    "BaseImageNotFound": "fnjob.build",
+    "BaseImageNotFound": "fnjob.image.builders",
     "Build": "fnjob.options",
-    "BuiltImage": "fnjob.build",
-    "CallNotEncodable": "fnjob.protocol",
+    "BuiltImage": "fnjob.image.builders",
+    "CallNotEncodable": "fnjob.run.protocol",
     "ClaimMount": "fnjob.options",
-    "ClusterAccessDenied": "fnjob.cluster",
-    "ClusterConfigError": "fnjob.cluster",
-    "ClusterError": "fnjob.cluster",
-    "ClusterUnreachable": "fnjob.cluster",
-    "CodePackage": "fnjob.package",
-    "ContainerEngineError": "fnjob.deploy_local",
-    "ContainerEngineNotFound": "fnjob.deploy_local",
-    "Credentials": "fnjob.auth",
+    "ClusterAccessDenied": "fnjob.run.cluster",
+    "ClusterConfigError": "fnjob.run.cluster",
+    "ClusterError": "fnjob.run.cluster",
+    "ClusterUnreachable": "fnjob.run.cluster",
+    "CodePackage": "fnjob.image.package",
+    "ContainerEngineError": "fnjob.run.local",
+    "ContainerEngineNotFound": "fnjob.run.local",
+    "Credentials": "fnjob.image.auth",
     "DEPLOYERS": "fnjob.api",
-    "DockerBuildFailed": "fnjob.build",
-    "DockerBuilder": "fnjob.build",
-    "DockerDaemonUnavailable": "fnjob.build",
+    "DockerBuildFailed": "fnjob.image.builders",
+    "DockerBuilder": "fnjob.image.builders",
+    "DockerDaemonUnavailable": "fnjob.image.builders",
     "FnJobError": "fnjob.errors",
-    "GpuGroup": "fnjob.gpugroups",
-    "GpuGroups": "fnjob.gpugroups",
-    "GpuGroupsFileError": "fnjob.gpugroups",
-    "ImageFormatError": "fnjob.image",
+    "GpuGroup": "fnjob.run.gpugroups",
+    "GpuGroups": "fnjob.run.gpugroups",
+    "GpuGroupsFileError": "fnjob.run.gpugroups",
+    "ImageFormatError": "fnjob.image.layer",
     "Job": "fnjob.api",
-    "JobDeployer": "fnjob.deploy_job",
+    "JobDeployer": "fnjob.run.job",
     "JobFailed": "fnjob.errors",
-    "JobOptions": "fnjob.manifest",
+    "JobOptions": "fnjob.run.manifest",
     "JobTimeout": "fnjob.errors",
     "Lifecycle": "fnjob.options",
-    "LocalDeployer": "fnjob.deploy_local",
-    "LocalOptions": "fnjob.deploy_local",
-    "LogStreamStalled": "fnjob.cluster",
+    "LocalDeployer": "fnjob.run.local",
+    "LocalOptions": "fnjob.run.local",
+    "LogStreamStalled": "fnjob.run.cluster",
     "PodNotCreated": "fnjob.errors",
     "ProgressEvent": "fnjob.progress",
-    "PythonVersionMismatch": "fnjob.pythonversion",
-    "RegistryError": "fnjob.registry",
-    "RegistryServerError": "fnjob.registry",
-    "RegistryUnreachable": "fnjob.registry",
-    "RankFailed": "fnjob.protocol",
-    "RemoteError": "fnjob.protocol",
-    "RendezvousTimeout": "fnjob.protocol",
+    "PythonVersionMismatch": "fnjob.image.pythonversion",
+    "RegistryError": "fnjob.image.registry",
+    "RegistryServerError": "fnjob.image.registry",
+    "RegistryUnreachable": "fnjob.image.registry",
+    "RankFailed": "fnjob.run.protocol",
+    "RemoteError": "fnjob.run.protocol",
+    "RendezvousTimeout": "fnjob.run.protocol",
     "RemoteFunction": "fnjob.api",
     "Reporter": "fnjob.api",
     "Resources": "fnjob.options",
-    "ResultMissing": "fnjob.protocol",
-    "ResultNotLoadable": "fnjob.protocol",
-    "ResultTooLarge": "fnjob.protocol",
-    "RetryPolicy": "fnjob.registry",
+    "ResultMissing": "fnjob.run.protocol",
+    "ResultNotLoadable": "fnjob.run.protocol",
+    "ResultTooLarge": "fnjob.run.protocol",
+    "RetryPolicy": "fnjob.image.registry",
     "Scheduling": "fnjob.options",
     "SecretEnv": "fnjob.options",
     "SecretKey": "fnjob.options",
     "Security": "fnjob.options",
-    "Terminated": "fnjob.interrupts",
-    "UnshippableFunction": "fnjob.package",
+    "Terminated": "fnjob.run.interrupts",
+    "UnshippableFunction": "fnjob.image.package",
     "Volumes": "fnjob.options",
     "job": "fnjob.api",
-    "load_gpu_groups": "fnjob.gpugroups",
+    "load_gpu_groups": "fnjob.run.gpugroups",
 }
 
 

@@ -3,7 +3,7 @@
 A ``Job`` is a frozen, validated description of where and how to run; it holds no state
 between calls. Its pieces (packaging, builder, deployer) are the library's own modules:
 
-    package (fnjob.package) -> build + push (fnjob.build) -> run (deploy_job / deploy_local)
+    fnjob.image.package -> fnjob.image.builders (build + push) -> fnjob.run.job / fnjob.run.local
 
 Output of the user's function goes to ``on_log`` (default: this process's stdout, since it
 is the function's own output); progress goes to an optional ``Reporter`` (the CLI's is rich).
@@ -20,14 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, InitVar, dataclass, field
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
-from fnjob.build import AppendBuilder, BuiltImage, DockerBuilder
-from fnjob.deploy_job import JobDeployer
-from fnjob.deploy_local import LocalDeployer, LocalOptions
-from fnjob.deploy_local_ranks import LocalRanksDeployer
-from fnjob.deploy_ranks_job import RanksJobDeployer
-from fnjob.gpugroups import GpuGroups, gpu_groups_from_environment
-from fnjob.manifest import JobOptions, build_job_manifest
-from fnjob.manifest_ranks import build_headless_service, build_indexed_job, build_train_job
+from fnjob.image.builders import BUILDER_TYPES, Builder, BuiltImage
+from fnjob.image.package import CodePackage, package_function
 from fnjob.options import (
     Build,
     Lifecycle,
@@ -42,10 +36,17 @@ from fnjob.options import (
     default_timeout,
     frozen_str_mapping,
 )
-from fnjob.package import CodePackage, package_function
 from fnjob.progress import ProgressEvent
-from fnjob.protocol import encode_call
-from fnjob.ranks import check_nodes, nproc_per_node, training_runtime_from_environment
+from fnjob.run import Deployer
+from fnjob.run.gpugroups import GpuGroups, gpu_groups_from_environment
+from fnjob.run.job import JobDeployer
+from fnjob.run.local import LocalDeployer, LocalOptions
+from fnjob.run.local_ranks import LocalRanksDeployer
+from fnjob.run.manifest import JobOptions, build_job_manifest
+from fnjob.run.manifest_ranks import build_headless_service, build_indexed_job, build_train_job
+from fnjob.run.protocol import encode_call
+from fnjob.run.ranks import check_nodes, nproc_per_node, training_runtime_from_environment
+from fnjob.run.ranks_job import RanksJobDeployer
 
 DEPLOYERS = ("job", "local")
 # Defaults for ``registry`` / ``base_image`` (a Kubeflow notebook of this stack sets both).
@@ -366,7 +367,7 @@ class Job:
 
         return notebook_reporter()
 
-    def _builder(self, reporter: Reporter | None = None) -> AppendBuilder | DockerBuilder:
+    def _builder(self, reporter: Reporter | None = None) -> Builder:
         progress = reporter.progress if reporter else None
         building = self.building
         common: dict[str, Any] = {
@@ -379,13 +380,9 @@ class Job:
             "registry_timeout": building.registry_timeout,
             "progress": progress,
         }
-        if building.builder == "append":
-            return AppendBuilder(**common)
-        return DockerBuilder(**common)
+        return BUILDER_TYPES[building.builder](**common)
 
-    def _deployer(
-        self,
-    ) -> JobDeployer | LocalDeployer | LocalRanksDeployer | RanksJobDeployer:
+    def _deployer(self) -> Deployer:
         options = self._deployer_options()
         if isinstance(options, LocalOptions):
             if self.nodes > 1:
@@ -455,25 +452,16 @@ class Job:
         return self.run_image(image.ref, call, function_name=function_name)
 
     def run_image(self, image: str, call: bytes, *, function_name: str) -> Any:
-        """Run a built image with an encoded call (``fnjob.protocol.encode_call``)."""
+        """Run a built image with an encoded call (``fnjob.run.protocol.encode_call``)."""
         reporter = self._reporter()
         status = reporter.status if reporter else None
-        deployer = self._deployer()
-        if isinstance(deployer, LocalDeployer | LocalRanksDeployer) and self.on_stderr is not None:
-            return deployer.run(
-                image,
-                call,
-                function_name=function_name,
-                on_log=self.on_log or print_log_line,
-                on_status=status,
-                on_stderr=self.on_stderr,
-            )
-        return deployer.run(
+        return self._deployer().run(
             image,
             call,
             function_name=function_name,
             on_log=self.on_log or print_log_line,
             on_status=status,
+            on_stderr=self.on_stderr,
         )
 
     def remote(self, func: Callable[P, R]) -> RemoteFunction[P, R]:

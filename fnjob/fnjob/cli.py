@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from fnjob.api import Job
-    from fnjob.build import BuiltImage
-    from fnjob.package import CodePackage
+    from fnjob.image.builders import BuiltImage
+    from fnjob.image.package import CodePackage
     from fnjob.report import RichReporter
 
 EXIT_OK = 0
@@ -56,16 +56,16 @@ EXIT_CODES = {
 def _error_exit_codes() -> tuple[tuple[type[BaseException], int], ...]:
     """Error types and their exit codes, most specific first: JobTimeout is a JobFailed,
     ClusterAccessDenied a ClusterError."""
-    from fnjob.auth import AuthError
-    from fnjob.build import BaseImageNotFound, DockerBuildFailed, DockerDaemonUnavailable
-    from fnjob.cluster import ClusterError
-    from fnjob.deploy_local import ContainerEngineError, ContainerEngineNotFound
     from fnjob.errors import FnJobError, JobFailed, JobTimeout
-    from fnjob.image import ImageFormatError
-    from fnjob.package import UnshippableFunction
-    from fnjob.protocol import CallNotEncodable, RemoteError, ResultMissing, ResultNotLoadable
-    from fnjob.pythonversion import PythonVersionMismatch
-    from fnjob.registry import RegistryError
+    from fnjob.image.auth import AuthError
+    from fnjob.image.builders import BaseImageNotFound, DockerBuildFailed, DockerDaemonUnavailable
+    from fnjob.image.layer import ImageFormatError
+    from fnjob.image.package import UnshippableFunction
+    from fnjob.image.pythonversion import PythonVersionMismatch
+    from fnjob.image.registry import RegistryError
+    from fnjob.run.cluster import ClusterError
+    from fnjob.run.local import ContainerEngineError, ContainerEngineNotFound
+    from fnjob.run.protocol import CallNotEncodable, RemoteError, ResultMissing, ResultNotLoadable
 
     return (
         (JobTimeout, EXIT_TIMEOUT),
@@ -326,16 +326,16 @@ def parse_age(text: str) -> float:
 
 def _cleanup(args: argparse.Namespace) -> int:
     """``fnjob cleanup``: prints one line per run removed (or found, with ``--dry-run``)."""
-    from fnjob import cleanup
+    from fnjob.run import cleanup
 
     if args.local:
-        from fnjob.deploy_local import find_engine
+        from fnjob.run.local import find_engine
 
         engine = find_engine(args.engine)
         on_engine = cleanup.local_leftovers if args.dry_run else cleanup.remove_local_leftovers
         found = on_engine(engine, os.environ, older_than=args.older_than)
     else:
-        from fnjob.cluster import Cluster, connect, current_namespace
+        from fnjob.run.cluster import Cluster, connect, current_namespace
 
         cluster = Cluster(connect(), args.namespace or current_namespace())
         on_cluster = cleanup.cluster_leftovers if args.dry_run else cleanup.remove_cluster_leftovers
@@ -366,7 +366,7 @@ def parse_key_values(items: Sequence[str], *, option: str, as_json: bool) -> dic
 
 
 def _package(args: argparse.Namespace) -> CodePackage:
-    from fnjob.package import package_file, package_notebook
+    from fnjob.image.package import package_file, package_notebook
 
     path: Path = args.file
     requirements = args.requirements or ()
@@ -506,7 +506,7 @@ def result_record(
         pickled = getattr(error, "pickled_value", None)
         if isinstance(pickled, bytes):
             # ResultNotLoadable: the function returned; say what, and why it did not load.
-            from fnjob.unloadable import describe_unloadable
+            from fnjob.run.unloadable import describe_unloadable
 
             record["value_type"], record["value_repr"] = describe_unloadable(pickled)
             record["error"]["missing_module"] = getattr(error, "missing_module", None)
@@ -544,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(record), file=sys.stdout, flush=True)
         return EXIT_USAGE
     try:
-        from fnjob.protocol import encode_call
+        from fnjob.run.protocol import encode_call
 
         call = b""
         if args.command == "run":
@@ -615,7 +615,7 @@ def _emit_result(args: argparse.Namespace, record: dict[str, Any], console: Cons
 
 
 def _remote_traceback(error: BaseException) -> str | None:
-    from fnjob.protocol import RemoteError
+    from fnjob.run.protocol import RemoteError
 
     for note in getattr(error, "__notes__", ()):
         if note.startswith("Remote traceback:"):

@@ -33,7 +33,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fnjob.auth import Credentials
+    from fnjob.image.auth import Credentials
 
 __all__ = [
     "BUILDERS",
@@ -91,7 +91,7 @@ def check_platform(value: object) -> None:
     """``platform`` is ``os/arch`` or ``os/arch/variant`` (``linux/amd64``)."""
     if not isinstance(value, str):
         raise ValueError(f"platform={value!r} is not 'os/arch' or 'os/arch/variant'")
-    from fnjob.image import parse_platform  # the image code loads only when building
+    from fnjob.image.layer import parse_platform  # the image code loads only when building
 
     try:
         parse_platform(value)
@@ -180,7 +180,9 @@ class Build:
             )
         object.__setattr__(self, "insecure_registries", tuple(self.insecure_registries))
         if self.credentials is not None:
-            from fnjob.auth import Credentials  # with requests, only when credentials are given
+            from fnjob.image.auth import (
+                Credentials,  # with requests, only when credentials are given
+            )
 
             if not isinstance(self.credentials, Mapping) or not all(
                 isinstance(host, str) and isinstance(found, Credentials)
@@ -396,7 +398,7 @@ class Scheduling:
     """Where the pod may run.
 
     GPU pods (``Resources(gpus=N)``) go to a GPU group: ``gpu_group`` names one from the
-    cluster's groups file (``$FNJOB_GPU_GROUPS``, see ``fnjob.gpugroups``; without a name,
+    cluster's groups file (``$FNJOB_GPU_GROUPS``, see ``fnjob.run.gpugroups``; without a name,
     its default group). ``gpu_tolerations`` / ``gpu_node_selector`` replace the group's (or,
     without a groups file, the defaults: tolerate ``nvidia.com/gpu``, select
     ``nvidia.com/gpu.present=true``). ``node_selector`` / ``tolerations`` apply to every pod.

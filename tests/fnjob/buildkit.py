@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from fnjob.progress import ProgressEvent
-from fnjob.protocol import RUN_DIR, OutcomeReader, encode_call, new_run_key
+from fnjob.run.protocol import RUN_DIR, OutcomeReader, encode_call, new_run_key
 from tests.fnjob.conftest import PodmanConfig
 from tests.fnjob.run_functions import write_run_dir
 

@@ -51,7 +51,7 @@ import cloudpickle
 CREATED = "2026-11-28T12:00:00Z"
 LATER = "2026-11-28T12:00:05Z"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RUNNER = REPO_ROOT / "fnjob" / "fnjob" / "runner.py"
+RUNNER = REPO_ROOT / "fnjob" / "fnjob" / "run" / "runner.py"
 CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
 # The Job's one pod is named after it.
 POD_SUFFIX = "-pod01"

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import cloudpickle
 
-from fnjob.protocol import CALL_FILE, KEY_FILE
+from fnjob.run.protocol import CALL_FILE, KEY_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RUNNER = REPO_ROOT / "fnjob" / "fnjob" / "runner.py"
+RUNNER = REPO_ROOT / "fnjob" / "fnjob" / "run" / "runner.py"
 
 
 def payload(function_name: str) -> str:

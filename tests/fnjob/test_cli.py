@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from fnjob import cli
-from fnjob.auth import AuthError
-from fnjob.cluster import ClusterAccessDenied, ClusterUnreachable
-from fnjob.deploy_local import ContainerEngineNotFound
 from fnjob.errors import JobFailed, JobTimeout, PodNotCreated
-from fnjob.gpugroups import GpuGroupsFileError
-from fnjob.protocol import ResultNotLoadable
-from fnjob.pythonversion import PythonVersionMismatch
+from fnjob.image.auth import AuthError
+from fnjob.image.pythonversion import PythonVersionMismatch
+from fnjob.run.cluster import ClusterAccessDenied, ClusterUnreachable
+from fnjob.run.gpugroups import GpuGroupsFileError
+from fnjob.run.local import ContainerEngineNotFound
+from fnjob.run.protocol import ResultNotLoadable
 from tests.fnjob.conftest import free_port
 from tests.fnjob.fake_kube_api import FakeKubeApi, JobScenario
 from tests.fnjob.run_fixtures import fnjob_containers, with_fnjob_importable, write_kubeconfig

@@ -267,10 +267,10 @@ def test_seed_hostname_example_runs_through_the_facade_with_the_local_deployer(
 
 
 def _load_in_image_fnjob(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Import fnjob.inimage the way the image does: as the top-level ``fnjob``."""
+    """Import fnjob.run.inimage the way the image does: as the top-level ``fnjob``."""
     import importlib.util
 
-    from fnjob import inimage
+    from fnjob.run import inimage
 
     for name in [n for n in sys.modules if n == "fnjob" or n.startswith("fnjob.")]:
         monkeypatch.delitem(sys.modules, name)

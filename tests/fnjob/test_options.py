@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 
-from fnjob.auth import Credentials
-from fnjob.deploy_local import LocalOptions
-from fnjob.manifest import JobOptions, build_job_manifest
+from fnjob.image.auth import Credentials
 from fnjob.options import (
     MAX_ENV_VARIABLE_BYTES,
     Build,
@@ -24,6 +22,8 @@ from fnjob.options import (
     Security,
     Volumes,
 )
+from fnjob.run.local import LocalOptions
+from fnjob.run.manifest import JobOptions, build_job_manifest
 
 
 @pytest.mark.parametrize(
@@ -256,3 +256,10 @@ def test_env_the_kernel_or_the_api_would_refuse_is_refused(env: dict[str, str], 
 def test_an_env_variable_just_under_the_kernels_limit_is_taken() -> None:
     value = "x" * (MAX_ENV_VARIABLE_BYTES - len("BIG="))
     assert JobOptions(env={"BIG": value}).env["BIG"] == value
+
+
+def test_every_builder_name_has_a_builder_and_every_builder_a_name() -> None:
+    from fnjob.image.builders import BUILDER_TYPES
+    from fnjob.options import BUILDERS
+
+    assert set(BUILDER_TYPES) == set(BUILDERS)

@@ -18,8 +18,8 @@ from rich.console import Console
 
 from fnjob import cli
 from fnjob.progress import ProgressEvent
-from fnjob.protocol import ResultNotLoadable
 from fnjob.report import PLAIN_UPLOAD_INTERVAL, RichReporter
+from fnjob.run.protocol import ResultNotLoadable
 from tests.fnjob.run_fixtures import with_fnjob_importable
 
 # -- plain progress --------------------------------------------------------------------------

@@ -287,7 +287,7 @@ def test_the_push_uses_the_profiles_credentials_from_its_secret(
     assert run.completed.returncode == 1
     digest = notebook_on_node.split("@")[1]
     refused = (
-        f"fnjob.auth.AuthError: {journey_registry.host}: read manifest {digest}: "
+        f"fnjob.image.auth.AuthError: {journey_registry.host}: read manifest {digest}: "
         "authentication required; the credentials from Docker config "
         f"/etc/registry-auth/config.json (auths.{journey_registry.host}) were refused"
     )

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from fnjob.build import AppendBuilder, BuiltImage
-from fnjob.deploy_job import JobDeployer
-from fnjob.manifest import JobOptions
+from fnjob.image.builders import AppendBuilder, BuiltImage
+from fnjob.run.job import JobDeployer
+from fnjob.run.manifest import JobOptions
 from tests.pulumi_mocks import STACKS, reveal, run_program, stack_file_config
 
 README = Path(__file__).resolve().parents[2] / "README.md"

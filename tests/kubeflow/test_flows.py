@@ -30,7 +30,7 @@ from components.kubeflow.reachability import (
     pod_of,
     workload_pods,
 )
-from fnjob.manifest import JobOptions, build_job_manifest
+from fnjob.run.manifest import JobOptions, build_job_manifest
 from model import EksStack, StackConfig
 from stack.load import load_stack_file
 from stack.render import stack_plan

@@ -13,9 +13,9 @@ from components.kubeflow.component import build_phases
 from components.kubeflow.manifests import RenderedManifests
 from components.kubeflow.profiles import NotebookSetup
 from components.kubeflow.transform import KubeflowCredentials
-from fnjob.auth import auth_files, docker_config_path
-from fnjob.gpugroups import load_gpu_groups, place_gpus
+from fnjob.image.auth import auth_files, docker_config_path
 from fnjob.options import Scheduling
+from fnjob.run.gpugroups import load_gpu_groups, place_gpus
 from tests.crd_schema import crd_errors
 from tests.kubeflow.conftest import GPU_A10, GPU_BOTTLEROCKET, make_upstream_args
 

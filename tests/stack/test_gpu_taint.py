@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from fnjob.gpugroups import load_gpu_groups, place_gpus
 from fnjob.options import Scheduling
+from fnjob.run.gpugroups import load_gpu_groups, place_gpus
 from tests.pulumi_mocks import STACKS, StackRun, file_config, reveal, run_program
 
 GROUP = "gpu-vision"

@@ -40,8 +40,8 @@ from typing import Any
 
 from fnjob.api import BASE_IMAGE_ENV, REGISTRY_ENV, Job
 from fnjob.errors import FnJobError
+from fnjob.image.package import CodePackage, package_file, package_notebook
 from fnjob.options import Build, Resources, Security
-from fnjob.package import CodePackage, package_file, package_notebook
 
 FAIRING_BUILDERS = ("append", "docker")
 FAIRING_DEPLOYERS = ("job", "local", "pytorchjob")

@@ -1,0 +1,266 @@
+"""Runs whose caller is gone: find them by label and age, and remove them.
+
+A caller killed outright (``kill -9``, an OOM-killed notebook kernel) runs no ``finally``:
+its Job (with its Secret) or its local container stays. Every run therefore carries who
+started it, ``CALLER`` = ``host/boot/pid/start``: the host name, the boot, the process id
+and the process's start time (so a reused pid is not mistaken for the caller). A run is
+left over when
+
+- its caller was on this host and no longer runs (same host, another boot, or no process
+  with that pid and start time): removed on the next run and by ``fnjob cleanup``;
+- or it is older than ``older_than`` seconds (``fnjob cleanup --older-than``), whoever
+  started it.
+
+Kubernetes Jobs go with their pods and their Secret (Foreground deletion); Secrets of fnjob
+whose Job is gone go too. Local containers (podman or docker) are removed by force. Nothing
+without fnjob's label (``app.kubernetes.io/managed-by=fnjob``) is ever touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fnjob.run.local import ContainerEngineError
+from fnjob.run.manifest import CALLER_ANNOTATION, MANAGED_BY_LABEL
+
+__all__ = [
+    "Leftover",
+    "caller_gone",
+    "caller_identity",
+    "cluster_leftovers",
+    "local_leftovers",
+    "remove_cluster_leftovers",
+    "remove_local_leftovers",
+]
+
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """One thing a gone caller left: ``kind`` (job, secret, container), its name, why."""
+
+    kind: str
+    name: str
+    reason: str
+
+
+def _boot() -> str:
+    try:
+        return _BOOT_ID.read_text().strip()[:8]
+    except OSError:
+        return "?"
+
+
+def _started(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), else "?"."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "?"
+    # The command name (field 2) may hold spaces and parentheses: count after its end.
+    return stat.rpartition(")")[2].split()[19]
+
+
+def caller_identity(pid: int | None = None) -> str:
+    """``host/boot/pid/start`` of this process (or of ``pid``)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}/{_boot()}/{pid}/{_started(pid)}"
+
+
+def caller_gone(identity: str | None) -> bool:
+    """True when ``identity`` names a process of this host that no longer runs. A caller
+    on another host (or an unreadable identity) is never taken for gone."""
+    if not identity:
+        return False
+    host, _, rest = identity.partition("/")
+    boot, _, rest = rest.partition("/")
+    pid_text, _, started = rest.partition("/")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    if boot != _boot():
+        return True
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # runs, as another user
+    return started != "?" and _started(pid) != started
+
+
+def _reason(
+    identity: str | None, age: float | None, older_than: float | None, *, finished: bool
+) -> str | None:
+    if older_than is not None and age is not None and age > older_than:
+        return f"started {age / 3600:.1f} h ago (older than {older_than / 3600:g} h)"
+    if not finished and caller_gone(identity):
+        return f"its caller ({identity}) is gone"
+    return None
+
+
+# -- clusters ----------------------------------------------------------------------------
+
+
+def _age(created: Any, now: dt.datetime) -> float | None:
+    if not isinstance(created, dt.datetime):
+        return None
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=dt.UTC)
+    return (now - created).total_seconds()
+
+
+def _finished(job: Any) -> bool:
+    conditions = (job.status and job.status.conditions) or []
+    return any(c.type in ("Complete", "Failed") and c.status == "True" for c in conditions)
+
+
+def cluster_leftovers(cluster: Any, *, older_than: float | None = None) -> list[Leftover]:
+    """fnjob's Jobs (and orphaned Secrets) in ``cluster``'s namespace that are left over.
+
+    ``cluster`` is a ``fnjob.run.cluster.Cluster``. Raises ``ClusterError``.
+    """
+    now = dt.datetime.now(dt.UTC)
+    selector = f"{MANAGED_BY_LABEL}=fnjob"
+    found: list[Leftover] = []
+    jobs = cluster.list_jobs(selector)
+    for job in jobs:
+        annotations = job.metadata.annotations or {}
+        why = _reason(
+            annotations.get(CALLER_ANNOTATION),
+            _age(job.metadata.creation_timestamp, now),
+            older_than,
+            finished=_finished(job),
+        )
+        if why:
+            found.append(Leftover("job", job.metadata.name, why))
+    names = {job.metadata.name for job in jobs}
+    for secret in cluster.list_secrets(selector):
+        owners = [o.name for o in secret.metadata.owner_references or [] if o.kind == "Job"]
+        age = _age(secret.metadata.creation_timestamp, now)
+        # A Secret is made just after its Job: give the pair a minute before calling it orphaned.
+        if owners and not set(owners) & names and (age is None or age > 60):
+            found.append(Leftover("secret", secret.metadata.name, "its Job is gone"))
+    return found
+
+
+def remove_cluster_leftovers(cluster: Any, *, older_than: float | None = None) -> list[Leftover]:
+    """Delete what ``cluster_leftovers`` finds; returns it. Raises ``ClusterError``."""
+    found = cluster_leftovers(cluster, older_than=older_than)
+    for leftover in found:
+        if leftover.kind == "job":
+            cluster.delete_job(leftover.name)
+        else:
+            cluster.delete_secret(leftover.name)
+    return found
+
+
+# -- local engines -------------------------------------------------------------------------
+
+
+def _engine(engine: str, args: list[str], env: Mapping[str, str]) -> str:
+    completed = subprocess.run(
+        [engine, *args],
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise ContainerEngineError(
+            f"{os.path.basename(engine)} {args[0]} failed (exit code {completed.returncode})",
+            exit_code=completed.returncode,
+            output=completed.stderr.strip().splitlines()[-5:],
+        )
+    return completed.stdout
+
+
+def _container_age(entry: Mapping[str, Any], now: dt.datetime) -> float | None:
+    """Seconds since a listed container was created: podman gives ``Created`` in unix
+    seconds, docker ``CreatedAt`` as "2026-12-03 08:00:00 +0000 UTC"."""
+    created = entry.get("Created")
+    if isinstance(created, int | float):
+        return now.timestamp() - float(created)
+    text = str(entry.get("CreatedAt") or "")
+    parts = text.split(" ")
+    if len(parts) >= 3:
+        with contextlib.suppress(ValueError):
+            stamp = dt.datetime.strptime(" ".join(parts[:3]), "%Y-%m-%d %H:%M:%S %z")
+            return (now - stamp).total_seconds()
+    return None
+
+
+def local_leftovers(
+    engine: str, env: Mapping[str, str], *, older_than: float | None = None
+) -> list[Leftover]:
+    """fnjob's containers on this machine that are left over. Raises
+    ``ContainerEngineError``."""
+    now = dt.datetime.now(dt.UTC)
+    listed = _engine(
+        engine,
+        ["ps", "--all", "--filter", f"label={MANAGED_BY_LABEL}=fnjob", "--format", "json"],
+        env,
+    )
+    found: list[Leftover] = []
+    try:
+        # podman: one JSON array; docker: one object per line.
+        parsed = json.loads(listed or "[]")
+        entries = parsed if isinstance(parsed, list) else [parsed]
+    except ValueError:
+        entries = [json.loads(line) for line in listed.splitlines() if line.strip()]
+    for entry in entries:
+        labels = entry.get("Labels") or {}
+        if isinstance(labels, str):  # docker: "a=b,c=d"
+            labels = dict(item.partition("=")[::2] for item in labels.split(","))
+        names = entry.get("Names")
+        name = names[0] if isinstance(names, list) else str(names or entry.get("ID", ""))
+        age = _container_age(entry, now)
+        why = _reason(labels.get(CALLER_ANNOTATION), age, older_than, finished=False)
+        if why:
+            found.append(Leftover("container", name, why))
+    return found
+
+
+def remove_local_leftovers(
+    engine: str, env: Mapping[str, str], *, older_than: float | None = None
+) -> list[Leftover]:
+    """Force-remove what ``local_leftovers`` finds; returns it."""
+    found = local_leftovers(engine, env, older_than=older_than)
+    if found:
+        rm = ["rm", "--force"]
+        if os.path.basename(engine).startswith("podman"):
+            rm += ["--time", "0"]
+        _engine(engine, [*rm, *(leftover.name for leftover in found)], env)
+    return found
+
+
+def in_background(action: Callable[[], list[Leftover]]) -> Callable[[float], list[Leftover]]:
+    """Run ``action`` in a daemon thread now; the returned function waits for it (at most
+    the given seconds) and gives what it removed. Errors only cost the clean-up."""
+    removed: list[Leftover] = []
+
+    def work() -> None:
+        with contextlib.suppress(Exception):
+            removed.extend(action())
+
+    thread = threading.Thread(target=work, name="fnjob-cleanup", daemon=True)
+    thread.start()
+
+    def wait(seconds: float) -> list[Leftover]:
+        thread.join(seconds)
+        return list(removed)
+
+    return wait

@@ -1,0 +1,272 @@
+"""Runs left behind by a caller that is gone: the default deadline, and ``fnjob cleanup``
+(and each next run) removing them by label and age, on a cluster and with real podman."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fnjob import Job
+from fnjob.options import DEFAULT_TIMEOUT, DEFAULT_TIMEOUT_ENV
+from fnjob.run.cleanup import caller_gone, caller_identity
+from fnjob.run.local import LocalOptions, build_run_command
+from fnjob.run.manifest import CALLER_ANNOTATION, MANAGED_BY_LABEL
+from tests.fnjob import run_payloads
+from tests.fnjob.fake_kube_api import FakeKubeApi, JobScenario
+from tests.fnjob.run_fixtures import fnjob_containers, with_fnjob_importable, write_kubeconfig
+
+# -- the default deadline ------------------------------------------------------------------
+
+
+def _deadline(job: Job) -> Any:
+    return job.job_manifest("registry.example/img@sha256:" + "0" * 64)["spec"].get(
+        "activeDeadlineSeconds"
+    )
+
+
+def test_a_job_without_timeout_gets_the_default_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(DEFAULT_TIMEOUT_ENV, raising=False)
+    settings: dict[str, Any] = {"base_image": "b", "registry": "r.example"}
+    assert _deadline(Job(**settings)) == DEFAULT_TIMEOUT == 24 * 3600
+    assert _deadline(Job(**settings, timeout=600)) == 600
+    # The stack sets its own default through the notebook's environment.
+    monkeypatch.setenv(DEFAULT_TIMEOUT_ENV, "7200")
+    assert _deadline(Job(**settings)) == 7200
+    monkeypatch.setenv(DEFAULT_TIMEOUT_ENV, "none")
+    assert _deadline(Job(**settings)) is None
+    monkeypatch.setenv(DEFAULT_TIMEOUT_ENV, "1d")
+    with pytest.raises(ValueError, match=r"\$FNJOB_DEFAULT_TIMEOUT='1d' must be whole seconds"):
+        Job(**settings)
+
+
+def test_podman_itself_stops_a_local_container_after_the_deadline() -> None:
+    options = LocalOptions(timeout_seconds=DEFAULT_TIMEOUT)
+    command = build_run_command(
+        "podman", "img", container_name="c", run_id="r", run_dir="/tmp/x", options=options
+    )
+    # conmon enforces it, so it holds when the caller is killed; after the caller's own timer.
+    deadline = int(command[command.index("--timeout") + 1])
+    assert DEFAULT_TIMEOUT < deadline <= DEFAULT_TIMEOUT + 120
+
+
+# -- who started a run -----------------------------------------------------------------------
+
+
+def _identity_of_a_finished_process() -> str:
+    child = subprocess.Popen(["sleep", "30"])
+    identity = caller_identity(child.pid)
+    assert not caller_gone(identity)
+    child.kill()
+    child.wait()
+    return identity
+
+
+def test_a_caller_is_gone_once_its_process_ended_on_this_host() -> None:
+    assert not caller_gone(caller_identity())
+    assert caller_gone(_identity_of_a_finished_process())
+    # A reused pid is not the caller: same pid, another start time.
+    host, boot, pid, _started = caller_identity().split("/")
+    assert caller_gone(f"{host}/{boot}/{pid}/1")
+    # Callers elsewhere are never taken for gone; nor are runs without a caller.
+    assert not caller_gone(f"another-host/{boot}/1/1")
+    assert not caller_gone(None)
+
+
+# -- clusters --------------------------------------------------------------------------------
+
+
+def _timestamp(age: dt.timedelta) -> str:
+    return (dt.datetime.now(dt.UTC) - age).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _plant_job(
+    fake: FakeKubeApi, name: str, *, caller: str | None, age: dt.timedelta, finished: bool = False
+) -> str:
+    uid = str(uuid.uuid4())
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": "team-a",
+        "uid": uid,
+        "labels": {MANAGED_BY_LABEL: "fnjob"},
+        "creationTimestamp": _timestamp(age),
+    }
+    if caller is not None:
+        metadata["annotations"] = {CALLER_ANNOTATION: caller}
+    conditions = [{"type": "Complete", "status": "True"}] if finished else []
+    fake.jobs[name] = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {"template": {"spec": {"containers": [{"name": "fnjob", "image": "i"}]}}},
+        "status": {"conditions": conditions, "active": 0 if finished else 1},
+    }
+    fake.secrets[f"{name}-secret"] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": f"{name}-secret",
+            "namespace": "team-a",
+            "uid": str(uuid.uuid4()),
+            "labels": {MANAGED_BY_LABEL: "fnjob"},
+            "creationTimestamp": _timestamp(age),
+            "ownerReferences": [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid}
+            ],
+        },
+    }
+    return name
+
+
+def _cleanup_command(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fnjob", "cleanup", *args],
+        env=with_fnjob_importable(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cleanup_deletes_jobs_and_secrets_whose_caller_is_gone_then_by_age(
+    tmp_path: Path,
+) -> None:
+    dead = _identity_of_a_finished_process()
+    elsewhere = "notebook-0/ffffffff/12/34"
+    with FakeKubeApi(JobScenario()) as fake:
+        orphan = _plant_job(fake, "fnjob-train-orphan", caller=dead, age=dt.timedelta(hours=3))
+        live = _plant_job(fake, "fnjob-train-live", caller=caller_identity(), age=dt.timedelta())
+        remote = _plant_job(fake, "fnjob-train-remote", caller=elsewhere, age=dt.timedelta(days=2))
+        kept = _plant_job(
+            fake, "fnjob-train-kept", caller=dead, age=dt.timedelta(minutes=5), finished=True
+        )
+        # A Secret whose Job is gone (deleted without propagation).
+        fake.secrets["fnjob-run-lost"] = {
+            **fake.secrets.pop(f"{kept}-secret"),
+        }
+        fake.secrets["fnjob-run-lost"]["metadata"]["name"] = "fnjob-run-lost"
+        fake.secrets["fnjob-run-lost"]["metadata"]["ownerReferences"][0]["name"] = "gone"
+        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        env["KUBECONFIG"] = str(write_kubeconfig(tmp_path / "kubeconfig", fake.host))
+
+        dry = _cleanup_command(["--dry-run"], env)
+        assert dry.returncode == 0, dry.stderr
+        assert f"would remove job {orphan}: its caller ({dead}) is gone" in dry.stdout
+        assert orphan in fake.jobs
+
+        done = _cleanup_command([], env)
+        assert done.returncode == 0, done.stderr
+        assert f"removed job {orphan}: its caller ({dead}) is gone" in done.stdout
+        assert "removed secret fnjob-run-lost: its Job is gone" in done.stdout
+        # The live caller's run, a finished (kept) one and another host's are left alone.
+        assert set(fake.jobs) == {live, remote, kept}
+        assert f"{orphan}-secret" not in fake.secrets  # went with its Job
+        assert "fnjob-run-lost" not in fake.secrets
+
+        aged = _cleanup_command(["--older-than", "1d"], env)
+        assert aged.returncode == 0, aged.stderr
+        assert f"removed job {remote}: started" in aged.stdout
+        assert set(fake.jobs) == {live, kept}
+
+        bad = _cleanup_command(["--older-than", "soon"], env)
+        assert bad.returncode == 2
+        assert "'soon' is not an age" in bad.stderr
+
+
+# -- local containers (real podman) ----------------------------------------------------------
+
+CALLER_PY = """\
+import json, sys
+from fnjob import Build, Job
+from tests.fnjob import run_payloads
+
+job = Job(base_image=sys.argv[1], registry=sys.argv[2], image_name="cleanup", deployer="local",
+          engine="podman", engine_env=json.loads(sys.argv[3]), on_log=print)
+job.run(run_payloads.count_slowly, 600, 0.5)
+"""
+
+
+def _wait_for(condition: Any, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still waiting after {seconds} s")
+        time.sleep(0.5)
+
+
+@pytest.mark.real
+def test_a_killed_callers_container_is_removed_by_cleanup_and_by_the_next_run(
+    tmp_path: Path, registry: Any, python_base: str, podman_env: dict[str, str]
+) -> None:
+    import json
+
+    repo_root = Path(__file__).resolve().parents[2]
+    script = tmp_path / "caller.py"
+    script.write_text(CALLER_PY)
+    env = with_fnjob_importable({**podman_env})
+    env["PYTHONPATH"] += os.pathsep + str(repo_root)
+    engine_env = {k: podman_env[k] for k in podman_env if k.startswith(("CONTAINERS_", "REG"))}
+
+    def killed_caller() -> str:
+        caller = subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                python_base,
+                f"{registry.host}/tests",
+                json.dumps(engine_env),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert caller.stdout is not None
+        # Once the function prints, the container runs.
+        caller.stdout.readline()
+        before = set(fnjob_containers(podman_env))
+        assert before
+        os.kill(caller.pid, signal.SIGKILL)
+        caller.wait()
+        time.sleep(2)
+        left = fnjob_containers(podman_env)
+        assert left, "the container should outlive a caller killed with SIGKILL"
+        return left[0]
+
+    left = killed_caller()
+    done = _cleanup_command(["--local", "--engine", "podman"], env)
+    assert done.returncode == 0, done.stderr
+    assert f"removed container {left}: its caller" in done.stdout
+    assert fnjob_containers(podman_env) == []
+
+    left = killed_caller()
+    statuses: list[str] = []
+
+    class Status:
+        def progress(self, event: Any) -> None:
+            pass
+
+        def status(self, text: str) -> None:
+            statuses.append(text)
+
+    job = Job(
+        base_image=python_base,
+        registry=f"{registry.host}/tests",
+        image_name="cleanup",
+        deployer="local",
+        engine="podman",
+        engine_env=engine_env,
+        reporter=Status(),
+        on_log=lambda _line: None,
+    )
+    assert job.run(run_payloads.add, 2, 40) == 42
+    assert any(f"removed container {left}: its caller" in text for text in statuses), statuses
+    _wait_for(lambda: fnjob_containers(podman_env) == [], 30)
