@@ -209,7 +209,7 @@ def test_a_killed_callers_container_is_removed_by_cleanup_and_by_the_next_run(
 ) -> None:
     import json
 
-    repo_root = Path(__file__).resolve().parents[2]
+    repo_root = Path(__file__).resolve().parents[3]
     script = tmp_path / "caller.py"
     script.write_text(CALLER_PY)
     env = with_fnjob_importable({**podman_env})
