@@ -15,7 +15,9 @@ with 137 and that reason, no output), ``"Lost"`` (the pod vanishes: node lost, e
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -202,8 +204,14 @@ class FakeIndexedJobApi(FakeKubeApi):
                 for key, value in (secret.get("data") or {}).items():
                     (target / key).write_bytes(base64.b64decode(value))
                 env["FNJOB_RUN_DIR"] = str(target)
+        # Its own process group, the container's stand-in: killing a container kills every
+        # process in it, the launcher's ranks too.
         process = subprocess.Popen(
-            [sys.executable, str(RUNNER)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            [sys.executable, str(RUNNER)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log = ContainerLog()
         self.logs[index] = log
@@ -214,8 +222,9 @@ class FakeIndexedJobApi(FakeKubeApi):
 
     def _kill_all(self) -> None:
         for process in self.processes.values():
-            if process.poll() is None:
-                process.kill()
+            # The group the runner leads (its pid): its ranks outlive a killed launcher.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
     def _container_state(self, index: int) -> tuple[str, dict[str, Any]]:
