@@ -24,25 +24,25 @@ from fnjob.image.builders import BUILDER_TYPES, Builder, BuiltImage
 from fnjob.image.package import CodePackage, package_function
 from fnjob.options import (
     Build,
-    Lifecycle,
     Resources,
     Scheduling,
-    SecretEnv,
-    Security,
-    Volumes,
-    check_labels,
     check_pieces,
-    check_timeout,
     default_timeout,
     frozen_str_mapping,
 )
 from fnjob.progress import ProgressEvent
 from fnjob.run import Deployer
-from fnjob.run.gpugroups import GpuGroups, gpu_groups_from_environment
+from fnjob.run.gpugroups import gpu_groups_from_environment
 from fnjob.run.job import JobDeployer
 from fnjob.run.local import LocalDeployer, LocalOptions
 from fnjob.run.local_ranks import LocalRanksDeployer
-from fnjob.run.manifest import JobOptions, build_job_manifest
+from fnjob.run.manifest import (
+    DEFAULT_RESOURCES,
+    DEFAULT_SCHEDULING,
+    JobOptions,
+    RunSettings,
+    build_job_manifest,
+)
 from fnjob.run.manifest_ranks import build_headless_service, build_indexed_job, build_train_job
 from fnjob.run.protocol import encode_call
 from fnjob.run.ranks import check_nodes, nproc_per_node, training_runtime_from_environment
@@ -78,9 +78,6 @@ def print_log_line(line: str) -> None:
 # scheduling=Scheduling(gpu_group="gpu-spot")).
 RESOURCE_SHORTHANDS = ("cpu", "memory", "gpus")
 SCHEDULING_SHORTHANDS = ("gpu_group", "gpu_tolerations", "gpu_node_selector")
-# The defaults of those pieces, compared by identity: any other value was given by the caller.
-_UNSET_RESOURCES = Resources()
-_UNSET_SCHEDULING = Scheduling()
 
 _REPOSITORY = re.compile(
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
@@ -88,7 +85,7 @@ _REPOSITORY = re.compile(
 
 
 @dataclass(frozen=True)
-class Job:
+class Job(RunSettings):
     """Where and how to run a function.
 
     What to build:
@@ -101,7 +98,8 @@ class Job:
     - ``building``: ``Build(builder=..., requirements=..., extra_files=..., base_python=...,
       platform=..., registry_timeout=..., ...)``, how the image is made and pushed.
 
-    How to run it (each piece validates itself, see ``fnjob.options``):
+    How to run it (the ``RunSettings`` a Kubernetes run's ``JobOptions`` share, keyword
+    only; each piece validates itself, see ``fnjob.options``):
 
     - ``deployer``: ``"job"`` (Kubernetes Job) or ``"local"`` (podman/docker here);
     - ``resources``: ``Resources(cpu=..., memory=..., gpus=...)``; ``memory`` as a number is
@@ -142,18 +140,6 @@ class Job:
     image_name: str = "fnjob"
     building: Build = field(default_factory=Build)
     deployer: str = "job"
-    namespace: str | None = None
-    resources: Resources = _UNSET_RESOURCES
-    scheduling: Scheduling = _UNSET_SCHEDULING
-    security: Security = field(default_factory=Security)
-    volumes: Volumes = field(default_factory=Volumes)
-    env: Mapping[str, str] = field(default_factory=dict)
-    secret_env: SecretEnv = field(default_factory=SecretEnv)
-    labels: Mapping[str, str] = field(default_factory=dict)
-    timeout: int | None = None
-    keep_job: bool = False
-    lifecycle: Lifecycle = field(default_factory=Lifecycle)
-    gpu_groups: GpuGroups | None = None
     nodes: int = 1
     training_runtime: str | None = None
     # Local deployer only: "podman"/"docker" (None: podman, else docker) and extra
@@ -191,7 +177,7 @@ class Job:
         resources = _piece_from_shorthands(
             "resources",
             self.resources,
-            _UNSET_RESOURCES,
+            DEFAULT_RESOURCES,
             Resources,
             {"cpu": cpu, "memory": memory, "gpus": gpus},
         )
@@ -199,7 +185,7 @@ class Job:
         scheduling = _piece_from_shorthands(
             "scheduling",
             self.scheduling,
-            _UNSET_SCHEDULING,
+            DEFAULT_SCHEDULING,
             Scheduling,
             {
                 "gpu_group": gpu_group,
@@ -236,25 +222,12 @@ class Job:
             )
         if self.deployer not in DEPLOYERS:
             raise ValueError(f"deployer={self.deployer!r} is not one of {DEPLOYERS}")
-        check_pieces(
-            self,
-            building=Build,
-            resources=Resources,
-            scheduling=Scheduling,
-            security=Security,
-            volumes=Volumes,
-            secret_env=SecretEnv,
-            lifecycle=Lifecycle,
-        )
-        if self.gpu_groups is not None and not isinstance(self.gpu_groups, GpuGroups):
-            raise ValueError(f"gpu_groups={self.gpu_groups!r} must be fnjob.GpuGroups or None")
+        check_pieces(self, building=Build)
+        self._check_run_settings()
         self._check_nodes()
-        check_timeout(self.timeout)
         if self.timeout is None:
             object.__setattr__(self, "timeout", default_timeout())
-        for name in ("env", "engine_env"):
-            object.__setattr__(self, name, frozen_str_mapping(name, getattr(self, name)))
-        object.__setattr__(self, "labels", check_labels("labels", self.labels))
+        object.__setattr__(self, "engine_env", frozen_str_mapping("engine_env", self.engine_env))
         if inside_image:
             return
         if self.deployer == "job" and self.gpu_groups is None and self.resources.gpus > 0:
@@ -302,20 +275,7 @@ class Job:
                 security=self.security,
                 timeout_seconds=self.timeout,
             )
-        return JobOptions(
-            namespace=self.namespace,
-            resources=self.resources,
-            scheduling=self.scheduling,
-            security=self.security,
-            volumes=self.volumes,
-            env=self.env,
-            secret_env=self.secret_env,
-            labels=self.labels,
-            timeout=self.timeout,
-            keep_job=self.keep_job,
-            lifecycle=self.lifecycle,
-            gpu_groups=self.gpu_groups,
-        )
+        return JobOptions(**self.run_settings())
 
     def job_manifest(self, image: str, *, function_name: str = "function") -> dict[str, Any]:
         """The batch/v1 Job this description submits for ``image``, to review (as with

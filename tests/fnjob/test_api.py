@@ -30,6 +30,8 @@ from fnjob import (
     Volumes,
     job,
 )
+from fnjob.run.gpugroups import GpuGroups
+from fnjob.run.manifest import JobOptions, RunSettings
 from tests.fnjob import run_payloads, run_with_fnjob_import
 from tests.fnjob.conftest import GPU_SPOT_GROUPS
 from tests.fnjob.fake_kube_api import FakeKubeApi, JobScenario
@@ -239,6 +241,35 @@ def test_every_setting_reaches_the_submitted_job() -> None:
     assert {"name": "MODE", "value": "train"} in container["env"]
     assert container["envFrom"] == [{"secretRef": {"name": "wandb"}}]
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/home/jovyan", "/dev/shm"}
+
+
+def test_run_settings_are_declared_once_and_all_reach_the_deployer() -> None:
+    # Job and the Kubernetes deployer's JobOptions share one declaration of how a run runs,
+    # so a setting added there cannot be forgotten on the way to the cluster.
+    shared = {item.name for item in dataclasses.fields(RunSettings)}
+    assert issubclass(Job, RunSettings)
+    assert issubclass(JobOptions, RunSettings)
+    assert {item.name for item in dataclasses.fields(JobOptions)} == shared | {"placement"}
+    given = {
+        "namespace": "team-a",
+        "resources": Resources(cpu=1, gpus=1),
+        "scheduling": Scheduling(gpu_group="gpu-spot"),
+        "security": Security(run_as_user=1000),
+        "volumes": Volumes(shm_size="1Gi"),
+        "env": {"MODE": "train"},
+        "secret_env": SecretEnv(secrets=("wandb",)),
+        "labels": {"team": "vision"},
+        "timeout": 60,
+        "keep_job": True,
+        "lifecycle": Lifecycle(backoff_limit=2),
+        "gpu_groups": GpuGroups.from_document(GPU_SPOT_GROUPS, source="test"),
+    }
+    assert set(given) == shared, "every run setting is given a non-default value here"
+    options = Job(base_image="python:3.11", registry="r.example", **given)._deployer_options()
+    assert isinstance(options, JobOptions)
+    for name, value in given.items():
+        assert getattr(options, name) == value, name
+    assert options.placement is not None
 
 
 def write_gpu_groups(path: Path) -> Path:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from fnjob.options import (
@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_REQUESTS",
     "RUN_ID_LABEL",
     "JobOptions",
+    "RunSettings",
     "build_job_manifest",
     "build_run_secret",
     "run_secret_name",
@@ -69,20 +70,28 @@ _RUN_FILES_MODE = 0o444
 _RESERVED_ENV = frozenset({"FNJOB_RUN_DIR"})
 
 
-@dataclass(frozen=True)
-class JobOptions:
-    """How the Kubernetes Job runs: where, with what, as whom, for how long.
+# The defaults of the pieces ``fnjob.Job``'s shorthands build, compared by identity there:
+# any other value was given by the caller.
+DEFAULT_RESOURCES = Resources()
+DEFAULT_SCHEDULING = Scheduling()
 
-    ``namespace=None`` means the current one (the pod's own inside a cluster, else the
-    kubeconfig context's). ``timeout`` (seconds) becomes ``activeDeadlineSeconds``;
-    ``keep_job`` leaves a successful Job for inspection (its Secret is deleted anyway).
-    ``gpu_groups`` are the cluster's GPU groups (see ``fnjob.run.gpugroups``); ``placement``
-    is computed from them, ``scheduling`` and ``resources.gpus``.
+
+@dataclass(frozen=True, kw_only=True)
+class RunSettings:
+    """How a function runs: where, with what, as whom, for how long.
+
+    Declared once, for the two classes that carry it: ``fnjob.Job`` (which adds what to
+    build and which deployer) and ``JobOptions`` (which adds the GPU placement computed for
+    the Kubernetes Job). ``namespace=None`` means the current one (the pod's own inside a
+    cluster, else the kubeconfig context's). ``timeout`` (seconds) becomes
+    ``activeDeadlineSeconds``; ``keep_job`` leaves a successful Job for inspection (its
+    Secret is deleted anyway). ``gpu_groups`` are the cluster's GPU groups (see
+    ``fnjob.run.gpugroups``).
     """
 
     namespace: str | None = None
-    resources: Resources = field(default_factory=Resources)
-    scheduling: Scheduling = field(default_factory=Scheduling)
+    resources: Resources = DEFAULT_RESOURCES
+    scheduling: Scheduling = DEFAULT_SCHEDULING
     security: Security = field(default_factory=Security)
     volumes: Volumes = field(default_factory=Volumes)
     env: Mapping[str, str] = field(default_factory=dict)
@@ -92,9 +101,12 @@ class JobOptions:
     keep_job: bool = False
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     gpu_groups: GpuGroups | None = None
-    placement: GpuPlacement | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
+        self._check_run_settings()
+
+    def _check_run_settings(self) -> None:
+        """The checks every run's settings pass, whichever deployer runs them."""
         check_namespace(self.namespace)
         check_pieces(
             self,
@@ -105,18 +117,36 @@ class JobOptions:
             secret_env=SecretEnv,
             lifecycle=Lifecycle,
         )
+        if self.gpu_groups is not None and not isinstance(self.gpu_groups, GpuGroups):
+            raise ValueError(f"gpu_groups={self.gpu_groups!r} must be fnjob.GpuGroups or None")
         object.__setattr__(self, "env", check_env(self.env, reserved=_RESERVED_ENV))
-        clashes = sorted(set(self.env) & set(self.secret_env.keys))
-        if clashes:
-            raise ValueError(f"env and secret_env both set {clashes}; set each variable once")
-        labels = check_labels("labels", self.labels)
-        taken = sorted(key for key in labels if key in _FNJOB_LABELS or key.startswith("fnjob/"))
-        if taken:
-            raise ValueError(f"labels may not set {taken}: fnjob sets them to find its runs")
-        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "labels", check_labels("labels", self.labels))
         check_timeout(self.timeout)
         if not isinstance(self.keep_job, bool):
             raise ValueError(f"keep_job={self.keep_job!r} must be True or False")
+
+    def run_settings(self) -> dict[str, Any]:
+        """These settings alone, as keyword arguments (of ``JobOptions``)."""
+        return {item.name: getattr(self, item.name) for item in fields(RunSettings)}
+
+
+@dataclass(frozen=True)
+class JobOptions(RunSettings):
+    """The settings of a Kubernetes Job run, with its GPU placement (computed from
+    ``gpu_groups``, ``scheduling`` and ``resources.gpus``)."""
+
+    placement: GpuPlacement | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        clashes = sorted(set(self.env) & set(self.secret_env.keys))
+        if clashes:
+            raise ValueError(f"env and secret_env both set {clashes}; set each variable once")
+        taken = sorted(
+            key for key in self.labels if key in _FNJOB_LABELS or key.startswith("fnjob/")
+        )
+        if taken:
+            raise ValueError(f"labels may not set {taken}: fnjob sets them to find its runs")
         placement = place_gpus(self.resources.gpus, self.scheduling, self.gpu_groups)
         object.__setattr__(self, "placement", placement)
 
