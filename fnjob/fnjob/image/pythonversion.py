@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import itertools
 import posixpath
 import re
 import sys
@@ -356,62 +357,101 @@ def _members(chunks: Iterator[bytes]) -> Iterator[TarMember]:
     first = next(chunks, b"")
     # 0x1f8b is gzip's magic; anything else is taken as an uncompressed tar.
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if first[:2] == b"\x1f\x8b" else None
-    buffer = bytearray()
-    position = 0
-    skip = 0
-    pending_name = pending_link = ""
-
-    def feed() -> Iterator[bytes]:
-        yield first
-        yield from chunks
-
-    for raw in feed():
+    scanner = _TarScanner()
+    for raw in itertools.chain((first,), chunks):
         try:
-            buffer += inflater.decompress(raw) if inflater is not None else raw
+            data = inflater.decompress(raw) if inflater is not None else raw
         except zlib.error as error:
             raise ValueError(f"layer is not valid gzip: {error}") from error
-        while True:
-            if skip:
-                taken = min(skip, len(buffer) - position)
-                position += taken
-                skip -= taken
-                if skip:
-                    break
-            if len(buffer) - position < 512:
-                break
-            header = bytes(buffer[position : position + 512])
-            if header == bytes(512):
-                return
-            size = _octal_or_base256(header[124:136])
-            padded = (size + 511) // 512 * 512
-            kind = header[156:157]
-            if kind in (b"L", b"K", b"x"):
-                if len(buffer) - position < 512 + padded:
-                    break  # wait until the whole extension record is buffered
-                data = bytes(buffer[position + 512 : position + 512 + size])
-                if kind == b"L":
-                    pending_name = data.rstrip(b"\0").decode("utf-8", "replace")
-                elif kind == b"K":
-                    pending_link = data.rstrip(b"\0").decode("utf-8", "replace")
-                else:
-                    records = _pax_records(data)
-                    pending_name = records.get("path", pending_name)
-                    pending_link = records.get("linkpath", pending_link)
-                position += 512 + padded
-                continue
-            name = header[0:100].split(b"\0", 1)[0].decode("utf-8", "replace")
-            if header[257:262] == b"ustar":
-                prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace")
-                name = f"{prefix}/{name}" if prefix else name
-            link = header[157:257].split(b"\0", 1)[0].decode("utf-8", "replace")
-            if kind not in (b"g",):
-                # Like tarfile: folder names without their trailing slash.
-                yield TarMember((pending_name or name).rstrip("/"), pending_link or link, kind)
-            pending_name = pending_link = ""
-            position += 512
-            skip = padded
-        if position > 1 << 20:
-            del buffer[:position]
-            position = 0
+        yield from scanner.feed(data)
+        if scanner.ended:
+            return
     if inflater is not None and not inflater.eof:
         raise ValueError("layer ended before the end of its gzip stream")
+
+
+# Records that describe the member after them: GNU long name and long link, POSIX pax.
+_EXTENSION_KINDS = (b"L", b"K", b"x")
+# A POSIX pax global header: describes the archive, not a member.
+_GLOBAL_HEADER = b"g"
+
+
+def _header_text(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _padded(size: int) -> int:
+    return (size + 511) // 512 * 512
+
+
+class _TarScanner:
+    """Tar headers from a byte stream fed in pieces; file contents are skipped, and only
+    the last megabyte or so is kept."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._position = 0
+        self._skip = 0
+        self._pending_name = ""
+        self._pending_link = ""
+        self.ended = False
+
+    def feed(self, data: bytes) -> Iterator[TarMember]:
+        self._buffer += data
+        while self._skipped() and self._available() >= 512:
+            header = bytes(self._buffer[self._position : self._position + 512])
+            if header == bytes(512):
+                self.ended = True
+                return
+            kind = header[156:157]
+            if kind in _EXTENSION_KINDS:
+                if not self._read_extension(header, kind):
+                    break  # wait until the whole extension record is buffered
+                continue
+            member = self._member(header, kind)
+            if member is not None:
+                yield member
+        if self._position > 1 << 20:
+            del self._buffer[: self._position]
+            self._position = 0
+
+    def _available(self) -> int:
+        return len(self._buffer) - self._position
+
+    def _skipped(self) -> bool:
+        """Pass over what is buffered of the current file's contents; True once all is."""
+        taken = min(self._skip, self._available())
+        self._position += taken
+        self._skip -= taken
+        return not self._skip
+
+    def _read_extension(self, header: bytes, kind: bytes) -> bool:
+        size = _octal_or_base256(header[124:136])
+        if self._available() < 512 + _padded(size):
+            return False
+        data = bytes(self._buffer[self._position + 512 : self._position + 512 + size])
+        if kind == b"L":
+            self._pending_name = data.rstrip(b"\0").decode("utf-8", "replace")
+        elif kind == b"K":
+            self._pending_link = data.rstrip(b"\0").decode("utf-8", "replace")
+        else:
+            records = _pax_records(data)
+            self._pending_name = records.get("path", self._pending_name)
+            self._pending_link = records.get("linkpath", self._pending_link)
+        self._position += 512 + _padded(size)
+        return True
+
+    def _member(self, header: bytes, kind: bytes) -> TarMember | None:
+        name = _header_text(header[0:100])
+        if header[257:262] == b"ustar":
+            prefix = _header_text(header[345:500])
+            name = f"{prefix}/{name}" if prefix else name
+        member = None
+        if kind != _GLOBAL_HEADER:
+            # Like tarfile: folder names without their trailing slash.
+            name = (self._pending_name or name).rstrip("/")
+            member = TarMember(name, self._pending_link or _header_text(header[157:257]), kind)
+        self._pending_name = self._pending_link = ""
+        self._position += 512
+        self._skip = _padded(_octal_or_base256(header[124:136]))
+        return member
