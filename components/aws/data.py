@@ -23,6 +23,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+import model.kubeflow
 from components.aws.iam import policy_document
 
 _SseDefault = (
@@ -79,18 +80,16 @@ class ProfileDataArgs:
     profiles: Sequence[str]
     # profile -> ARN of its Pod Identity role (components.aws.registry.ProfileRegistries).
     role_arns: Mapping[str, pulumi.Input[str]]
-    # An existing bucket, or None to create one.
-    bucket: str | None = None
-    # Key prefix in the bucket before each profile's name ("" or ending in "/").
-    prefix: str = ""
+    # The stack's `kubeflow.data` (validated there): the bucket to create or use, the prefix.
+    data: model.kubeflow.ProfileData
     tags: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [p for p in self.profiles if p not in self.role_arns]
         if missing:
             raise ValueError(f"role_arns: no Pod Identity role for profiles {missing}")
-        if self.prefix and not self.prefix.endswith("/"):
-            raise ValueError(f"prefix: {self.prefix!r} must be empty or end with '/'")
+        if not self.data.enabled:
+            raise ValueError("data: neither create nor bucket is set, so there is no bucket")
 
 
 class ProfileData(pulumi.ComponentResource):
@@ -107,13 +106,13 @@ class ProfileData(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         invoke = pulumi.InvokeOutputOptions(parent=self)
         partition = aws.get_partition_output(opts=invoke).partition
-        if args.bucket is None:
+        if args.data.bucket is None:
             self.bucket = self._created_bucket(name, args, child)
         else:
-            self.bucket = pulumi.Output.from_input(args.bucket)
+            self.bucket = pulumi.Output.from_input(args.data.bucket)
         self.urls = {}
         for profile in args.profiles:
-            prefix = profile_prefix(args.prefix, profile)
+            prefix = profile_prefix(args.data.prefix, profile)
             aws.iam.RolePolicy(
                 f"{name}-{profile}",
                 role=pulumi.Output.from_input(args.role_arns[profile]).apply(_role_name),

@@ -209,8 +209,7 @@ def _deploy_inputs(
                     cluster_name=cfg.cluster_name,
                     profiles=profiles,
                     role_arns=ecr.role_arns,
-                    bucket=kubeflow.data.bucket,
-                    prefix=kubeflow.data.prefix,
+                    data=kubeflow.data,
                     tags=tags,
                 ),
             )
