@@ -69,7 +69,9 @@ PUBLISHED_CREDENTIALS: Final = (
     "minio123",
 )
 
-# NVIDIA (and AMD) GPU families: p3, p4d, p5en, p6, g4dn, g5, g5g, g6e, gr6, ...
+# GPU instance families by their letters (p, g, gr and a generation digit), wider than the
+# stack's catalog (model/gpu_instances.yaml) on purpose: this pack also guards programs that
+# do not use it. tests/policy/test_rules.py checks that every catalog type matches.
 _GPU_FAMILY = re.compile(r"^(?:p\d|g\d|gr\d)[a-z0-9-]*\.")
 _EXACT_VERSION = re.compile(r"^v?\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
 

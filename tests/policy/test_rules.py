@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from model.catalog import gpu_families
 from platform_policy.rules import (
     ECR_REPOSITORY,
     EKS_ADDON,
@@ -26,6 +27,7 @@ from platform_policy.rules import (
     UNKNOWN,
     PolicySettings,
     ResourceInputs,
+    is_gpu_node_group,
     rule_named,
     violations,
 )
@@ -425,3 +427,14 @@ def test_production_rules_skip_only_the_listed_stacks() -> None:
 def test_bad_policy_config_names_the_key() -> None:
     with pytest.raises(ValueError, match="nonProductionStacks: expected a list of stack names"):
         PolicySettings.from_config({"nonProductionStacks": "dev"})
+
+
+def test_every_catalog_gpu_instance_type_is_a_gpu_group_to_the_policy() -> None:
+    # The pack has its own venv and does not import the stack's model, so it recognises GPU
+    # groups by a pattern; the catalog the stack accepts is the list that pattern must cover.
+    catalog = [f"{family}.{size}" for family, spec in gpu_families().items() for size in spec.sizes]
+    assert len(catalog) > 30
+    missed = [name for name in catalog if not is_gpu_node_group({"instanceTypes": [name]})]
+    assert missed == []
+    cpu_types = ["m6i.xlarge", "c7g.2xlarge", "t3.medium", "r7i.large", "inf2.xlarge"]
+    assert [name for name in cpu_types if is_gpu_node_group({"instanceTypes": [name]})] == []
