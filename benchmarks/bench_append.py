@@ -28,26 +28,20 @@ import statistics
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO_ROOT / "fnjob"), str(REPO_ROOT)]
+from benchlib import BASE_REPOSITORY, scratch_registry
 
-from fnjob.image.builders import AppendBuilder, docker_context  # noqa: E402
-from fnjob.image.package import CodePackage, package_function  # noqa: E402
-from fnjob.progress import ProgressEvent  # noqa: E402
-from tests.fnjob.conftest import (  # noqa: E402
-    BASE_REPOSITORY,
+from fnjob.image.builders import AppendBuilder, docker_context
+from fnjob.image.package import CodePackage, package_function
+from fnjob.progress import ProgressEvent
+from tests.fnjob.conftest import (
     PodmanConfig,
     RegistryServer,
-    cached_base_layout,
-    copy_base_into,
     make_podman_config,
     release_podman_storage,
-    running_registry,
 )
 
 SMALL_FUNCTION = """
@@ -202,59 +196,56 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     options = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="fnjob-bench-") as temporary:
-        workdir = Path(temporary)
+    with scratch_registry("fnjob-bench-") as scratch:
+        workdir, registry, base = scratch.workdir, scratch.registry, scratch.base
         package = _small_package(workdir)
-        layout = cached_base_layout()
-        with running_registry(workdir / "registry") as registry:
-            base = copy_base_into(layout, registry.host, BASE_REPOSITORY)
-            base_manifest = registry.manifest(BASE_REPOSITORY, "3.11").json()
-            base_bytes = sum(layer["size"] for layer in base_manifest["layers"])
-            print(f"base image: {base} ({base_bytes / 2**20:.1f} MiB compressed)")
-            detection = {}
-            for label, image in (
-                ("Debian base, Python in its one layer", base),
-                ("small Python layer on top of it", _stacked_base(registry)),
-            ):
-                every, scanned, seconds = _detection_bytes(image, registry.host, workdir)
-                detection[label] = (every, scanned)
-                print(
-                    f"find the base's Python, {label}: every layer read {every / 1e6:6.1f} MB"
-                    f" (before) -> {scanned:,} bytes read now ({seconds:.2f} s)"
-                )
-
-            first_times, cached_times = [], []
-            for run in range(options.repeats):
-                fresh_cache = workdir / f"pycache-{run}"
-                seconds, _, _, _ = _append(
-                    package, base, f"{registry.host}/bench/first{run}", fresh_cache
-                )
-                first_times.append(seconds)
-                seconds, uploaded, _, digest = _append(
-                    package, base, f"{registry.host}/bench/append{run}", fresh_cache
-                )
-                cached_times.append(seconds)
-            manifest_response = registry.manifest(f"bench/append{options.repeats - 1}", digest)
-            manifest = manifest_response.json()
-            new_bytes = (
-                manifest["layers"][-1]["size"]
-                + manifest["config"]["size"]
-                + len(manifest_response.content)
-            )
-            again_seconds, again_bytes, again_uploads, _ = _append(
-                package, base, f"{registry.host}/bench/append{options.repeats - 1}", fresh_cache
+        base_manifest = registry.manifest(BASE_REPOSITORY, "3.11").json()
+        base_bytes = sum(layer["size"] for layer in base_manifest["layers"])
+        print(f"base image: {base} ({base_bytes / 2**20:.1f} MiB compressed)")
+        detection = {}
+        for label, image in (
+            ("Debian base, Python in its one layer", base),
+            ("small Python layer on top of it", _stacked_base(registry)),
+        ):
+            every, scanned, seconds = _detection_bytes(image, registry.host, workdir)
+            detection[label] = (every, scanned)
+            print(
+                f"find the base's Python, {label}: every layer read {every / 1e6:6.1f} MB"
+                f" (before) -> {scanned:,} bytes read now ({seconds:.2f} s)"
             )
 
-            context = _context_dir(package, base, workdir)
-            cold_times, warm_times = [], []
-            for run in range(options.repeats):
-                with _storage(workdir / f"buildah-{run}", registry) as storage:
-                    cold_times.append(
-                        _buildah_build_push(storage, context, f"{registry.host}/bench/cold{run}:v1")
-                    )
-                    warm_times.append(
-                        _buildah_build_push(storage, context, f"{registry.host}/bench/warm{run}:v1")
-                    )
+        first_times, cached_times = [], []
+        for run in range(options.repeats):
+            fresh_cache = workdir / f"pycache-{run}"
+            seconds, _, _, _ = _append(
+                package, base, f"{registry.host}/bench/first{run}", fresh_cache
+            )
+            first_times.append(seconds)
+            seconds, uploaded, _, digest = _append(
+                package, base, f"{registry.host}/bench/append{run}", fresh_cache
+            )
+            cached_times.append(seconds)
+        manifest_response = registry.manifest(f"bench/append{options.repeats - 1}", digest)
+        manifest = manifest_response.json()
+        new_bytes = (
+            manifest["layers"][-1]["size"]
+            + manifest["config"]["size"]
+            + len(manifest_response.content)
+        )
+        again_seconds, again_bytes, again_uploads, _ = _append(
+            package, base, f"{registry.host}/bench/append{options.repeats - 1}", fresh_cache
+        )
+
+        context = _context_dir(package, base, workdir)
+        cold_times, warm_times = [], []
+        for run in range(options.repeats):
+            with _storage(workdir / f"buildah-{run}", registry) as storage:
+                cold_times.append(
+                    _buildah_build_push(storage, context, f"{registry.host}/bench/cold{run}:v1")
+                )
+                warm_times.append(
+                    _buildah_build_push(storage, context, f"{registry.host}/bench/warm{run}:v1")
+                )
 
     append_first, append_cached = _median(first_times), _median(cached_times)
     cold, warm = _median(cold_times), _median(warm_times)

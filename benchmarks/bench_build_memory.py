@@ -32,22 +32,13 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import requests
+from benchlib import REPO_ROOT, scratch_registry
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO_ROOT / "fnjob"), str(REPO_ROOT)]
-
-from tests.fnjob.conftest import (  # noqa: E402
-    BASE_REPOSITORY,
-    RegistryServer,
-    cached_base_layout,
-    copy_base_into,
-    running_registry,
-)
+from tests.fnjob.conftest import RegistryServer
 
 MiB = 1 << 20
 SHARD = 64 * MiB
@@ -188,55 +179,53 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 3, 6])
     parser.add_argument("--repeats", type=int, default=1)
     options = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="fnjob-bench-memory-") as temporary:
-        work = Path(temporary)
-        with running_registry(work / "registry") as registry:
-            base = copy_base_into(cached_base_layout(), registry.host, BASE_REPOSITORY)
-            for size_mb in options.sizes_mb:
-                payload = work / f"payload-{size_mb}" / "dataset"
-                make_payload(payload, size_mb * MiB)
-                hands, builds = [], []
-                for run in range(options.repeats):
-                    hands.append(by_hand(registry, payload, work, f"{size_mb}-{run}"))
-                    target = f"{registry.host}/bench/mem-{size_mb}-{run}"
-                    builds.append(with_fnjob(base, payload, target, work))
-                compress = statistics.median(h[0] for h in hands)
-                upload = statistics.median(h[1] for h in hands)
-                sent = hands[0][2]
-                built = {
-                    key: statistics.median(b[key] for b in builds)
-                    for key in ("seconds", "before", "after")
-                }
-                growth = max(b["after"] - b["before"] for b in builds) / MiB
-                by_hand_total = statistics.median(h[0] + h[1] for h in hands)
-                print(f"payload {size_mb} MB:")
-                print(
-                    f"  fnjob build+push      : {built['seconds']:7.2f} s, peak RSS "
-                    f"{built['after'] / MiB:6.0f} MiB, largest growth over baseline "
-                    f"{growth:6.1f} MiB (goal <= 100)"
-                )
-                print(
-                    f"  tar | gzip -1 + upload: {by_hand_total:7.2f} s "
-                    f"({compress:.2f} s + {upload:.2f} s)"
-                )
-                ratios = [b["seconds"] / (h[0] + h[1]) for b, h in zip(builds, hands, strict=True)]
-                cpu_ratios = [b["cpu"] / h[3] for b, h in zip(builds, hands, strict=True)]
-                print(
-                    f"  ratio fnjob / by hand : {statistics.median(ratios):5.2f} "
-                    f"(goal <= 1.2; each round: {', '.join(f'{r:.2f}' for r in ratios)})"
-                )
-                # CPU seconds do not depend on what else the machine runs meanwhile.
-                fnjob_cpu = statistics.median(b["cpu"] for b in builds)
-                hand_cpu = statistics.median(h[3] for h in hands)
-                print(
-                    f"  CPU seconds           : fnjob {fnjob_cpu:.2f}, by hand {hand_cpu:.2f}; "
-                    "ratio "
-                    f"{statistics.median(cpu_ratios):.2f} (each round: "
-                    f"{', '.join(f'{r:.2f}' for r in cpu_ratios)})"
-                )
-                if size_mb == options.sizes_mb[0]:
-                    compare_levels(payload, options.levels, sent / upload)
-                subprocess.run(["rm", "-rf", str(payload.parent)], check=True)
+    with scratch_registry("fnjob-bench-memory-") as scratch:
+        work, registry, base = scratch.workdir, scratch.registry, scratch.base
+        for size_mb in options.sizes_mb:
+            payload = work / f"payload-{size_mb}" / "dataset"
+            make_payload(payload, size_mb * MiB)
+            hands, builds = [], []
+            for run in range(options.repeats):
+                hands.append(by_hand(registry, payload, work, f"{size_mb}-{run}"))
+                target = f"{registry.host}/bench/mem-{size_mb}-{run}"
+                builds.append(with_fnjob(base, payload, target, work))
+            compress = statistics.median(h[0] for h in hands)
+            upload = statistics.median(h[1] for h in hands)
+            sent = hands[0][2]
+            built = {
+                key: statistics.median(b[key] for b in builds)
+                for key in ("seconds", "before", "after")
+            }
+            growth = max(b["after"] - b["before"] for b in builds) / MiB
+            by_hand_total = statistics.median(h[0] + h[1] for h in hands)
+            print(f"payload {size_mb} MB:")
+            print(
+                f"  fnjob build+push      : {built['seconds']:7.2f} s, peak RSS "
+                f"{built['after'] / MiB:6.0f} MiB, largest growth over baseline "
+                f"{growth:6.1f} MiB (goal <= 100)"
+            )
+            print(
+                f"  tar | gzip -1 + upload: {by_hand_total:7.2f} s "
+                f"({compress:.2f} s + {upload:.2f} s)"
+            )
+            ratios = [b["seconds"] / (h[0] + h[1]) for b, h in zip(builds, hands, strict=True)]
+            cpu_ratios = [b["cpu"] / h[3] for b, h in zip(builds, hands, strict=True)]
+            print(
+                f"  ratio fnjob / by hand : {statistics.median(ratios):5.2f} "
+                f"(goal <= 1.2; each round: {', '.join(f'{r:.2f}' for r in ratios)})"
+            )
+            # CPU seconds do not depend on what else the machine runs meanwhile.
+            fnjob_cpu = statistics.median(b["cpu"] for b in builds)
+            hand_cpu = statistics.median(h[3] for h in hands)
+            print(
+                f"  CPU seconds           : fnjob {fnjob_cpu:.2f}, by hand {hand_cpu:.2f}; "
+                "ratio "
+                f"{statistics.median(cpu_ratios):.2f} (each round: "
+                f"{', '.join(f'{r:.2f}' for r in cpu_ratios)})"
+            )
+            if size_mb == options.sizes_mb[0]:
+                compare_levels(payload, options.levels, sent / upload)
+            subprocess.run(["rm", "-rf", str(payload.parent)], check=True)
 
 
 if __name__ == "__main__":

@@ -20,76 +20,42 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO_ROOT / "fnjob"), str(REPO_ROOT)]
+from benchlib import BASE_REPOSITORY, print_summary, scratch_registry, timed
 
-from fnjob import Build, Job  # noqa: E402
-from tests.fnjob import run_payloads  # noqa: E402
-from tests.fnjob.conftest import (  # noqa: E402
-    BASE_REPOSITORY,
-    cached_base_layout,
-    copy_base_into,
-    make_podman_config,
-    release_podman_storage,
-    running_registry,
-)
-
-
-def _timed(action: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    value = action()
-    return time.perf_counter() - start, value
-
-
-def _summary(label: str, seconds: list[float]) -> None:
-    ms = sorted(s * 1000 for s in seconds)
-    print(
-        f"{label:<40} median {statistics.median(ms):7.0f} ms"
-        f"   min {ms[0]:7.0f} ms   max {ms[-1]:7.0f} ms   (n={len(ms)})"
-    )
+from fnjob import Build, Job
+from tests.fnjob import run_payloads
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     repeats = parser.parse_args().repeats
-    layout = cached_base_layout()
-    with tempfile.TemporaryDirectory(prefix="fnjob-bench-") as tmp:
-        workdir = Path(tmp)
-        with running_registry(workdir / "registry") as registry:
-            base = copy_base_into(layout, registry.host, BASE_REPOSITORY)
-            podman = make_podman_config(workdir / "podman", [registry.host])
-            try:
-                settings: dict[str, Any] = {
-                    "base_image": base,
-                    "registry": f"{registry.host}/bench",
-                    "image_name": "distributed",
-                    "deployer": "local",
-                    "engine": "podman",
-                    "engine_env": podman.env,
-                    "building": Build(cache_dir=workdir / "cache"),
-                    "on_log": lambda line: None,
-                    "progress": False,
-                }
-                one, two = Job(**settings), Job(nodes=2, **settings)
-                # Build, push and pull once: both sides then run a cached image.
-                assert one.run(run_payloads.add, 2, 40) == 42
-                assert two.run(run_payloads.add, 2, 40) == 42
-                singles, pairs = [], []
-                for _ in range(repeats):
-                    singles.append(_timed(lambda: one.run(run_payloads.add, 2, 40))[0])
-                    pairs.append(_timed(lambda: two.run(run_payloads.add, 2, 40))[0])
-            finally:
-                release_podman_storage(podman)
+    with scratch_registry("fnjob-bench-", podman=True) as scratch:
+        assert scratch.podman is not None
+        settings: dict[str, Any] = {
+            "base_image": scratch.base,
+            "registry": f"{scratch.registry.host}/bench",
+            "image_name": "distributed",
+            "deployer": "local",
+            "engine": "podman",
+            "engine_env": scratch.podman.env,
+            "building": Build(cache_dir=scratch.workdir / "cache"),
+            "on_log": lambda line: None,
+            "progress": False,
+        }
+        one, two = Job(**settings), Job(nodes=2, **settings)
+        # Build, push and pull once: both sides then run a cached image.
+        assert one.run(run_payloads.add, 2, 40) == 42
+        assert two.run(run_payloads.add, 2, 40) == 42
+        singles, pairs = [], []
+        for _ in range(repeats):
+            singles.append(timed(lambda: one.run(run_payloads.add, 2, 40))[0])
+            pairs.append(timed(lambda: two.run(run_payloads.add, 2, 40))[0])
     print(f"python {sys.version.split()[0]}, podman local deployer, base {BASE_REPOSITORY}")
-    _summary("1 rank (one container)", singles)
-    _summary("2 ranks (network, two containers)", pairs)
+    print_summary("1 rank (one container)", singles, width=40)
+    print_summary("2 ranks (network, two containers)", pairs, width=40)
     single, pair = statistics.median(singles), statistics.median(pairs)
     print(f"{'overhead of 2 ranks over 1 (medians)':<40} {(pair - single) * 1000:+7.0f} ms")
     print(f"{'ratio 2 ranks / 1 rank (medians)':<40} {pair / single:7.2f}x")

@@ -23,24 +23,19 @@ import argparse
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO_ROOT)]
+from benchlib import REPO_ROOT, timed
 
-from tests.fnjob.conftest import (  # noqa: E402
+from tests.fnjob.conftest import (
     build_debian_layout,
     cached_debian_layout,
     make_podman_config,
     release_podman_storage,
     running_registry,
 )
-from tests.journey.images import (  # noqa: E402
+from tests.journey.images import (
     NOTEBOOK_BASE,
     NOTEBOOK_BASE_LAYOUT,
     RECIPE,
@@ -49,12 +44,6 @@ from tests.journey.images import (  # noqa: E402
     copy_image,
     save_layout,
 )
-
-
-def _timed(action: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    value = action()
-    return time.perf_counter() - start, value
 
 
 def _size_mb(podman_env: dict[str, str], tag: str) -> float:
@@ -80,9 +69,9 @@ def main() -> None:
         work = Path(tmp)
         if fresh_base:
             base_layout = work / "base"
-            base_seconds, _ = _timed(lambda: build_debian_layout(base_layout, NOTEBOOK_BASE))
+            base_seconds, _ = timed(lambda: build_debian_layout(base_layout, NOTEBOOK_BASE))
         else:
-            base_seconds, base_layout = _timed(
+            base_seconds, base_layout = timed(
                 lambda: cached_debian_layout(NOTEBOOK_BASE_LAYOUT, NOTEBOOK_BASE)
             )
         bare_recipe = work / "recipe-without-requirements"
@@ -95,20 +84,20 @@ def main() -> None:
             podman = make_podman_config(work / "podman", [server.host])
             try:
                 (work / "full").mkdir()
-                full_seconds, full = _timed(
+                full_seconds, full = timed(
                     lambda: build_notebook_image(podman, registry, base_layout, work / "full")
                 )
                 (work / "bare").mkdir()
-                bare_seconds, bare = _timed(
+                bare_seconds, bare = timed(
                     lambda: build_notebook_image(
                         podman, registry, base_layout, work / "bare", recipe=bare_recipe
                     )
                 )
                 full_mb, bare_mb = _size_mb(podman.env, full), _size_mb(podman.env, bare)
                 layout = work / "layout"
-                save_seconds, _ = _timed(lambda: save_layout(podman, full, layout))
+                save_seconds, _ = timed(lambda: save_layout(podman, full, layout))
                 reference = f"{server.host}/platform/notebook:bench"
-                copy_seconds, digest = _timed(
+                copy_seconds, digest = timed(
                     lambda: copy_image(f"oci:{layout}:notebook", reference, auth)
                 )
                 subprocess.run(
@@ -117,7 +106,7 @@ def main() -> None:
                     capture_output=True,
                     check=True,
                 )
-                pull_seconds, _ = _timed(
+                pull_seconds, _ = timed(
                     lambda: subprocess.run(
                         ["podman", "pull", "--quiet", f"{server.host}/platform/notebook@{digest}"],
                         env=podman.env,

@@ -18,28 +18,18 @@ import hashlib
 import io
 import json
 import os
-import sys
 import tarfile
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO_ROOT / "fnjob"), str(REPO_ROOT)]
+from benchlib import BASE_REPOSITORY, scratch_registry
 
-from fnjob.image.auth import Credentials  # noqa: E402
-from fnjob.image.builders import AppendBuilder  # noqa: E402
-from fnjob.image.layer import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, sha256_digest  # noqa: E402
-from fnjob.image.pythonversion import PYTHON_LABEL  # noqa: E402
-from fnjob.image.registry import RegistryClient  # noqa: E402
-from tests.fnjob.conftest import (  # noqa: E402
-    BASE_REPOSITORY,
-    RegistryServer,
-    cached_base_layout,
-    copy_base_into,
-    running_registry,
-)
+from fnjob.image.auth import Credentials
+from fnjob.image.builders import AppendBuilder
+from fnjob.image.layer import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, sha256_digest
+from fnjob.image.pythonversion import PYTHON_LABEL
+from fnjob.image.registry import RegistryClient
+from tests.fnjob.conftest import RegistryServer
 
 MiB = 1 << 20
 
@@ -108,28 +98,26 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=7)
     parser.add_argument("--layer-mb", type=int, default=24)
     options = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="fnjob-bench-python-") as temporary:
-        work = Path(temporary)
-        with running_registry(work / "registry") as registry:
-            copy_base_into(cached_base_layout(), registry.host, BASE_REPOSITORY)
-            references, total = push_layered_bases(registry, options.layers, options.layer_mb * MiB)
+    with scratch_registry("fnjob-bench-python-") as scratch:
+        work, registry = scratch.workdir, scratch.registry
+        references, total = push_layered_bases(registry, options.layers, options.layer_mb * MiB)
+        print(
+            f"base: {options.layers + 1} layers, {total / 1e6:.1f} MB compressed, "
+            "Python in the lowest layer"
+        )
+        figures = {}
+        for name, reference in references.items():
+            started = time.perf_counter()
+            _, python = AppendBuilder(
+                reference, cache_dir=work / f"cache-{len(figures)}"
+            ).resolve_base()
+            seconds = time.perf_counter() - started
+            figures[name] = python.bytes_read
             print(
-                f"base: {options.layers + 1} layers, {total / 1e6:.1f} MB compressed, "
-                "Python in the lowest layer"
+                f"{name:45}: Python {python.version} from {python.found_in}, "
+                f"{python.bytes_read / 1e6:8.1f} MB of layers read, {seconds:6.2f} s"
             )
-            figures = {}
-            for name, reference in references.items():
-                started = time.perf_counter()
-                _, python = AppendBuilder(
-                    reference, cache_dir=work / f"cache-{len(figures)}"
-                ).resolve_base()
-                seconds = time.perf_counter() - started
-                figures[name] = python.bytes_read
-                print(
-                    f"{name:45}: Python {python.version} from {python.found_in}, "
-                    f"{python.bytes_read / 1e6:8.1f} MB of layers read, {seconds:6.2f} s"
-                )
-            print(json.dumps({"base_bytes": total, "bytes_read": figures}))
+        print(json.dumps({"base_bytes": total, "bytes_read": figures}))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ included), which load changes least.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -54,9 +55,7 @@ def measure(action: Callable[[], object]) -> Sample:
     return wall, sum(after[i] - before[i] for i in (0, 1, 2, 3))  # user, system, children's
 
 
-def choose_source(scratch: Path, argv: list[str]) -> Path:
-    if argv:
-        return Path(argv[0]).resolve()
+def choose_source(scratch: Path) -> Path:
     found = find_upstream_release(scratch)
     if isinstance(found, str):
         print(f"({found}; measuring the test fixture instead)")
@@ -90,14 +89,17 @@ def pct(ours: float, plain: float) -> str:
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    runs = 5
-    if "--runs" in argv:
-        at = argv.index("--runs")
-        runs = int(argv[at + 1])
-        del argv[at : at + 2]
-    scratch = Path(tempfile.mkdtemp(prefix="bench-render-"))
-    source = choose_source(scratch / "upstream", argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", nargs="?", type=Path, help="a kubeflow/manifests checkout")
+    parser.add_argument("--runs", type=int, default=5)
+    options = parser.parse_args()
+    runs = options.runs
+    with tempfile.TemporaryDirectory(prefix="bench-render-") as temporary:
+        measure_all(Path(temporary), options.source, runs)
+
+
+def measure_all(scratch: Path, given: Path | None, runs: int) -> None:
+    source = given.resolve() if given is not None else choose_source(scratch / "upstream")
     kubectl = kubectl_binary()
     args = make_args(local_path=str(source), registry_access="none")
     credentials = placeholder_credentials()

@@ -23,19 +23,10 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO_ROOT / "fnjob"), str(REPO_ROOT)]
-
-from tests.fnjob.conftest import (  # noqa: E402
-    BASE_REPOSITORY,
-    cached_base_layout,
-    copy_base_into,
-    running_registry,
-)
+from benchlib import REPO_ROOT, scratch_registry
 
 _WORKER = """
 import json, sys, time
@@ -54,8 +45,12 @@ def counted(self, method, url, *args, **kwargs):
         seen.append((f"{method} {kind}", time.perf_counter() - started))
 
 requests.Session.request = counted
-from fnjob.image.builders import AppendBuilder
-from fnjob.image.package import package_function
+try:  # fnjob grouped by the path a call takes (image/), or the flat package before it
+    from fnjob.image.builders import AppendBuilder
+    from fnjob.image.package import package_function
+except ImportError:
+    from fnjob.build import AppendBuilder
+    from fnjob.package import package_function
 import bench_small_job
 
 from pathlib import Path
@@ -121,8 +116,8 @@ def main() -> None:
     parser.add_argument("--against", default="a547773")
     parser.add_argument("--rounds", type=int, default=5)
     options = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="fnjob-bench-rounds-") as temporary:
-        work = Path(temporary)
+    with scratch_registry("fnjob-bench-rounds-") as scratch:
+        work, registry, base = scratch.workdir, scratch.registry, scratch.base
         module = work / "code"
         module.mkdir()
         (module / "bench_small_job.py").write_text(
@@ -134,12 +129,10 @@ def main() -> None:
             "now": REPO_ROOT / "fnjob",
         }
         runs: dict[str, list[dict[str, object]]] = {name: [] for name in trees}
-        with running_registry(work / "registry") as registry:
-            base = copy_base_into(cached_base_layout(), registry.host, BASE_REPOSITORY)
-            for round_ in range(options.rounds):
-                for index, (name, tree) in enumerate(trees.items()):
-                    target = f"{registry.host}/bench/side{index}-round{round_}"
-                    runs[name].append(_run(tree, module, base, target, work / f"cache{index}"))
+        for round_ in range(options.rounds):
+            for index, (name, tree) in enumerate(trees.items()):
+                target = f"{registry.host}/bench/side{index}-round{round_}"
+                runs[name].append(_run(tree, module, base, target, work / f"cache{index}"))
         print(f"rounds: {options.rounds}, sides interleaved (medians)")
         for phase in ("cold", "warm"):
             for name in trees:
