@@ -13,7 +13,9 @@ Equal terms: every kubectl, plain or ours, runs in the one environment our rende
 is printed. The sides alternate within each round, in an order reversed every other round,
 so load from other processes hits them alike. The machine may be shared: medians and
 minimums of wall-clock time are printed, with the CPU time (user + system, kubectl
-included), which load changes least.
+included), which load changes least. Two more sides say where the overhead goes: kubectl
+decoding plain kustomize's YAML into JSON (the work the identity patch adds to a build), and
+PyYAML's C loader decoding the same YAML (the alternative to it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -120,6 +124,22 @@ def measure_all(scratch: Path, given: Path | None, runs: int) -> None:
     def kubectl_to_json() -> None:
         subprocess.run(json_command, check=True, capture_output=True, env=kubectl_environment())
 
+    # Where the overhead goes, and the alternative: kustomize's own YAML, decoded once by
+    # kubectl (what the identity patch adds to a build) and once by PyYAML's C loader.
+    plain_yaml = scratch / "plain.yaml"
+    plain_yaml.write_bytes(
+        subprocess.run(
+            plain_command, check=True, capture_output=True, env=kubectl_environment()
+        ).stdout
+    )
+    decode_command = [*json_command[:-2], "-f", str(plain_yaml)]
+
+    def kubectl_decode() -> None:
+        subprocess.run(decode_command, check=True, capture_output=True, env=kubectl_environment())
+
+    def pyyaml_decode() -> None:
+        list(yaml.load_all(plain_yaml.read_bytes(), Loader=yaml.CSafeLoader))
+
     def ours_uncached() -> None:
         with tempfile.TemporaryDirectory() as cache:
             rendered = render_manifests(str(source), cache_dir=Path(cache))
@@ -160,6 +180,7 @@ def measure_all(scratch: Path, given: Path | None, runs: int) -> None:
     )
     print(f"  kubectl to JSON alone: {shown(json_command, settings)}")
     print(f"  command: {shown(render_command(Path('<empty cache>')))}")
+    print(f"  decoding alone: {shown(decode_command, settings)}")
 
     plain()  # warm the page cache and the kubectl binary
     sides: dict[str, Callable[[], None]] = {
@@ -167,6 +188,8 @@ def measure_all(scratch: Path, given: Path | None, runs: int) -> None:
         "ours": ours_uncached,
         "command": command_uncached,
         "json": kubectl_to_json,
+        "decode": kubectl_decode,
+        "pyyaml": pyyaml_decode,
     }
     samples: dict[str, list[Sample]] = {name: [] for name in sides}
     for round_ in range(runs):
@@ -197,6 +220,10 @@ def measure_all(scratch: Path, given: Path | None, runs: int) -> None:
         f"  kubectl to JSON over plain kustomize: {extra[0]} median wall, {extra[1]} min wall, "
         f"{extra[2]} CPU; the rest is Python"
     )
+    decode_figures = summary(samples["decode"])
+    line("  kubectl decoding kustomize's YAML:", decode_figures)
+    print(f"    ({decode_figures[2] / plain_figures[2] * 100:.1f} % of plain kustomize's CPU)")
+    line("  PyYAML's C loader on the same YAML:", summary(samples["pyyaml"]))
     line("whole render command, uncached:", command_figures)
     ratios = [c / p for c, p in zip(command_figures, plain_figures, strict=True)]
     print(

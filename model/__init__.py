@@ -13,7 +13,7 @@ and what to write instead, and never show a secret. Components receive these val
 values and do not check them again.
 """
 
-from model.aws import ClusterAutoscaler, Endpoint, SystemNodeGroup, Vpc
+from model.aws import ClusterAutoscaler, Endpoint, NodeGroupShape, SystemNodeGroup, Vpc
 from model.gpu import (
     ACCELERATOR_LABEL,
     DEFAULT_GPU_TAINT,
@@ -56,6 +56,7 @@ __all__ = [
     "GpuGroup",
     "Kubeflow",
     "Monitoring",
+    "NodeGroupShape",
     "Onprem",
     "OnpremGpuGroup",
     "OnpremStack",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -163,6 +164,36 @@ def ami_release_rule(rules: Rules, ami_type: str, release: str | None) -> None:
             rules.add("amiReleaseVersion", release, problem)
 
 
+CapacityType = Literal["ON_DEMAND", "SPOT"]
+
+
+class NodeGroupShape(Protocol):
+    """What every managed node group is made of, the system group and each GPU group alike
+    (``SystemNodeGroup``, ``model.gpu.EksGpuGroup``): the component creating node groups
+    takes this rather than copies of the fields."""
+
+    @property
+    def instance_types(self) -> Sequence[str]: ...
+
+    @property
+    def ami_type(self) -> str: ...
+
+    @property
+    def capacity_type(self) -> CapacityType: ...
+
+    @property
+    def min_size(self) -> int: ...
+
+    @property
+    def desired_size(self) -> int: ...
+
+    @property
+    def max_size(self) -> int: ...
+
+    @property
+    def disk_size_gb(self) -> int: ...
+
+
 class SystemNodeGroup(Model):
     """The on-demand CPU group that runs the platform (Kubeflow, CoreDNS, controllers)."""
 
@@ -187,6 +218,11 @@ class SystemNodeGroup(Model):
         description="the group's EKS AMI release, e.g. 1.35.6-20260714 (default: "
         "nodeAmiReleases, then the release model/versions.yaml pins)",
     )
+
+    @property
+    def capacity_type(self) -> CapacityType:
+        """On-demand: the platform's own pods are not to be interrupted by a spot reclaim."""
+        return "ON_DEMAND"
 
     @model_validator(mode="after")
     def _fits(self) -> SystemNodeGroup:

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from model import catalog, versions
-from model.aws import ami_release_rule
+from model.aws import CapacityType, ami_release_rule
 from model.base import (
     MISSING,
     LabelKey,
@@ -210,9 +210,7 @@ class EksGpuGroup(GpuGroup):
         default_factory=lambda data: _default_gpu_ami(data.get("instance_types")),
         description="default: AL2023 NVIDIA for the instances' CPU",
     )
-    capacity_type: Literal["ON_DEMAND", "SPOT"] = Field(
-        default="ON_DEMAND", description="ON_DEMAND or SPOT"
-    )
+    capacity_type: CapacityType = Field(default="ON_DEMAND", description="ON_DEMAND or SPOT")
     min_size: int = Field(
         default=0, ge=0, le=1000, description="fewest nodes (per AZ when zonal); 0 scales from zero"
     )

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import pulumi
 import pulumi_aws as aws
 
-from model import Taint
+from model import NodeGroupShape, Taint
 
 _EKS_TAINT_EFFECTS = {
     "NoSchedule": "NO_SCHEDULE",
@@ -47,16 +46,12 @@ class ManagedNodeGroupArgs:
     node_role_arn: pulumi.Input[str]
     subnet_ids: pulumi.Input[Sequence[str]]
     kubernetes_version: str
-    instance_types: Sequence[str]
-    ami_type: str
+    # Instance and AMI types, capacity type, sizes and root disk: the stack's system group or
+    # one of its GPU groups, as the model validated it.
+    shape: NodeGroupShape
     # The EKS AMI release (releaseVersion): without it EKS takes the newest release of the
     # AMI type whenever it creates or updates the group, and a later update rolls every node.
     release_version: str
-    capacity_type: Literal["ON_DEMAND", "SPOT"]
-    min_size: int
-    desired_size: int
-    max_size: int
-    disk_size_gb: int
     labels: Mapping[str, str] = field(default_factory=dict)
     taints: Sequence[Taint] = ()
     gpus_per_node: int = 0
@@ -87,9 +82,9 @@ class ManagedNodeGroup(pulumi.ComponentResource):
             ),
             block_device_mappings=[
                 aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-                    device_name=root_device_name(args.ami_type),
+                    device_name=root_device_name(args.shape.ami_type),
                     ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
-                        volume_size=args.disk_size_gb,
+                        volume_size=args.shape.disk_size_gb,
                         volume_type="gp3",
                         encrypted="true",
                         delete_on_termination="true",
@@ -112,12 +107,14 @@ class ManagedNodeGroup(pulumi.ComponentResource):
             node_role_arn=args.node_role_arn,
             subnet_ids=args.subnet_ids,
             version=args.kubernetes_version,
-            ami_type=args.ami_type,
+            ami_type=args.shape.ami_type,
             release_version=args.release_version,
-            capacity_type=args.capacity_type,
-            instance_types=list(args.instance_types),
+            capacity_type=args.shape.capacity_type,
+            instance_types=list(args.shape.instance_types),
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(
-                min_size=args.min_size, desired_size=args.desired_size, max_size=args.max_size
+                min_size=args.shape.min_size,
+                desired_size=args.shape.desired_size,
+                max_size=args.shape.max_size,
             ),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
             node_repair_config=aws.eks.NodeGroupNodeRepairConfigArgs(enabled=True)
