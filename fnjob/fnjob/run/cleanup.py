@@ -12,8 +12,9 @@ left over when
   started it.
 
 Kubernetes Jobs go with their pods and their Secret (Foreground deletion); Secrets of fnjob
-whose Job is gone go too. Local containers (podman or docker) are removed by force. Nothing
-without fnjob's label (``app.kubernetes.io/managed-by=fnjob``) is ever touched.
+whose Job is gone go too. Local containers (podman or docker) are removed by force, then the
+networks of multi-node local runs. Nothing without fnjob's label
+(``app.kubernetes.io/managed-by=fnjob``) is ever touched.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -48,7 +50,8 @@ _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 @dataclass(frozen=True)
 class Leftover:
-    """One thing a gone caller left: ``kind`` (job, secret, container), its name, why."""
+    """One thing a gone caller left: ``kind`` (job, secret, container, network), its name,
+    why."""
 
     kind: str
     name: str
@@ -188,62 +191,85 @@ def _engine(engine: str, args: list[str], env: Mapping[str, str]) -> str:
     return completed.stdout
 
 
-def _container_age(entry: Mapping[str, Any], now: dt.datetime) -> float | None:
-    """Seconds since a listed container was created: podman gives ``Created`` in unix
-    seconds, docker ``CreatedAt`` as "2026-12-03 08:00:00 +0000 UTC"."""
-    created = entry.get("Created")
+def _listed(engine: str, what: list[str], env: Mapping[str, str]) -> list[dict[str, Any]]:
+    """fnjob's containers or networks as the engine lists them (``--format json``)."""
+    listed = _engine(
+        engine, [*what, "--filter", f"label={MANAGED_BY_LABEL}=fnjob", "--format", "json"], env
+    )
+    try:
+        # podman: one JSON array; docker: one object per line.
+        parsed = json.loads(listed or "[]")
+        return parsed if isinstance(parsed, list) else [parsed]
+    except ValueError:
+        return [json.loads(line) for line in listed.splitlines() if line.strip()]
+
+
+def _labels(entry: Mapping[str, Any]) -> Mapping[str, str]:
+    labels = entry.get("Labels", entry.get("labels")) or {}
+    if isinstance(labels, str):  # docker: "a=b,c=d"
+        return dict(item.partition("=")[::2] for item in labels.split(","))
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def _listed_age(entry: Mapping[str, Any], now: dt.datetime) -> float | None:
+    """Seconds since a listed container or network was created: podman gives a container's
+    ``Created`` in unix seconds and a network's ``created`` in RFC 3339, docker
+    ``CreatedAt`` as "2026-12-03 08:00:00[.fraction] +0000 UTC"."""
+    created = entry.get("Created", entry.get("created"))
     if isinstance(created, int | float):
         return now.timestamp() - float(created)
-    text = str(entry.get("CreatedAt") or "")
-    parts = text.split(" ")
+    if isinstance(created, str):
+        # Python takes at most microseconds; podman prints nanoseconds.
+        text = re.sub(r"(\.\d{6})\d+", r"\1", created).replace("Z", "+00:00")
+        with contextlib.suppress(ValueError):
+            return (now - dt.datetime.fromisoformat(text)).total_seconds()
+    parts = str(entry.get("CreatedAt") or "").split(" ")
     if len(parts) >= 3:
         with contextlib.suppress(ValueError):
-            stamp = dt.datetime.strptime(" ".join(parts[:3]), "%Y-%m-%d %H:%M:%S %z")
+            seconds = f"{parts[0]} {parts[1][:8]} {parts[2]}"  # without the fraction
+            stamp = dt.datetime.strptime(seconds, "%Y-%m-%d %H:%M:%S %z")
             return (now - stamp).total_seconds()
     return None
+
+
+def _name(entry: Mapping[str, Any]) -> str:
+    names = entry.get("Names", entry.get("Name", entry.get("name")))
+    if isinstance(names, list):
+        return str(names[0])
+    return str(names or entry.get("ID", entry.get("id", "")))
 
 
 def local_leftovers(
     engine: str, env: Mapping[str, str], *, older_than: float | None = None
 ) -> list[Leftover]:
-    """fnjob's containers on this machine that are left over. Raises
-    ``ContainerEngineError``."""
+    """fnjob's containers on this machine that are left over, then the networks of
+    multi-node runs. Raises ``ContainerEngineError``."""
     now = dt.datetime.now(dt.UTC)
-    listed = _engine(
-        engine,
-        ["ps", "--all", "--filter", f"label={MANAGED_BY_LABEL}=fnjob", "--format", "json"],
-        env,
-    )
     found: list[Leftover] = []
-    try:
-        # podman: one JSON array; docker: one object per line.
-        parsed = json.loads(listed or "[]")
-        entries = parsed if isinstance(parsed, list) else [parsed]
-    except ValueError:
-        entries = [json.loads(line) for line in listed.splitlines() if line.strip()]
-    for entry in entries:
-        labels = entry.get("Labels") or {}
-        if isinstance(labels, str):  # docker: "a=b,c=d"
-            labels = dict(item.partition("=")[::2] for item in labels.split(","))
-        names = entry.get("Names")
-        name = names[0] if isinstance(names, list) else str(names or entry.get("ID", ""))
-        age = _container_age(entry, now)
-        why = _reason(labels.get(CALLER_ANNOTATION), age, older_than, finished=False)
-        if why:
-            found.append(Leftover("container", name, why))
+    for kind, what in (("container", ["ps", "--all"]), ("network", ["network", "ls"])):
+        for entry in _listed(engine, what, env):
+            age = _listed_age(entry, now)
+            why = _reason(_labels(entry).get(CALLER_ANNOTATION), age, older_than, finished=False)
+            if why:
+                found.append(Leftover(kind, _name(entry), why))
     return found
 
 
 def remove_local_leftovers(
     engine: str, env: Mapping[str, str], *, older_than: float | None = None
 ) -> list[Leftover]:
-    """Force-remove what ``local_leftovers`` finds; returns it."""
+    """Force-remove what ``local_leftovers`` finds, containers before the networks they
+    are on; returns it."""
     found = local_leftovers(engine, env, older_than=older_than)
-    if found:
+    containers = [leftover.name for leftover in found if leftover.kind == "container"]
+    networks = [leftover.name for leftover in found if leftover.kind == "network"]
+    if containers:
         rm = ["rm", "--force"]
         if os.path.basename(engine).startswith("podman"):
             rm += ["--time", "0"]
-        _engine(engine, [*rm, *(leftover.name for leftover in found)], env)
+        _engine(engine, [*rm, *containers], env)
+    if networks:
+        _engine(engine, ["network", "rm", *networks], env)
     return found
 
 

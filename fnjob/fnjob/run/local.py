@@ -204,7 +204,8 @@ class LocalDeployer:
         """Run the container, stream its output to ``on_log``, return the function's value.
 
         The function's stderr lines go to ``on_stderr`` when given (else to ``on_log`` too).
-        Meanwhile, fnjob's containers whose caller is gone are removed (``fnjob.run.cleanup``).
+        Meanwhile, fnjob's containers and networks whose caller is gone are removed
+        (``fnjob.run.cleanup``).
 
         Raises the function's own exception (rebuilt from its authenticated outcome),
         ``ResultNotLoadable``, ``ContainerEngineError`` when the engine cannot run it,
@@ -285,7 +286,7 @@ class LocalDeployer:
             raise
         status(f"container {container_name} exited with code {exit_code}")
         for leftover in cleaned(15.0):
-            status(f"removed container {leftover.name}: {leftover.reason}")
+            status(f"removed {leftover.kind} {leftover.name}: {leftover.reason}")
         last_lines = tuple(reader.last_lines)
         if timed_out.is_set():
             raise JobTimeout(

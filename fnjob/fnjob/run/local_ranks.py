@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from fnjob.errors import JobTimeout
-from fnjob.run import interrupts
+from fnjob.run import cleanup, interrupts
 from fnjob.run.follow import LogSink, StatusSink
 from fnjob.run.local import (
     ContainerEngineError,
@@ -35,7 +35,7 @@ from fnjob.run.local import (
     find_engine,
     run_directory,
 )
-from fnjob.run.manifest import MANAGED_BY_LABEL
+from fnjob.run.manifest import CALLER_ANNOTATION, MANAGED_BY_LABEL
 from fnjob.run.protocol import OutcomeReader, new_run_id, new_run_key
 from fnjob.run.ranks import RankOutcomes, launcher_env, nproc_per_node
 
@@ -76,6 +76,12 @@ class LocalRanksDeployer:
         status = on_status or (lambda _text: None)
         engine = find_engine(self.options.engine)
         run = _LocalRun(self, engine, new_run_id())
+        # What callers killed outright left (containers, networks) goes meanwhile.
+        cleaned = cleanup.in_background(
+            lambda: cleanup.remove_local_leftovers(
+                engine, {**os.environ, **self.options.engine_env}
+            )
+        )
         with interrupts.signals_raise(), run_directory(call, run.key) as run_dir:
             try:
                 run.create_network()
@@ -86,6 +92,8 @@ class LocalRanksDeployer:
             finally:
                 run.remove_all()
                 run.remove_network()
+        for leftover in cleaned(15.0):
+            status(f"removed {leftover.kind} {leftover.name}: {leftover.reason}")
         if run.timed_out.is_set():
             raise JobTimeout(
                 f"fnjob-{run.run_id}",
@@ -141,6 +149,8 @@ class _LocalRun:
             f"{MANAGED_BY_LABEL}=fnjob",
             "--label",
             f"fnjob/run-id={self.run_id}",
+            "--label",
+            f"{CALLER_ANNOTATION}={cleanup.caller_identity()}",
             self.network,
         )
         if not self.podman:
@@ -161,8 +171,6 @@ class _LocalRun:
         return args
 
     def start(self, image: str, run_dir: str) -> None:
-        from fnjob.run import cleanup
-
         deployer = self.deployer
         options = deployer.options
         for node in range(deployer.nodes):

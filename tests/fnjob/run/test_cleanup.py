@@ -17,7 +17,7 @@ import pytest
 
 from fnjob import Job
 from fnjob.options import DEFAULT_TIMEOUT, DEFAULT_TIMEOUT_ENV
-from fnjob.run.cleanup import caller_gone, caller_identity
+from fnjob.run.cleanup import _labels, _listed_age, caller_gone, caller_identity
 from fnjob.run.local import LocalOptions, build_run_command
 from fnjob.run.manifest import CALLER_ANNOTATION, MANAGED_BY_LABEL
 from tests.fnjob import run_payloads
@@ -203,32 +203,40 @@ def _wait_for(condition: Any, seconds: float) -> None:
         time.sleep(0.5)
 
 
+def _caller(
+    tmp_path: Path, code: str, registry: Any, python_base: str, podman_env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """A process running ``code`` (a Job's run, whose output it prints), to be killed; and
+    the environment to run ``fnjob cleanup`` in."""
+    import json
+
+    repo_root = Path(__file__).resolve().parents[3]
+    script = tmp_path / f"caller-{uuid.uuid4().hex[:8]}.py"
+    script.write_text(code)
+    env = with_fnjob_importable({**podman_env})
+    env["PYTHONPATH"] += os.pathsep + str(repo_root)
+    engine_env = {k: podman_env[k] for k in podman_env if k.startswith(("CONTAINERS_", "REG"))}
+    arguments = [python_base, f"{registry.host}/tests", json.dumps(engine_env)]
+    caller = subprocess.Popen(
+        [sys.executable, str(script), *arguments],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert caller.stdout is not None
+    return caller, env
+
+
 @pytest.mark.real
 def test_a_killed_callers_container_is_removed_by_cleanup_and_by_the_next_run(
     tmp_path: Path, registry: Any, python_base: str, podman_env: dict[str, str]
 ) -> None:
-    import json
-
-    repo_root = Path(__file__).resolve().parents[3]
-    script = tmp_path / "caller.py"
-    script.write_text(CALLER_PY)
-    env = with_fnjob_importable({**podman_env})
-    env["PYTHONPATH"] += os.pathsep + str(repo_root)
     engine_env = {k: podman_env[k] for k in podman_env if k.startswith(("CONTAINERS_", "REG"))}
+    env: dict[str, str] = {}
 
     def killed_caller() -> str:
-        caller = subprocess.Popen(
-            [
-                sys.executable,
-                str(script),
-                python_base,
-                f"{registry.host}/tests",
-                json.dumps(engine_env),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        caller, env_of_caller = _caller(tmp_path, CALLER_PY, registry, python_base, podman_env)
+        env.update(env_of_caller)
         assert caller.stdout is not None
         # Once the function prints, the container runs.
         caller.stdout.readline()
@@ -270,3 +278,129 @@ def test_a_killed_callers_container_is_removed_by_cleanup_and_by_the_next_run(
     assert job.run(run_payloads.add, 2, 40) == 42
     assert any(f"removed container {left}: its caller" in text for text in statuses), statuses
     _wait_for(lambda: fnjob_containers(podman_env) == [], 30)
+
+
+# -- local networks (multi-node local runs) ----------------------------------------------------
+
+
+def test_listed_ages_and_labels_read_as_each_engine_prints_them() -> None:
+    now = dt.datetime(2026, 12, 3, 12, 0, 0, tzinfo=dt.UTC)
+    two_hours = 2 * 3600.0
+    # podman: a container's Created in unix seconds, a network's in RFC 3339 (nanoseconds).
+    assert _listed_age({"Created": now.timestamp() - two_hours}, now) == two_hours
+    assert _listed_age({"created": "2026-12-03T10:00:00.808951279Z"}, now) == pytest.approx(
+        two_hours - 0.808951, abs=1e-3
+    )
+    # docker: CreatedAt, with or without a fraction of a second.
+    assert _listed_age({"CreatedAt": "2026-12-03 10:00:00 +0000 UTC"}, now) == two_hours
+    assert _listed_age({"CreatedAt": "2026-12-03 10:00:00.123456789 +0000 UTC"}, now) == two_hours
+    assert _listed_age({"CreatedAt": "yesterday"}, now) is None
+    assert _labels({"Labels": f"{MANAGED_BY_LABEL}=fnjob,{CALLER_ANNOTATION}=h/b/1/2"}) == {
+        MANAGED_BY_LABEL: "fnjob",
+        CALLER_ANNOTATION: "h/b/1/2",
+    }
+    assert _labels({"labels": {CALLER_ANNOTATION: "x"}}) == {CALLER_ANNOTATION: "x"}
+    assert _labels({}) == {}
+
+
+def _networks(podman_env: dict[str, str]) -> set[str]:
+    listed = subprocess.run(
+        ["podman", "network", "ls", "--format", "{{.Name}}"],
+        env=podman_env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(listed.stdout.split())
+
+
+def _network(podman_env: dict[str, str], name: str, *labels: str) -> str:
+    args = [item for label in labels for item in ("--label", label)]
+    subprocess.run(
+        ["podman", "network", "create", *args, name],
+        env=podman_env,
+        capture_output=True,
+        check=True,
+    )
+    return name
+
+
+@pytest.mark.real
+def test_cleanup_removes_only_fnjob_networks_whose_caller_is_gone(
+    podman_env: dict[str, str],
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    ours = f"{MANAGED_BY_LABEL}=fnjob"
+    gone = _network(
+        podman_env,
+        f"fnjob-gone-{suffix}",
+        ours,
+        f"{CALLER_ANNOTATION}={_identity_of_a_finished_process()}",
+    )
+    alive = _network(
+        podman_env, f"fnjob-alive-{suffix}", ours, f"{CALLER_ANNOTATION}={caller_identity()}"
+    )
+    foreign = _network(podman_env, f"not-fnjob-{suffix}", f"{CALLER_ANNOTATION}=x/y/1/1")
+    try:
+        found = _cleanup_command(["--local", "--engine", "podman", "--dry-run"], podman_env)
+        assert found.returncode == 0, found.stderr
+        assert f"would remove network {gone}: its caller" in found.stdout
+        assert alive not in found.stdout and foreign not in found.stdout
+        assert {gone, alive, foreign} <= _networks(podman_env)
+
+        done = _cleanup_command(["--local", "--engine", "podman"], podman_env)
+        assert done.returncode == 0, done.stderr
+        assert f"removed network {gone}: its caller" in done.stdout
+        left = _networks(podman_env)
+        assert gone not in left
+        assert {alive, foreign} <= left
+    finally:
+        subprocess.run(
+            ["podman", "network", "rm", "--force", gone, alive, foreign],
+            env=podman_env,
+            capture_output=True,
+            check=False,
+        )
+
+
+RANKS_CALLER_PY = """\
+import json, sys
+from fnjob import Job
+from tests.fnjob import run_payloads
+
+job = Job(base_image=sys.argv[1], registry=sys.argv[2], image_name="cleanup-ranks",
+          deployer="local", nodes=2, engine="podman", engine_env=json.loads(sys.argv[3]),
+          on_log=print)
+job.run(run_payloads.count_slowly, 600, 0.5)
+"""
+
+
+@pytest.mark.real
+def test_a_killed_multi_node_callers_network_is_removed_by_cleanup(
+    tmp_path: Path, registry: Any, python_base: str, podman_env: dict[str, str]
+) -> None:
+    networks_before = _networks(podman_env)
+    caller, env = _caller(tmp_path, RANKS_CALLER_PY, registry, python_base, podman_env)
+    assert caller.stdout is not None
+    # Both ranks print once they run.
+    seen: set[str] = set()
+    while len(seen) < 2:
+        line = caller.stdout.readline().decode()
+        assert line, "the caller ended before both ranks ran"
+        if line.startswith("[rank "):
+            seen.add(line.split("]")[0])
+    os.kill(caller.pid, signal.SIGKILL)
+    caller.wait()
+    time.sleep(2)
+    # The containers may end by themselves (their output has nowhere to go; --rm removes
+    # them) or not yet; the run's network stays until something removes it.
+    left_containers = fnjob_containers(podman_env)
+    left_networks = _networks(podman_env) - networks_before
+    assert len(left_networks) == 1, (left_networks, left_containers)
+
+    done = _cleanup_command(["--local", "--engine", "podman"], env)
+    assert done.returncode == 0, done.stderr
+    [network] = left_networks
+    assert f"removed network {network}: its caller" in done.stdout
+    assert fnjob_containers(podman_env) == []
+    assert _networks(podman_env) == networks_before
