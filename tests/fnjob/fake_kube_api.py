@@ -151,6 +151,8 @@ class FakeKubeApi:
         self.requests: list[RecordedRequest] = []
         self.jobs: dict[str, dict[str, Any]] = {}
         self.secrets: dict[str, dict[str, Any]] = {}
+        # Trainer's TrainJobs (listed and deleted here; FakeIndexedJobApi also runs them).
+        self.train_jobs: dict[str, dict[str, Any]] = {}
         self.deleted = threading.Event()
         self._logs_done = threading.Event()
         self._log_started = threading.Event()
@@ -222,6 +224,13 @@ class FakeKubeApi:
             return self._job_status(handler, parts[6])
         if method == "GET" and batch and parts[-1] == "jobs":
             return self._list(handler, "JobList", "batch/v1", self.jobs, query)
+        trainer = parts[:2] == ["apis", "trainer.kubeflow.org"]
+        if method == "GET" and trainer and parts[-1] == "trainjobs":
+            return self._list(
+                handler, "TrainJobList", "trainer.kubeflow.org/v1alpha1", self.train_jobs, query
+            )
+        if method == "DELETE" and trainer:
+            return self._delete_train_job(handler, parts[6], query, body)
         if method == "GET" and parts[-1] == "secrets":
             return self._list(handler, "SecretList", "v1", self.secrets, query)
         if method == "DELETE" and batch and parts[-1] == "jobs":
@@ -333,6 +342,17 @@ class FakeKubeApi:
         if job is None:
             return _send(handler, 404, _status(404, "NotFound", f'jobs.batch "{name}" not found'))
         self._collect(job, query, body)
+        self.deleted.set()
+        _send(handler, 200, _status(200, "", "", status="Success"))
+
+    def _delete_train_job(
+        self, handler: BaseHTTPRequestHandler, name: str, query: dict[str, list[str]], body: Any
+    ) -> None:
+        train_job = self.train_jobs.pop(name, None)
+        if train_job is None:
+            message = f'trainjobs.trainer.kubeflow.org "{name}" not found'
+            return _send(handler, 404, _status(404, "NotFound", message))
+        self._collect(train_job, query, body)
         self.deleted.set()
         _send(handler, 200, _status(200, "", "", status="Success"))
 

@@ -97,7 +97,8 @@ class FakeIndexedJobApi(FakeKubeApi):
         if method == "DELETE" and parts[:3] == ["apis", "batch", "v1"]:
             self._kill_all()
             self.services.clear()
-        if parts[:2] == ["apis", "trainer.kubeflow.org"]:
+        listing = method == "GET" and parts[-1] == "trainjobs"  # the base fake lists them
+        if parts[:2] == ["apis", "trainer.kubeflow.org"] and not listing:
             return self._train_jobs(handler, method, parts)
         if method == "GET" and parts[-1] == "pods":
             with self._lock:

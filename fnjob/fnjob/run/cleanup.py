@@ -11,10 +11,10 @@ left over when
 - or it is older than ``older_than`` seconds (``fnjob cleanup --older-than``), whoever
   started it.
 
-Kubernetes Jobs go with their pods and their Secret (Foreground deletion); Secrets of fnjob
-whose Job is gone go too. Local containers (podman or docker) are removed by force, then the
-networks of multi-node local runs. Nothing without fnjob's label
-(``app.kubernetes.io/managed-by=fnjob``) is ever touched.
+Kubernetes Jobs and Trainer's TrainJobs (multi-node runs) go with their pods and their Secret
+(Foreground deletion); Secrets of fnjob whose Job or TrainJob is gone go too. Local
+containers (podman or docker) are removed by force, then the networks of multi-node local
+runs. Nothing without fnjob's label (``app.kubernetes.io/managed-by=fnjob``) is ever touched.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 @dataclass(frozen=True)
 class Leftover:
-    """One thing a gone caller left: ``kind`` (job, secret, container, network), its name,
-    why."""
+    """One thing a gone caller left: ``kind`` (job, trainjob, secret, container, network),
+    its name, why."""
 
     kind: str
     name: str
@@ -129,15 +129,42 @@ def _finished(job: Any) -> bool:
     return any(c.type in ("Complete", "Failed") and c.status == "True" for c in conditions)
 
 
+def _train_job_finished(train_job: Mapping[str, Any]) -> bool:
+    conditions = (train_job.get("status") or {}).get("conditions") or []
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions
+    )
+
+
+def _timestamp(text: Any) -> dt.datetime | None:
+    if not isinstance(text, str):
+        return None
+    with contextlib.suppress(ValueError):
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return None
+
+
+def _made_by_a_controller(job: Any) -> bool:
+    """A Job some controller made (Trainer's JobSet for a TrainJob): it goes with its owner,
+    and carries fnjob's labels only because the TrainJob hands them down."""
+    owners = (job.metadata and job.metadata.owner_references) or []
+    return any(owner.controller for owner in owners)
+
+
+# Secrets are owned by the run's Job, or by its TrainJob for a multi-node run on Trainer.
+_SECRET_OWNERS = ("Job", "TrainJob")
+
+
 def cluster_leftovers(cluster: Any, *, older_than: float | None = None) -> list[Leftover]:
-    """fnjob's Jobs (and orphaned Secrets) in ``cluster``'s namespace that are left over.
+    """fnjob's Jobs and TrainJobs (and orphaned Secrets) in ``cluster``'s namespace that
+    are left over.
 
     ``cluster`` is a ``fnjob.run.cluster.Cluster``. Raises ``ClusterError``.
     """
     now = dt.datetime.now(dt.UTC)
     selector = f"{MANAGED_BY_LABEL}=fnjob"
     found: list[Leftover] = []
-    jobs = cluster.list_jobs(selector)
+    jobs = [job for job in cluster.list_jobs(selector) if not _made_by_a_controller(job)]
     for job in jobs:
         annotations = job.metadata.annotations or {}
         why = _reason(
@@ -148,9 +175,23 @@ def cluster_leftovers(cluster: Any, *, older_than: float | None = None) -> list[
         )
         if why:
             found.append(Leftover("job", job.metadata.name, why))
+    train_jobs = cluster.list_train_jobs(selector)
+    for train_job in train_jobs:
+        metadata = train_job.get("metadata") or {}
+        why = _reason(
+            (metadata.get("annotations") or {}).get(CALLER_ANNOTATION),
+            _age(_timestamp(metadata.get("creationTimestamp")), now),
+            older_than,
+            finished=_train_job_finished(train_job),
+        )
+        if why:
+            found.append(Leftover("trainjob", str(metadata.get("name")), why))
     names = {job.metadata.name for job in jobs}
+    names |= {(t.get("metadata") or {}).get("name") for t in train_jobs}
     for secret in cluster.list_secrets(selector):
-        owners = [o.name for o in secret.metadata.owner_references or [] if o.kind == "Job"]
+        owners = [
+            o.name for o in secret.metadata.owner_references or [] if o.kind in _SECRET_OWNERS
+        ]
         age = _age(secret.metadata.creation_timestamp, now)
         # A Secret is made just after its Job: give the pair a minute before calling it orphaned.
         if owners and not set(owners) & names and (age is None or age > 60):
@@ -164,6 +205,8 @@ def remove_cluster_leftovers(cluster: Any, *, older_than: float | None = None) -
     for leftover in found:
         if leftover.kind == "job":
             cluster.delete_job(leftover.name)
+        elif leftover.kind == "trainjob":
+            cluster.delete_train_job(leftover.name)
         else:
             cluster.delete_secret(leftover.name)
     return found

@@ -470,6 +470,26 @@ class Cluster:
             ).items
         )
 
+    def list_train_jobs(self, label_selector: str) -> list[dict[str, Any]]:
+        """TrainJobs of the namespace carrying these labels (``fnjob.run.cleanup``); none
+        where Kubeflow Trainer is not installed (the API answers 404)."""
+        try:
+            listed: dict[str, Any] = self._call(
+                f"list TrainJobs in namespace {self.namespace!r}",
+                lambda: self._custom.list_namespaced_custom_object(
+                    *TRAIN_JOBS[:2],
+                    self.namespace,
+                    TRAIN_JOBS[2],
+                    label_selector=label_selector,
+                    _request_timeout=REQUEST_TIMEOUT,
+                ),
+            )
+        except ClusterError as error:
+            if error.status == 404:
+                return []
+            raise
+        return list(listed.get("items") or [])
+
     def list_secrets(self, label_selector: str) -> list[Any]:
         """Secrets of the namespace carrying these labels (``fnjob.run.cleanup``)."""
         return list(

@@ -182,6 +182,104 @@ def test_cleanup_deletes_jobs_and_secrets_whose_caller_is_gone_then_by_age(
         assert "'soon' is not an age" in bad.stderr
 
 
+def _plant_train_job(
+    fake: FakeKubeApi, name: str, *, caller: str | None, age: dt.timedelta, finished: bool = False
+) -> str:
+    """A TrainJob of a multi-node run, its Secret, and the Job Trainer's JobSet made for it
+    (which carries the TrainJob's labels, as ``spec.labels`` hands them down)."""
+    uid = str(uuid.uuid4())
+    labels = {MANAGED_BY_LABEL: "fnjob"}
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": "team-a",
+        "uid": uid,
+        "labels": labels,
+        "creationTimestamp": _timestamp(age),
+    }
+    if caller is not None:
+        metadata["annotations"] = {CALLER_ANNOTATION: caller}
+    conditions = [{"type": "Complete", "status": "True"}] if finished else []
+    fake.train_jobs[name] = {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "TrainJob",
+        "metadata": metadata,
+        "spec": {"runtimeRef": {"name": "torch-distributed"}},
+        "status": {"conditions": conditions},
+    }
+    fake.secrets[f"{name}-secret"] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": f"{name}-secret",
+            "namespace": "team-a",
+            "uid": str(uuid.uuid4()),
+            "labels": dict(labels),
+            "creationTimestamp": _timestamp(age),
+            "ownerReferences": [
+                {
+                    "apiVersion": "trainer.kubeflow.org/v1alpha1",
+                    "kind": "TrainJob",
+                    "name": name,
+                    "uid": uid,
+                }
+            ],
+        },
+    }
+    fake.jobs[f"{name}-node-0"] = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"{name}-node-0",
+            "namespace": "team-a",
+            "uid": str(uuid.uuid4()),
+            "labels": dict(labels),
+            "creationTimestamp": _timestamp(age),
+            "ownerReferences": [
+                {
+                    "apiVersion": "jobset.x-k8s.io/v1alpha2",
+                    "kind": "JobSet",
+                    "name": name,
+                    "uid": str(uuid.uuid4()),
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {"template": {"spec": {"containers": [{"name": "node", "image": "i"}]}}},
+        "status": {"active": 1},
+    }
+    return name
+
+
+def test_cleanup_deletes_train_jobs_whose_caller_is_gone_and_leaves_their_jobs_to_them(
+    tmp_path: Path,
+) -> None:
+    dead = _identity_of_a_finished_process()
+    with FakeKubeApi(JobScenario()) as fake:
+        orphan = _plant_train_job(fake, "fnjob-ddp-orphan", caller=dead, age=dt.timedelta(hours=3))
+        live = _plant_train_job(
+            fake, "fnjob-ddp-live", caller=caller_identity(), age=dt.timedelta(days=2)
+        )
+        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        env["KUBECONFIG"] = str(write_kubeconfig(tmp_path / "kubeconfig", fake.host))
+
+        done = _cleanup_command([], env)
+        assert done.returncode == 0, done.stderr
+        assert f"removed trainjob {orphan}: its caller ({dead}) is gone" in done.stdout
+        assert set(fake.train_jobs) == {live}
+        assert f"{orphan}-secret" not in fake.secrets  # went with its TrainJob
+        assert f"{live}-secret" in fake.secrets  # owned by a TrainJob that exists
+        # The JobSet's Jobs are never fnjob's to delete, even by age: they go with their
+        # TrainJob (here the fake has no JobSet controller to remove the orphan's).
+        assert not [line for line in done.stdout.splitlines() if line.startswith("removed job ")]
+
+        aged = _cleanup_command(["--older-than", "1d"], env)
+        assert aged.returncode == 0, aged.stderr
+        assert f"removed trainjob {live}: started" in aged.stdout
+        assert not [line for line in aged.stdout.splitlines() if line.startswith("removed job ")]
+        assert set(fake.jobs) == {f"{orphan}-node-0", f"{live}-node-0"}
+        assert fake.train_jobs == {}
+
+
 # -- local containers (real podman) ----------------------------------------------------------
 
 CALLER_PY = """\
