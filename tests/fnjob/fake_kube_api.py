@@ -48,6 +48,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import cloudpickle
 
+from fnjob.run.cluster import API_CALLS
+
 CREATED = "2026-11-28T12:00:00Z"
 LATER = "2026-11-28T12:00:05Z"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -143,16 +145,47 @@ class RecordedRequest:
     body: Any
 
 
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
+
+
+def rbac_attributes(method: str, path: str) -> tuple[str, str, str]:
+    """(verb, API group, resource) of a request, as the API server's RBAC reads its path:
+    ``/api/v1/namespaces/NS/RESOURCE[/NAME[/SUBRESOURCE]]`` (the core group, "") or
+    ``/apis/GROUP/VERSION/namespaces/NS/...``; a GET without a name lists (``?watch``
+    watches), a DELETE without one is ``deletecollection``."""
+    url = urlsplit(path)
+    parts = url.path.strip("/").split("/")
+    group = "" if parts[0] == "api" else parts[1]
+    rest = parts[2:] if parts[0] == "api" else parts[3:]
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]
+    resource = "/".join(rest[0:1] + rest[2:3])
+    named = len(rest) >= 2
+    if method == "GET":
+        watching = parse_qs(url.query).get("watch", [""])[0] in ("true", "1")
+        verb = "get" if named else "watch" if watching else "list"
+    elif method == "DELETE":
+        verb = "delete" if named else "deletecollection"
+    else:
+        verb = _VERBS[method]
+    return verb, group, resource
+
+
 class FakeKubeApi:
     """The fake API server; ``host`` is what a ``Configuration`` points at."""
 
     def __init__(self, scenario: JobScenario) -> None:
         self.scenario = scenario
         self.requests: list[RecordedRequest] = []
+        # Every request received, as RBAC sees it (``rbac_attributes``).
+        self.calls: set[tuple[str, str, str]] = set()
         self.jobs: dict[str, dict[str, Any]] = {}
         self.secrets: dict[str, dict[str, Any]] = {}
         # Trainer's TrainJobs (listed and deleted here; FakeIndexedJobApi also runs them).
         self.train_jobs: dict[str, dict[str, Any]] = {}
+        # False: a cluster without Trainer, where RBAC refuses TrainJobs (403, as a real API
+        # server authorizes before it looks up the resource).
+        self.trainer_installed = True
         self.deleted = threading.Event()
         self._logs_done = threading.Event()
         self._log_started = threading.Event()
@@ -173,6 +206,7 @@ class FakeKubeApi:
                 pass
 
             def _handle(self) -> None:
+                fake._note_call(self.command, self.path)
                 fake._dispatch(self)
 
             do_GET = do_POST = do_DELETE = do_PATCH = _handle
@@ -196,6 +230,16 @@ class FakeKubeApi:
         self.deleted.set()
         self._server.shutdown()
         self._server.server_close()
+        unlisted = sorted(self.calls - API_CALLS)
+        if unlisted and exc[0] is None:
+            raise AssertionError(
+                f"fnjob sent requests that fnjob.run.cluster.API_CALLS does not list (so no "
+                f"test checks the platform grants them): {unlisted}"
+            )
+
+    def _note_call(self, method: str, path: str) -> None:
+        with self._lock:
+            self.calls.add(rbac_attributes(method, path))
 
     @property
     def log_stream_open(self) -> bool:
@@ -224,13 +268,8 @@ class FakeKubeApi:
             return self._job_status(handler, parts[6])
         if method == "GET" and batch and parts[-1] == "jobs":
             return self._list(handler, "JobList", "batch/v1", self.jobs, query)
-        trainer = parts[:2] == ["apis", "trainer.kubeflow.org"]
-        if method == "GET" and trainer and parts[-1] == "trainjobs":
-            return self._list(
-                handler, "TrainJobList", "trainer.kubeflow.org/v1alpha1", self.train_jobs, query
-            )
-        if method == "DELETE" and trainer:
-            return self._delete_train_job(handler, parts[6], query, body)
+        if parts[:2] == ["apis", "trainer.kubeflow.org"]:
+            return self._trainer(handler, method, parts, query, body)
         if method == "GET" and parts[-1] == "secrets":
             return self._list(handler, "SecretList", "v1", self.secrets, query)
         if method == "DELETE" and batch and parts[-1] == "jobs":
@@ -344,6 +383,28 @@ class FakeKubeApi:
         self._collect(job, query, body)
         self.deleted.set()
         _send(handler, 200, _status(200, "", "", status="Success"))
+
+    def _trainer(
+        self,
+        handler: BaseHTTPRequestHandler,
+        method: str,
+        parts: list[str],
+        query: dict[str, list[str]],
+        body: Any,
+    ) -> None:
+        if not self.trainer_installed:
+            message = (
+                'trainjobs.trainer.kubeflow.org is forbidden: User "system:serviceaccount:'
+                'team-a:default-editor" cannot list resource "trainjobs"'
+            )
+            return _send(handler, 403, _status(403, "Forbidden", message))
+        if method == "GET" and parts[-1] == "trainjobs":
+            return self._list(
+                handler, "TrainJobList", "trainer.kubeflow.org/v1alpha1", self.train_jobs, query
+            )
+        if method == "DELETE":
+            return self._delete_train_job(handler, parts[6], query, body)
+        return _send(handler, 404, _status(404, "NotFound", f"no route for {method}"))
 
     def _delete_train_job(
         self, handler: BaseHTTPRequestHandler, name: str, query: dict[str, list[str]], body: Any

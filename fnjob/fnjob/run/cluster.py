@@ -20,6 +20,7 @@ from fnjob.errors import FnJobError
 from fnjob.run.manifest import CONTAINER_NAME, CONTROLLER_UID_LABEL, RUN_ID_LABEL
 
 __all__ = [
+    "API_CALLS",
     "Cluster",
     "ClusterAccessDenied",
     "ClusterConfigError",
@@ -43,6 +44,33 @@ LOG_READ_BYTES = 1 << 16
 T = TypeVar("T")
 # (group, version, plural) of Trainer's TrainJobs (the 26.03 release serves v1alpha1).
 TRAIN_JOBS = ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
+
+# Every request a run or ``fnjob cleanup`` sends, as RBAC sees it: (verb, API group,
+# resource), all in the caller's namespace. The platform must grant each of them to the
+# notebooks' ServiceAccount; tests check the table both ways: every request the fake API
+# server receives is in it, and a Kubeflow profile's default-editor (ClusterRole
+# kubeflow-edit, aggregated, on the real render) may make every one.
+API_CALLS: frozenset[tuple[str, str, str]] = frozenset(
+    {
+        ("create", "batch", "jobs"),
+        ("get", "batch", "jobs/status"),
+        ("list", "batch", "jobs"),
+        ("delete", "batch", "jobs"),
+        ("deletecollection", "batch", "jobs"),
+        ("create", "", "secrets"),
+        ("list", "", "secrets"),
+        ("delete", "", "secrets"),
+        ("create", "", "services"),
+        ("list", "", "pods"),
+        ("get", "", "pods/log"),
+        ("list", "", "events"),
+        ("get", "", "persistentvolumeclaims"),
+        ("create", TRAIN_JOBS[0], TRAIN_JOBS[2]),
+        ("get", TRAIN_JOBS[0], TRAIN_JOBS[2]),
+        ("list", TRAIN_JOBS[0], TRAIN_JOBS[2]),
+        ("delete", TRAIN_JOBS[0], TRAIN_JOBS[2]),
+    }
+)
 
 
 class ClusterError(FnJobError):
@@ -472,7 +500,9 @@ class Cluster:
 
     def list_train_jobs(self, label_selector: str) -> list[dict[str, Any]]:
         """TrainJobs of the namespace carrying these labels (``fnjob.run.cleanup``); none
-        where Kubeflow Trainer is not installed (the API answers 404)."""
+        where Kubeflow Trainer is not installed. The API server authorizes a request before
+        it looks the resource up, so without Trainer (and its aggregated role) the answer is
+        403, not 404: whoever may not list TrainJobs cannot have made any either."""
         try:
             listed: dict[str, Any] = self._call(
                 f"list TrainJobs in namespace {self.namespace!r}",
@@ -485,7 +515,7 @@ class Cluster:
                 ),
             )
         except ClusterError as error:
-            if error.status == 404:
+            if error.status in (403, 404):
                 return []
             raise
         return list(listed.get("items") or [])

@@ -280,6 +280,20 @@ def test_cleanup_deletes_train_jobs_whose_caller_is_gone_and_leaves_their_jobs_t
         assert fake.train_jobs == {}
 
 
+def test_cleanup_works_where_trainer_is_not_installed(tmp_path: Path) -> None:
+    # There RBAC refuses TrainJobs (403): nobody there can have made one, so none are left.
+    dead = _identity_of_a_finished_process()
+    with FakeKubeApi(JobScenario()) as fake:
+        fake.trainer_installed = False
+        orphan = _plant_job(fake, "fnjob-train-orphan", caller=dead, age=dt.timedelta(hours=3))
+        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        env["KUBECONFIG"] = str(write_kubeconfig(tmp_path / "kubeconfig", fake.host))
+        done = _cleanup_command([], env)
+        assert done.returncode == 0, done.stderr
+        assert f"removed job {orphan}: its caller ({dead}) is gone" in done.stdout
+        assert fake.requests_to("GET", "/trainjobs"), "TrainJobs were not even asked for"
+
+
 # -- local containers (real podman) ----------------------------------------------------------
 
 CALLER_PY = """\
