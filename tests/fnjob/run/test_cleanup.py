@@ -88,10 +88,8 @@ def _timestamp(age: dt.timedelta) -> str:
     return (dt.datetime.now(dt.UTC) - age).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _plant_job(
-    fake: FakeKubeApi, name: str, *, caller: str | None, age: dt.timedelta, finished: bool = False
-) -> str:
-    uid = str(uuid.uuid4())
+def _run_metadata(name: str, uid: str, caller: str | None, age: dt.timedelta) -> dict[str, Any]:
+    """Metadata of a run fnjob made: its labels, and who started it when known."""
     metadata: dict[str, Any] = {
         "name": name,
         "namespace": "team-a",
@@ -101,14 +99,12 @@ def _plant_job(
     }
     if caller is not None:
         metadata["annotations"] = {CALLER_ANNOTATION: caller}
-    conditions = [{"type": "Complete", "status": "True"}] if finished else []
-    fake.jobs[name] = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": metadata,
-        "spec": {"template": {"spec": {"containers": [{"name": "fnjob", "image": "i"}]}}},
-        "status": {"conditions": conditions, "active": 0 if finished else 1},
-    }
+    return metadata
+
+
+def _plant_secret(fake: FakeKubeApi, owner: dict[str, Any], age: dt.timedelta) -> None:
+    """The run's Secret, owned by ``owner`` (a Job or a TrainJob)."""
+    name = owner["metadata"]["name"]
     fake.secrets[f"{name}-secret"] = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -119,10 +115,29 @@ def _plant_job(
             "labels": {MANAGED_BY_LABEL: "fnjob"},
             "creationTimestamp": _timestamp(age),
             "ownerReferences": [
-                {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid}
+                {
+                    "apiVersion": owner["apiVersion"],
+                    "kind": owner["kind"],
+                    "name": name,
+                    "uid": owner["metadata"]["uid"],
+                }
             ],
         },
     }
+
+
+def _plant_job(
+    fake: FakeKubeApi, name: str, *, caller: str | None, age: dt.timedelta, finished: bool = False
+) -> str:
+    conditions = [{"type": "Complete", "status": "True"}] if finished else []
+    fake.jobs[name] = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _run_metadata(name, str(uuid.uuid4()), caller, age),
+        "spec": {"template": {"spec": {"containers": [{"name": "fnjob", "image": "i"}]}}},
+        "status": {"conditions": conditions, "active": 0 if finished else 1},
+    }
+    _plant_secret(fake, fake.jobs[name], age)
     return name
 
 
@@ -187,63 +202,29 @@ def _plant_train_job(
 ) -> str:
     """A TrainJob of a multi-node run, its Secret, and the Job Trainer's JobSet made for it
     (which carries the TrainJob's labels, as ``spec.labels`` hands them down)."""
-    uid = str(uuid.uuid4())
-    labels = {MANAGED_BY_LABEL: "fnjob"}
-    metadata: dict[str, Any] = {
-        "name": name,
-        "namespace": "team-a",
-        "uid": uid,
-        "labels": labels,
-        "creationTimestamp": _timestamp(age),
-    }
-    if caller is not None:
-        metadata["annotations"] = {CALLER_ANNOTATION: caller}
     conditions = [{"type": "Complete", "status": "True"}] if finished else []
     fake.train_jobs[name] = {
         "apiVersion": "trainer.kubeflow.org/v1alpha1",
         "kind": "TrainJob",
-        "metadata": metadata,
+        "metadata": _run_metadata(name, str(uuid.uuid4()), caller, age),
         "spec": {"runtimeRef": {"name": "torch-distributed"}},
         "status": {"conditions": conditions},
     }
-    fake.secrets[f"{name}-secret"] = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": f"{name}-secret",
-            "namespace": "team-a",
+    _plant_secret(fake, fake.train_jobs[name], age)
+    node = _run_metadata(f"{name}-node-0", str(uuid.uuid4()), None, age)
+    node["ownerReferences"] = [
+        {
+            "apiVersion": "jobset.x-k8s.io/v1alpha2",
+            "kind": "JobSet",
+            "name": name,
             "uid": str(uuid.uuid4()),
-            "labels": dict(labels),
-            "creationTimestamp": _timestamp(age),
-            "ownerReferences": [
-                {
-                    "apiVersion": "trainer.kubeflow.org/v1alpha1",
-                    "kind": "TrainJob",
-                    "name": name,
-                    "uid": uid,
-                }
-            ],
-        },
-    }
+            "controller": True,
+        }
+    ]
     fake.jobs[f"{name}-node-0"] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": f"{name}-node-0",
-            "namespace": "team-a",
-            "uid": str(uuid.uuid4()),
-            "labels": dict(labels),
-            "creationTimestamp": _timestamp(age),
-            "ownerReferences": [
-                {
-                    "apiVersion": "jobset.x-k8s.io/v1alpha2",
-                    "kind": "JobSet",
-                    "name": name,
-                    "uid": str(uuid.uuid4()),
-                    "controller": True,
-                }
-            ],
-        },
+        "metadata": node,
         "spec": {"template": {"spec": {"containers": [{"name": "node", "image": "i"}]}}},
         "status": {"active": 1},
     }
